@@ -1,0 +1,1 @@
+"""The bank app: banks, accounts and transfers, plus the pages that show them."""

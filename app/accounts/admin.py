@@ -1,0 +1,36 @@
+"""Django admin registrations for banks, accounts and transfers."""
+from django.contrib import admin
+
+from accounts.models import Account, Bank, Transfer
+
+
+@admin.register(Bank)
+class BankAdmin(admin.ModelAdmin):
+    list_display = ["name"]
+    search_fields = ["name"]
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ["number", "owner", "bank", "balance"]
+    list_filter = ["bank"]
+    search_fields = ["number", "owner"]
+    list_select_related = ["bank"]
+
+
+@admin.register(Transfer)
+class TransferAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "from_account", "to_account", "amount"]
+    list_select_related = ["from_account", "to_account"]
+    date_hierarchy = "created_at"
+
+    # A Transfer row records money that moved via accounts.banking; adding,
+    # editing or deleting one here would move no money, so the admin only shows them.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

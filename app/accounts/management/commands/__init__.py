@@ -1,0 +1,1 @@
+"""Management commands for the accounts app (load_sample_data)."""

@@ -1,0 +1,175 @@
+"""Load and validate the site's deployment configuration from a TOML file into a plain dict."""
+import tomllib
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+DEFAULT_PATH = "/etc/bank/bank.toml"
+
+# The app directory (the one holding manage.py). Development state lives under
+# it so that BANK_DEV=1 works from a plain checkout without touching /srv or /etc.
+APP_DIR = Path(__file__).resolve().parent.parent
+DEV_DIR = APP_DIR / ".dev"
+
+# Only ever used when no config file exists *and* BANK_DEV is set; never reachable
+# on a deployed host that has a config file.
+DEV_SECRET_KEY = "dev-only-insecure-key-bank-site-never-use-in-production"
+
+DEV_SOURCE = "development defaults (BANK_DEV)"
+
+DB_ENGINES = ("postgresql", "sqlite")
+CACHE_BACKENDS = ("locmem", "memcached")
+
+# key -> (accepted types, default). A default of REQUIRED means the file must set it.
+REQUIRED = object()
+SCHEMA = {
+    "secret_key": ((str,), REQUIRED),
+    "debug": ((bool,), False),
+    "allowed_hosts": ((list,), []),
+    "db_engine": ((str,), "postgresql"),
+    "db_name": ((str,), REQUIRED),
+    "db_user": ((str,), ""),
+    "db_password": ((str,), ""),
+    # Empty host means the local Unix socket, which is what peer auth on Debian wants.
+    "db_host": ((str,), ""),
+    "db_port": ((int,), 5432),
+    "static_root": ((str,), "/srv/bank/static"),
+    "cache": ((str,), "locmem"),
+    "cache_location": ((str, list), None),
+    "csrf_trusted_origins": ((list,), []),
+}
+LIST_OF_STR_KEYS = ("allowed_hosts", "csrf_trusted_origins")
+
+
+def dev_defaults():
+    """Settings for a developer checkout: sqlite and static files under app/.dev/."""
+    return {
+        "secret_key": DEV_SECRET_KEY,
+        "debug": True,
+        "allowed_hosts": ["localhost", "127.0.0.1", "[::1]"],
+        "db_engine": "sqlite",
+        "db_name": str(DEV_DIR / "db.sqlite3"),
+        "db_user": "",
+        "db_password": "",
+        "db_host": "",
+        "db_port": 5432,
+        "static_root": str(DEV_DIR / "static"),
+        "cache": "locmem",
+        "cache_location": None,
+        "csrf_trusted_origins": [],
+        "source": DEV_SOURCE,
+    }
+
+
+def load(path, dev=False):
+    """Return the validated configuration read from the TOML file at ``path``.
+
+    A missing file is only acceptable when ``dev`` is true, in which case the
+    development defaults are returned; anything else that is wrong with the file
+    raises ImproperlyConfigured so a misconfigured host fails at start-up rather
+    than serving with surprising settings.
+    """
+    path = Path(path)
+    if not path.exists():
+        if dev:
+            return dev_defaults()
+        raise ImproperlyConfigured(
+            f"bank configuration file {path} does not exist. Write it (see app/README.md) "
+            "or point BANK_CONFIG at one; set BANK_DEV=1 to run with development defaults."
+        )
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ImproperlyConfigured(f"bank configuration file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot read bank configuration file {path}: {exc}") from exc
+    conf = validate(raw, source=str(path))
+    conf["source"] = str(path)
+    return conf
+
+
+def validate(raw, source="<config>"):
+    """Check types and values of a parsed TOML mapping and fill in defaults."""
+
+    def fail(message):
+        raise ImproperlyConfigured(f"{source}: {message}")
+
+    unknown = sorted(set(raw) - set(SCHEMA))
+    if unknown:
+        # Rejecting typos (e.g. "allowed_host") beats silently running with defaults.
+        fail(f"unknown key(s) {', '.join(unknown)}; known keys are {', '.join(SCHEMA)}")
+
+    conf = {}
+    for key, (types, default) in SCHEMA.items():
+        if key not in raw:
+            if default is REQUIRED:
+                fail(f"missing required key {key!r}")
+            conf[key] = list(default) if isinstance(default, list) else default
+            continue
+        value = raw[key]
+        # bool is a subclass of int; "db_port = true" must not pass as port 1.
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            names = " or ".join(t.__name__ for t in types)
+            fail(f"{key!r} must be {names}, got {type(value).__name__}")
+        conf[key] = value
+
+    for key in LIST_OF_STR_KEYS:
+        if not all(isinstance(item, str) for item in conf[key]):
+            fail(f"{key!r} must be a list of strings")
+    if not conf["secret_key"].strip():
+        fail("'secret_key' must not be empty")
+    if conf["db_engine"] not in DB_ENGINES:
+        fail(f"'db_engine' must be one of {', '.join(DB_ENGINES)}, got {conf['db_engine']!r}")
+    if not conf["db_name"]:
+        fail("'db_name' must not be empty")
+    if not 0 < conf["db_port"] < 65536:
+        fail(f"'db_port' out of range: {conf['db_port']}")
+    if conf["cache"] not in CACHE_BACKENDS:
+        fail(f"'cache' must be one of {', '.join(CACHE_BACKENDS)}, got {conf['cache']!r}")
+    location = conf["cache_location"]
+    if isinstance(location, list) and not all(isinstance(item, str) for item in location):
+        fail("'cache_location' must be a string or a list of strings")
+    if conf["cache"] == "memcached" and not location:
+        fail("'cache = \"memcached\"' needs 'cache_location' (e.g. \"127.0.0.1:11211\")")
+    return conf
+
+
+def databases(conf):
+    """Build Django's DATABASES setting from a loaded configuration."""
+    if conf["db_engine"] == "sqlite":
+        default = {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": conf["db_name"],
+        }
+    else:
+        default = {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": conf["db_name"],
+            "USER": conf["db_user"],
+            "PASSWORD": conf["db_password"],
+            "HOST": conf["db_host"],
+            "PORT": str(conf["db_port"]),
+        }
+    # Persistent connections save a connect per request; the health check makes a
+    # connection that died while idle (DB restart, failover) get replaced, not reused.
+    default["CONN_MAX_AGE"] = 60
+    default["CONN_HEALTH_CHECKS"] = True
+    return {"default": default}
+
+
+def caches(conf):
+    """Build Django's CACHES setting from a loaded configuration."""
+    if conf["cache"] == "memcached":
+        # pymemcache is deliberately not in requirements.txt: whoever switches a
+        # deployment to memcached installs it alongside.
+        backend = {
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCacheBackend",
+            "LOCATION": conf["cache_location"],
+        }
+    else:
+        backend = {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "bank",
+        }
+    return {"default": backend}

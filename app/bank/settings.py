@@ -1,0 +1,109 @@
+"""Django settings for the bank site; per-host values come from the TOML file named by BANK_CONFIG."""
+import os
+
+from bank import config
+
+BASE_DIR = config.APP_DIR
+
+CONFIG_PATH = os.environ.get("BANK_CONFIG", config.DEFAULT_PATH)
+DEV_MODE = os.environ.get("BANK_DEV", "").strip().lower() in ("1", "true", "yes", "on")
+CONF = config.load(CONFIG_PATH, dev=DEV_MODE)
+if CONF["source"] == config.DEV_SOURCE:
+    # sqlite cannot create the directory of its database file itself.
+    config.DEV_DIR.mkdir(exist_ok=True)
+
+SECRET_KEY = CONF["secret_key"]
+DEBUG = CONF["debug"]
+ALLOWED_HOSTS = CONF["allowed_hosts"]
+CSRF_TRUSTED_ORIGINS = CONF["csrf_trusted_origins"]
+
+INSTALLED_APPS = [
+    # First, so its registration/login.html wins over any shipped by contrib apps.
+    "accounts",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+]
+
+MIDDLEWARE = [
+    # Outermost, so error responses produced by inner middleware carry the header too.
+    "accounts.middleware.ServedByMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "bank.urls"
+WSGI_APPLICATION = "bank.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = config.databases(CONF)
+CACHES = config.caches(CONF)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = CONF["static_root"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed names + staticfiles.json let nginx serve /static/ with far-future expiry.
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        # stderr ends up in the Gunicorn error log / journald / Apache error log.
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        # Replace Django's default handlers (console only under DEBUG, mail_admins)
+        # so that production errors are written to stderr, not emailed to nobody.
+        "django": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
+}

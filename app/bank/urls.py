@@ -1,0 +1,19 @@
+"""URL routing for the bank site."""
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from accounts import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("banks/<int:pk>/", views.bank_detail, name="bank_detail"),
+    path("balance/", views.balance, name="balance"),
+    path("report/", views.report, name="report"),
+    path("hello/", views.hello, name="hello"),
+    path("health/", views.health, name="health"),
+    path("transfer/", views.transfer, name="transfer"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,162 @@
+"""The `lab` command line: a thin layer over lab.lifecycle; every error leaves here as one line and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from lab import lifecycle
+from lab.errors import LabError, UsageError, exit_code_for, one_line
+from lab.recipes import RecipeResult
+from lab.topology import TIERS, Overrides
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+STATUS_STYLE = {"changed": "yellow", "ok": "green", "failed": "bold red", "skipped": "magenta"}
+
+
+def say(message: str) -> None:
+    console.print(f"[cyan]lab[/]: {message}")
+
+
+def show_result(result: RecipeResult, verbose: bool) -> None:
+    if result.status == "ok" and not verbose:
+        return
+    detail = "; ".join(result.changes) if result.changes else result.error
+    style = STATUS_STYLE[result.status]
+    console.print(
+        f"  [{style}]{result.status:<7}[/] {result.host:<6} step {result.step} {result.recipe.split('.', 1)[1]:<22} "
+        f"[dim]{result.seconds:5.1f}s[/] {detail}"
+    )
+
+
+def project() -> lifecycle.Project:
+    return lifecycle.Project.here()
+
+
+def web_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--web", type=int, default=None, metavar="N", help="Number of web servers (web1..webN).")(func)
+
+
+def step_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--step", type=int, default=None, metavar="K",
+        help="Only the workshop's steps 1..K (1 bootstrap, 2 database, 3 app servers, 4 deploy, 5 balancer).",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, envvar="LAB_DEBUG", help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="lab", prog_name="lab")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Build the Django Deployment Workshop's production stack on this machine, provision it, prove it, load-test it."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@web_option
+@click.option("--provider", default=None, metavar="NAME", help="local (systemd-nspawn, default on Linux) or vagrant.")
+@step_option
+@click.option("-v", "--verbose", is_flag=True, help="List unchanged recipes too.")
+def up(web: int | None, provider: str | None, step: int | None, verbose: bool) -> None:
+    """Create or start the lab's hosts and converge every recipe (safe to run again)."""
+    report = lifecycle.up(project(), Overrides(web=web, provider=provider), say,
+                          functools.partial(show_result, verbose=verbose), max_step=step)
+    say(report.summary())
+
+
+@cli.command()
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", help="Output format.")
+def status(output: str) -> None:
+    """Show each host: tier, IP and state."""
+    rows = lifecycle.status(project())
+    if output == "json":
+        click.echo(json.dumps([row.__dict__ for row in rows], indent=2))
+        return
+    table = Table("host", "tier", "ip", "state")
+    for row in rows:
+        table.add_row(row.name, row.tier, row.ip, f"[{'green' if row.state == 'running' else 'red'}]{row.state}[/]")
+    console.print(table)
+
+
+@cli.command()
+@click.option("--tier", "tiers", multiple=True, metavar="TIER", help=f"Only these tiers ({', '.join(TIERS)}); repeatable.")
+@click.option("--junit-xml", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write a JUnit XML report.")
+@step_option
+def test(tiers: tuple[str, ...], junit_xml: Path | None, step: int | None) -> None:
+    """Prove every tier with testinfra, and the site end to end through the balancer."""
+    split = [t for value in tiers for t in value.split(",") if t]
+    lifecycle.test(project(), split or None, junit_xml, step)
+    say("all checks passed")
+
+
+@cli.command()
+@web_option
+@click.option("--users", type=int, default=20, show_default=True, help="Concurrent simulated users.")
+@click.option("--spawn-rate", type=float, default=10.0, show_default=True, help="Users started per second.")
+@click.option("--duration", type=int, default=20, show_default=True, help="Seconds of load.")
+@click.option("--scenario", default="mix", show_default=True, help="Locustfile in loadtests/: mix or hello.")
+def bench(web: int | None, users: int, spawn_rate: float, duration: int, scenario: str) -> None:
+    """Load-test the site through the balancer with Locust (growing the web tier to --web first)."""
+    from lab import benchrun  # imports Locust's runner module lazily; Locust itself runs in its own process
+
+    result, results_dir = benchrun.bench(project(), web, users, spawn_rate, duration, scenario, say,
+                                         functools.partial(show_result, verbose=False))
+    from lab.report import bench_table
+
+    console.print(bench_table(result))
+    say(f"results in {results_dir}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("host")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def ssh(host: str, command: tuple[str, ...]) -> None:
+    """Open a shell on HOST, or run COMMAND there."""
+    argv = lifecycle.ssh_command(project(), host, command)
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+@cli.command()
+def destroy() -> None:
+    """Remove every host, network, proxy and disk of the lab (keeps .lab/results and the caches)."""
+    if lifecycle.destroy(project(), say):
+        say("lab destroyed")
+    else:
+        say("no lab here: nothing to destroy")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; the one place exceptions become exit codes."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("LAB_DEBUG") == "1"
+    try:
+        cli.main(args=args, prog_name="lab", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.UsageError as error:
+        errors.print(f"lab: error: {one_line(error)} (see `lab --help`)", markup=False)
+        sys.exit(UsageError.exit_code)
+    except (click.Abort, KeyboardInterrupt) as error:
+        errors.print("lab: interrupted; what was done is kept: run the same command again to finish", markup=False)
+        sys.exit(exit_code_for(KeyboardInterrupt()))
+    except LabError as error:
+        if debug:
+            raise
+        errors.print(f"lab: error: {one_line(error)}", markup=False)
+        sys.exit(exit_code_for(error))
+    except Exception as error:
+        if debug:
+            raise
+        errors.print(f"lab: internal error ({type(error).__name__}): {one_line(error)}; rerun with --debug", markup=False)
+        sys.exit(exit_code_for(error))

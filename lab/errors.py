@@ -1,0 +1,102 @@
+"""The one exception family of lab, and the one place that maps it to exit codes."""
+
+from __future__ import annotations
+
+
+class LabError(Exception):
+    """Something the user can act on; its message is one line, its exit code is stable."""
+
+    exit_code = 1
+
+
+class UsageError(LabError):
+    """A wrong verb, flag or flag value the command line itself rejects."""
+
+    exit_code = 2
+
+
+class TopologyError(LabError):
+    """A topology value out of range or not one of the allowed names."""
+
+    exit_code = 3
+
+
+class ConfigFileError(LabError):
+    """lab.toml cannot be read or parsed."""
+
+    exit_code = 4
+
+
+class NetworkClash(LabError):
+    """The lab's subnet overlaps a route the machine already has."""
+
+    exit_code = 5
+
+
+class NeedsRoot(LabError):
+    """The provider must run as root."""
+
+    exit_code = 6
+
+
+class NotUp(LabError):
+    """The command needs a lab and there is none (or it is not running)."""
+
+    exit_code = 7
+
+
+class LabBusy(LabError):
+    """Another lab command is working on this lab, or the lab name is taken."""
+
+    exit_code = 8
+
+
+class MissingDependency(LabError):
+    """A machine package or program is missing and could not be installed."""
+
+    exit_code = 9
+
+
+class ProviderError(LabError):
+    """Making, starting or removing hosts failed."""
+
+    exit_code = 10
+
+
+class ProvisionFailed(LabError):
+    """One or more recipes failed on one or more hosts."""
+
+    exit_code = 11
+
+
+class ChecksFailed(LabError):
+    """`lab test` ran and at least one check failed."""
+
+    exit_code = 12
+
+
+class BenchError(LabError):
+    """A load test could not run or produced no measurements."""
+
+    exit_code = 13
+
+
+class Interrupted(LabError):
+    """The user pressed Ctrl-C; what was done is recorded and the next run converges."""
+
+    exit_code = 130
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The process exit code for an error that reached the command line."""
+    if isinstance(error, LabError):
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return Interrupted.exit_code
+    return 70  # EX_SOFTWARE: a bug in lab, not the user's input
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message folded to a single line."""
+    text = " ".join(str(error).split())
+    return text or error.__class__.__name__

@@ -1,0 +1,168 @@
+"""The local provider: Debian 12 hosts as systemd-nspawn machines on overlayfs, one network namespace each."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from lab.errors import LabBusy, ProviderError
+from lab.providers.base import HostFacts, Provider, Say, SshEndpoint
+from lab.providers.local import machines, network, proxy
+from lab.providers.local.paths import cache_root, data_root, short_id
+from lab.providers.local.rootfs import ensure_rootfs
+from lab.state import LabDir
+from lab.system import ensure_debian_packages, require_root
+from lab.topology import Topology
+
+# program → Debian package, installed on first use when missing
+MACHINE_PACKAGES = {
+    "debootstrap": "debootstrap",
+    "systemd-nspawn": "systemd-container",
+    "squid": "squid",
+    "ip": "iproute2",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+}
+WHEELS_IN_HOST = "/var/cache/lab/wheels"
+
+
+class LocalProvider(Provider):
+    name = "local"
+
+    def plan(self, topology: Topology, labdir: LabDir) -> dict[str, Any]:
+        """Every machine resource this lab will own, named before any is made (so any can be cleaned up)."""
+        lab_id = short_id(topology.name)
+        root = data_root() / topology.name
+        hosts = {
+            h.name: asdict(machines.MachineSpec(
+                name=h.name, ip=h.ip, memory_mb=h.memory_mb, root=str(root / "hosts" / h.name),
+                netns=f"lab-{topology.name}-{h.name}", veth=f"lv{short_id(topology.name, h.name)}",
+                cgroup=f"lab-{topology.name}/{h.name}", console_log=str(labdir.logs / f"{h.name}.console.log"), machine=f"{topology.name}-{h.name}",
+            ))
+            for h in topology.hosts
+        }
+        return {
+            "bridge": f"lab{lab_id}",
+            "subnet": topology.subnet,
+            "gateway": topology.gateway,
+            "root": str(root),
+            "proxy_run": str(root / "proxy"),
+            "proxy_cache": str(cache_root() / "squid" / topology.name),
+            "hosts": hosts,
+        }
+
+    def preflight(self, topology: Topology, labdir: LabDir, say: Say) -> None:
+        require_root("the local provider")
+        ensure_debian_packages(MACHINE_PACKAGES, say)
+        _disable_packaged_squid()
+        owner_file = data_root() / topology.name / "owner"
+        if owner_file.exists():
+            owner = Path(owner_file.read_text().strip())
+            if owner != labdir.path.resolve() and (owner / "state.json").exists():
+                raise LabBusy(
+                    f"lab name {topology.name!r} is in use by {owner}; set another with LAB_NAME or [lab] name in lab.toml"
+                )
+        network.check_subnet_free(topology.subnet, f"lab{short_id(topology.name)}")
+
+    def facts(self, topology: Topology) -> HostFacts:
+        return HostFacts(proxy_url=f"http://{topology.gateway}:{proxy.PORT}", wheelhouse=WHEELS_IN_HOST)
+
+    def up(self, topology: Topology, labdir: LabDir, state: dict[str, Any], say: Say) -> list[SshEndpoint]:
+        previous = state.get("resources") or {}
+        resources = self.plan(topology, labdir)
+        # Record hosts being removed too, until they are gone, so an interrupted shrink is still cleaned up.
+        dropped = {n: s for n, s in previous.get("hosts", {}).items() if n not in resources["hosts"]}
+        state["resources"] = dict(resources, hosts={**dropped, **resources["hosts"]})
+        labdir.write(state)
+        root = Path(resources["root"])
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "owner").write_text(str(labdir.path.resolve()) + "\n")
+        (root / "resources.json").write_text(json.dumps(state["resources"], indent=2))
+
+        for name, spec in dropped.items():
+            say(f"removing {name} (no longer in the topology)")
+            _remove_host(machines.MachineSpec(**spec))
+        state["resources"] = resources
+        labdir.write(state)
+        (root / "resources.json").write_text(json.dumps(resources, indent=2))
+
+        rootfs = ensure_rootfs(say)
+        network.ensure_bridge(resources["bridge"], resources["gateway"], resources["subnet"])
+        proxy.ensure_proxy(topology.name, resources["gateway"], resources["subnet"],
+                           Path(resources["proxy_run"]), Path(resources["proxy_cache"]))
+        wheels = cache_root() / "wheels"
+        wheels.mkdir(parents=True, exist_ok=True)
+        public_key = labdir.ensure_key()
+
+        def bring_up(host_name: str) -> SshEndpoint:
+            spec = machines.MachineSpec(**resources["hosts"][host_name])
+            machines.ensure_disk(spec, rootfs)
+            host_key = machines.ensure_identity(spec, public_key)
+            network.ensure_host_link(spec.netns, spec.veth, resources["bridge"], spec.ip, resources["subnet"])
+            pid = machines.running_pid(spec)
+            if pid is None:
+                say(f"booting {host_name}")
+                pid = machines.boot(spec, {str(wheels): WHEELS_IN_HOST})
+            machines.wait_for_ssh(spec, pid)
+            return SshEndpoint(host=host_name, address=spec.ip, port=22, user="root",
+                               identity_file=str(labdir.private_key), host_key=host_key)
+
+        with ThreadPoolExecutor(max_workers=len(topology.hosts)) as pool:
+            return list(pool.map(bring_up, [h.name for h in topology.hosts]))
+
+    def status(self, labdir: LabDir, state: dict[str, Any]) -> dict[str, str]:
+        result = {}
+        for name, spec_data in (state.get("resources") or {}).get("hosts", {}).items():
+            spec = machines.MachineSpec(**spec_data)
+            if machines.running_pid(spec):
+                result[name] = "running"
+            elif Path(spec.root).exists():
+                result[name] = "stopped"
+            else:
+                result[name] = "not created"
+        for host in state["topology"]["hosts"]:
+            result.setdefault(host["name"], "not created")
+        return result
+
+    def destroy(self, labdir: LabDir, state: dict[str, Any], say: Say) -> None:
+        require_root("the local provider")
+        destroy_resources(state.get("resources") or {}, say)
+
+
+def destroy_resources(resources: dict[str, Any], say: Say) -> None:
+    """Remove every recorded resource; each step tolerates what an earlier, interrupted run removed."""
+    hosts = [machines.MachineSpec(**spec) for spec in resources.get("hosts", {}).values()]
+    if hosts:
+        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+            list(pool.map(_remove_host, hosts))
+    if "proxy_run" in resources:
+        proxy.stop_proxy(Path(resources["proxy_run"]))
+    if "bridge" in resources:
+        network.remove_bridge(resources["bridge"], resources["subnet"])
+    if "root" in resources and Path(resources["root"]).exists():
+        shutil.rmtree(resources["root"])
+    say("removed hosts, network, proxy and disks")
+
+
+def _remove_host(spec: machines.MachineSpec) -> None:
+    machines.stop(spec)
+    machines.remove(spec)
+    network.remove_host_link(spec.netns, spec.veth)
+
+
+def _disable_packaged_squid() -> None:
+    """Debian's squid package starts a machine-wide proxy on every interface; the lab runs its own instead."""
+    pid_file = Path("/run/squid.pid")
+    if pid_file.exists() or shutil.which("systemctl") and Path("/run/systemd/system").exists():
+        import subprocess
+
+        if Path("/run/systemd/system").exists():
+            subprocess.run(["systemctl", "disable", "--now", "squid"], capture_output=True)
+        else:
+            subprocess.run(["service", "squid", "stop"], capture_output=True)
+        if Path("/etc/init.d/squid").exists():
+            subprocess.run(["update-rc.d", "squid", "disable"], capture_output=True)

@@ -1,0 +1,241 @@
+"""One local host: an overlayfs disk over the cached rootfs, booted by systemd-nspawn in its own cgroup and netns."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.errors import ProviderError
+from lab.system import run
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# v1 hierarchies a host gets its own group in: nspawn needs name=systemd (and unified) of its own,
+# memory and pids let the lab cap and count a host.
+V1_HIERARCHIES = ("systemd", "unified", "memory", "pids")
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """Everything needed to make, boot and remove one host; all of it is stored in the state file."""
+
+    name: str
+    ip: str
+    memory_mb: int
+    root: str  # per-host folder holding upper/, work/, merged/
+    netns: str
+    veth: str
+    cgroup: str  # relative path, the same under every hierarchy
+    console_log: str
+    machine: str  # nspawn's machine name: unique on this machine (it names /run/systemd/nspawn/propagate/...)
+
+    @property
+    def merged(self) -> Path:
+        return Path(self.root) / "merged"
+
+
+def cgroup_dirs(relative: str) -> list[Path]:
+    if (CGROUP_ROOT / "cgroup.controllers").exists():  # a pure cgroup v2 machine
+        return [CGROUP_ROOT / relative]
+    return [CGROUP_ROOT / h / relative for h in V1_HIERARCHIES if (CGROUP_ROOT / h / "cgroup.procs").exists()]
+
+
+def is_mounted(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mountinfo") as mounts:
+        return any(line.split()[4] == target for line in mounts)
+
+
+def ensure_disk(spec: MachineSpec, rootfs: Path) -> None:
+    root = Path(spec.root)
+    for part in ("upper", "work", "merged"):
+        (root / part).mkdir(parents=True, exist_ok=True)
+    if not is_mounted(spec.merged):
+        run([
+            "mount", "-t", "overlay", "overlay", "-o",
+            f"lowerdir={rootfs},upperdir={root / 'upper'},workdir={root / 'work'}", str(spec.merged),
+        ])
+
+
+def write_if_changed(path: Path, content: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.read_text() == content and (path.stat().st_mode & 0o777) == mode:
+        return
+    tmp = path.with_name(path.name + ".lab-tmp")
+    tmp.write_text(content)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def ensure_identity(spec: MachineSpec, authorized_key: str) -> str:
+    """Hostname, root's authorized key and a host key of its own; returns the public host key."""
+    etc = spec.merged / "etc"
+    write_if_changed(etc / "hostname", spec.name + "\n")
+    write_if_changed(spec.merged / "root/.ssh/authorized_keys", authorized_key + "\n", 0o600)
+    os.chmod(spec.merged / "root/.ssh", 0o700)
+    write_if_changed(
+        etc / "ssh/sshd_config.d/lab.conf",
+        "# lab: key-only logins on the lab network\n"
+        "HostKey /etc/ssh/ssh_host_ed25519_key\n"
+        f"ListenAddress {spec.ip}\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "PermitRootLogin prohibit-password\n"
+        "UseDNS no\n",
+    )
+    key = etc / "ssh/ssh_host_ed25519_key"
+    if not key.exists():
+        made = key.with_name("lab-new-host-key")
+        for leftover in (made, made.with_suffix(".pub")):
+            leftover.unlink(missing_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", spec.name, "-f", str(made)])
+        os.replace(made.with_suffix(".pub"), key.with_suffix(".pub"))
+        os.replace(made, key)
+    public = key.with_suffix(".pub").read_text().split()
+    return f"{public[0]} {public[1]}"
+
+
+def running_pid(spec: MachineSpec) -> int | None:
+    """The nspawn process of this host, found through its cgroup (the pid file may be from before a reboot)."""
+    for directory in cgroup_dirs(spec.cgroup):
+        for pid in _pids_below(directory):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmdline and cmdline[0].endswith(b"systemd-nspawn") and f"--directory={spec.merged}".encode() in cmdline:
+                return pid
+    return None
+
+
+def boot(spec: MachineSpec, binds: dict[str, str]) -> int:
+    """Start systemd-nspawn detached, inside a fresh cgroup, with real systemd as the host's PID 1."""
+    groups = cgroup_dirs(spec.cgroup)
+    for directory in groups:
+        directory.mkdir(parents=True, exist_ok=True)
+    _limit_memory(groups, spec.memory_mb)
+    command = [
+        "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet",
+        f"--directory={spec.merged}", f"--machine={spec.machine}", f"--hostname={spec.name}",
+        f"--network-namespace-path=/run/netns/{spec.netns}",
+        "--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=read-only",
+        *[f"--bind={source}:{target}" for source, target in binds.items()],
+    ]
+    # The wrapper joins the cgroups before exec, so nspawn starts (and stays) in the host's own group:
+    # this machine's PID 1 is not systemd, so nothing else would give it one.
+    wrapper = 'for g in $LAB_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 97; done; exec "$@"'
+    log = open(spec.console_log, "ab")
+    process = subprocess.Popen(
+        ["sh", "-c", wrapper, "lab-boot", *command],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LAB_CGROUPS": " ".join(map(str, groups))},
+    )
+    log.close()
+    return process.pid
+
+
+def _limit_memory(groups: list[Path], memory_mb: int) -> None:
+    limit = str(memory_mb * 1024 * 1024)
+    for directory in groups:
+        for knob in ("memory.limit_in_bytes", "memory.max"):
+            target = directory / knob
+            if target.exists():
+                try:
+                    target.write_text(limit)
+                except OSError:
+                    pass  # a limit is a nicety; a machine that refuses it still runs the lab
+
+
+def wait_for_ssh(spec: MachineSpec, pid: int, timeout: float = 90) -> None:
+    """Wait until sshd on the host greets us; fail early if nspawn died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            tail = _tail(spec.console_log)
+            raise ProviderError(f"{spec.name} stopped while booting: {tail or 'no output'} (see {spec.console_log})")
+        try:
+            with socket.create_connection((spec.ip, 22), timeout=1) as sock:
+                sock.settimeout(2)
+                if sock.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise ProviderError(f"{spec.name} did not accept SSH within {timeout:.0f} s (see {spec.console_log})")
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _tail(path: str) -> str:
+    try:
+        lines = [l for l in Path(path).read_text(errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+def _pids_below(directory: Path) -> list[int]:
+    pids: list[int] = []
+    if not directory.exists():
+        return pids
+    for procs in directory.rglob("cgroup.procs"):
+        try:
+            pids.extend(int(p) for p in procs.read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
+def stop(spec: MachineSpec, timeout: float = 10) -> None:
+    """Kill every process of the host (the lab is being removed: no need for a polite shutdown)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = {p for d in cgroup_dirs(spec.cgroup) for p in _pids_below(d)}
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > deadline:
+            raise ProviderError(f"{spec.name}: processes {sorted(pids)} survived SIGKILL")
+        time.sleep(0.05)
+
+
+def remove(spec: MachineSpec) -> None:
+    """Unmount the disk, remove the cgroups and the host's folder; what is already gone is fine."""
+    for attempt in range(50):
+        if not is_mounted(spec.merged):
+            break
+        result = subprocess.run(["umount", str(spec.merged)], capture_output=True, text=True)
+        if result.returncode != 0:
+            time.sleep(0.1)
+    else:
+        raise ProviderError(f"{spec.name}: {spec.merged} is still mounted (busy)")
+    for directory in cgroup_dirs(spec.cgroup):
+        _remove_cgroup_tree(directory)
+        parent = directory.parent
+        try:
+            parent.rmdir()  # the lab's own group, once its last host is gone
+        except OSError:
+            pass
+    if Path(spec.root).exists():
+        run(["rm", "-rf", "--one-file-system", spec.root])
+
+
+def _remove_cgroup_tree(directory: Path) -> None:
+    if not directory.exists():
+        return
+    for child in sorted((p for p in directory.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        child.rmdir()
+    directory.rmdir()

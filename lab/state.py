@@ -1,0 +1,174 @@
+"""The lab directory (.lab/): state file with a fixed set of keys, keys and secrets, a lock."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets as random_secrets
+import shutil
+import subprocess
+import time
+import tomllib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from lab.errors import LabBusy, NotUp, ProviderError
+from lab.topology import Topology
+
+STATE_VERSION = 1
+STATE_KEYS = ("version", "name", "provider", "status", "topology", "resources", "created_at", "updated_at")
+STATUSES = ("creating", "up", "destroying")
+SECRET_NAMES = ("django_secret_key", "db_password", "demo_password")
+
+
+@dataclass(frozen=True)
+class LabDir:
+    """Where one lab keeps everything it needs to be inspected, reached and destroyed."""
+
+    path: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "state.json"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.path / "ssh_config"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.path / "known_hosts"
+
+    @property
+    def private_key(self) -> Path:
+        return self.path / "id_ed25519"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.path / "secrets.toml"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results"
+
+    def exists(self) -> bool:
+        return self.state_file.exists()
+
+    def ensure(self) -> None:
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the lab's lock: two commands changing one lab at once would fight."""
+        self.ensure()
+        with open(self.path / "lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LabBusy(f"another lab command is working on {self.path}; wait for it to finish") from None
+            yield
+
+    def read(self) -> dict[str, Any]:
+        """The state file, or NotUp when there is no lab here."""
+        if not self.exists():
+            raise NotUp(f"no lab in {self.path}: run `lab up` first")
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (OSError, ValueError) as error:
+            raise ProviderError(f"{self.state_file} is unreadable ({error}); `lab destroy --force` clears it") from None
+        if sorted(data) != sorted(STATE_KEYS):
+            raise ProviderError(f"{self.state_file} has unexpected keys; it was written by another version of lab")
+        return data
+
+    def topology(self) -> Topology:
+        return Topology.from_dict(self.read()["topology"])
+
+    def write(self, data: dict[str, Any]) -> None:
+        """Replace the state file atomically, so an interrupted write never leaves half a file."""
+        missing = set(STATE_KEYS) - set(data)
+        extra = set(data) - set(STATE_KEYS)
+        if missing or extra or data["status"] not in STATUSES:
+            raise ValueError(f"bad state: missing {missing}, extra {extra}, status {data.get('status')}")
+        data = dict(data, updated_at=_now())
+        write_private(self.state_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def new_state(self, topology: Topology) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "name": topology.name,
+            "provider": topology.provider,
+            "status": "creating",
+            "topology": topology.to_dict(),
+            "resources": {},
+            "created_at": _now(),
+            "updated_at": _now(),
+        }
+
+    def ensure_key(self) -> str:
+        """The lab's own SSH key pair (made once per lab); returns the public key."""
+        if not self.private_key.exists():
+            self.ensure()
+            tmp = self.path / "id_ed25519.tmp"
+            for leftover in (tmp, tmp.with_suffix(".tmp.pub")):
+                leftover.unlink(missing_ok=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"lab@{self.path}", "-f", str(tmp)],
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
+            os.replace(tmp.with_suffix(".tmp.pub"), self.private_key.with_suffix(".pub"))
+            os.replace(tmp, self.private_key)
+        return self.private_key.with_suffix(".pub").read_text().strip()
+
+    def secrets(self) -> dict[str, str]:
+        """Per-lab secrets, generated on first use and kept (mode 0600) so re-runs converge."""
+        current: dict[str, str] = {}
+        if self.secrets_file.exists():
+            current = tomllib.loads(self.secrets_file.read_text())
+        if all(name in current for name in SECRET_NAMES):
+            return current
+        for name in SECRET_NAMES:
+            current.setdefault(name, random_secrets.token_urlsafe(48 if name == "django_secret_key" else 24))
+        body = "# generated by lab for this lab only; never commit\n" + "".join(
+            f'{key} = "{value}"\n' for key, value in sorted(current.items())
+        )
+        self.ensure()
+        write_private(self.secrets_file, body)
+        return current
+
+    def remove(self, keep_results: bool = True) -> None:
+        """Forget the lab: everything in .lab/ except measured results."""
+        if not self.path.exists():
+            return
+        for child in self.path.iterdir():
+            if keep_results and child.name == "results":
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        if not any(self.path.iterdir()):
+            self.path.rmdir()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

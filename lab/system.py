@@ -1,0 +1,68 @@
+"""Running programs on the machine itself, and installing the machine packages lab needs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Callable, Sequence
+
+from lab.errors import MissingDependency, NeedsRoot, ProviderError
+
+Say = Callable[[str], None]
+
+
+def run(args: Sequence[str], *, check: bool = True, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run a machine command; a failure becomes a one-line ProviderError naming the command."""
+    try:
+        result = subprocess.run(
+            list(args), capture_output=True, text=True, input=input, timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise MissingDependency(f"{args[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise ProviderError(f"`{' '.join(args)}` did not finish within {timeout:.0f} s") from None
+    if check and result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise ProviderError(f"`{' '.join(args)}` failed: {detail[-1] if detail else f'exit {result.returncode}'}")
+    return result
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise NeedsRoot(f"{what} must run as root (try: sudo lab ...)")
+
+
+def ensure_debian_packages(packages: dict[str, str], say: Say) -> None:
+    """Install the Debian packages whose program is missing; packages maps program → package."""
+    missing = sorted({package for program, package in packages.items() if not _have(program)})
+    if not missing:
+        return
+    if shutil.which("apt-get") is None:
+        raise MissingDependency(f"lab needs {', '.join(missing)} and cannot install them here (no apt-get)")
+    say(f"installing machine packages: {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for attempt in ("install", "update-then-install"):
+        if attempt == "update-then-install":
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+            env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )
+        if result.returncode == 0:
+            break
+    else:
+        last = (result.stderr or result.stdout).strip().splitlines()
+        raise MissingDependency(f"could not install {' '.join(missing)}: {last[-1] if last else 'apt-get failed'}")
+    still = [program for program in packages if not _have(program)]
+    if still:
+        raise MissingDependency(f"installed {' '.join(missing)} but still cannot find {', '.join(still)}")
+
+
+def _have(program: str) -> bool:
+    if program.startswith("/"):
+        return os.path.exists(program)
+    return shutil.which(program) is not None or any(
+        os.path.exists(os.path.join(d, program)) for d in ("/usr/sbin", "/sbin")
+    )

@@ -1,0 +1,283 @@
+"""The lab's topology: one model, resolved once (defaults → tier → host → environment → flags), then frozen."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import sys
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from lab.errors import ConfigFileError, TopologyError
+
+DEFAULT_SUBNET = "192.168.56.0/24"  # VirtualBox's host-only range: the same file works under Vagrant
+DEFAULT_NAME = "lab"
+PROVIDER_NAMES = ("auto", "local", "vagrant")
+APP_SERVERS = ("gunicorn",)
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    """What every host of a tier shares, and how many of them a lab may have."""
+
+    name: str
+    ip_offset: int  # host N of the tier gets subnet address ip_offset + N
+    default_count: int
+    max_count: int
+    memory_mb: int
+    cpus: int
+    role: str
+
+
+# The seed's "real-world stack", as far as the lab builds it today. Order is boot and display order.
+TIERS: dict[str, TierSpec] = {
+    "lb": TierSpec("lb", 10, 1, 2, 256, 1, "nginx load balancer"),
+    "web": TierSpec("web", 20, 1, 9, 768, 1, "Django web server"),
+    "db": TierSpec("db", 30, 1, 1, 768, 1, "PostgreSQL server"),
+}
+
+TOP_KEYS = {"lab", "tiers", "hosts"}
+LAB_KEYS = {"name", "subnet", "provider", "app_server"}
+TIER_KEYS = {"count", "memory", "cpus"}
+HOST_KEYS = {"ip", "memory", "cpus"}
+
+
+@dataclass(frozen=True)
+class Host:
+    """One machine of the lab."""
+
+    name: str
+    tier: str
+    ip: str
+    memory_mb: int
+    cpus: int
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A resolved lab: every value decided, nothing left to look up."""
+
+    name: str
+    subnet: str
+    provider: str
+    app_server: str
+    hosts: tuple[Host, ...]
+
+    @property
+    def gateway(self) -> str:
+        """The machine's own address on the lab network (the bridge)."""
+        return str(next(ipaddress.ip_network(self.subnet).hosts()))
+
+    def tier(self, tier: str) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.tier == tier)
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise TopologyError(f"no host {name!r} in this lab; hosts: {', '.join(h.name for h in self.hosts)}")
+
+    def count(self, tier: str) -> int:
+        return len(self.tier(tier))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "subnet": self.subnet,
+            "provider": self.provider,
+            "app_server": self.app_server,
+            "hosts": [h.__dict__.copy() for h in self.hosts],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Topology":
+        return cls(
+            name=data["name"],
+            subnet=data["subnet"],
+            provider=data["provider"],
+            app_server=data["app_server"],
+            hosts=tuple(Host(**h) for h in data["hosts"]),
+        )
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Values given on the command line; None means "not given"."""
+
+    web: int | None = None
+    provider: str | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Read lab.toml; a missing file is an empty one (built-in defaults apply)."""
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigFileError(f"{path.name}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigFileError(f"{path.name}: cannot read: {error.strerror}") from None
+
+
+def _unknown_keys(where: str, given: Mapping[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(given) - allowed)
+    if extra:
+        raise TopologyError(f"{where}: unknown key {extra[0]!r}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _table(where: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TopologyError(f"{where} must be a table")
+    return value
+
+
+def _integer(where: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = int(str(value), 10)
+        except ValueError:
+            raise TopologyError(f"{where} must be an integer from {low} to {high} (got {value!r})") from None
+    if not low <= value <= high:
+        raise TopologyError(f"{where} must be from {low} to {high} (got {value})")
+    return value
+
+
+def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise TopologyError(f"{where} must be one of {', '.join(allowed)} (got {value!r})")
+    return value
+
+
+def validate_name(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise TopologyError(
+            f"{where} must be 1-20 lowercase letters, digits or '-', starting with a letter (got {value!r})"
+        )
+    return value
+
+
+def validate_subnet(where: str, value: Any) -> str:
+    try:
+        network = ipaddress.IPv4Network(str(value), strict=True)
+    except ValueError as error:
+        raise TopologyError(f"{where} must be an IPv4 network like {DEFAULT_SUBNET} ({error})") from None
+    if not network.is_private or network.is_loopback or network.is_link_local:
+        raise TopologyError(f"{where} must be a private range (RFC 1918) like {DEFAULT_SUBNET} (got {value})")
+    if network.prefixlen > 26:
+        raise TopologyError(f"{where} must have at least 64 addresses (/26 or larger; got /{network.prefixlen})")
+    return str(network)
+
+
+def resolve(
+    file_data: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    overrides: Overrides = Overrides(),
+    platform: str = sys.platform,
+) -> Topology:
+    """Turn lab.toml, LAB_* variables and flags into one Topology, or say which key is wrong."""
+    environ = os.environ if environ is None else environ
+    _unknown_keys("lab.toml", file_data, TOP_KEYS)
+    lab = _table("lab.toml [lab]", file_data.get("lab", {}))
+    _unknown_keys("lab.toml [lab]", lab, LAB_KEYS)
+    tiers = _table("lab.toml [tiers]", file_data.get("tiers", {}))
+    hosts_cfg = _table("lab.toml [hosts]", file_data.get("hosts", {}))
+
+    name = validate_name("lab.name", lab.get("name", DEFAULT_NAME))
+    if "LAB_NAME" in environ:
+        name = validate_name("LAB_NAME", environ["LAB_NAME"])
+    subnet_source = "LAB_SUBNET" if "LAB_SUBNET" in environ else "lab.subnet"
+    subnet = validate_subnet(subnet_source, environ.get("LAB_SUBNET", lab.get("subnet", DEFAULT_SUBNET)))
+    provider = lab.get("provider", "auto")
+    provider_where = "lab.provider"
+    if "LAB_PROVIDER" in environ:
+        provider, provider_where = environ["LAB_PROVIDER"], "LAB_PROVIDER"
+    if overrides.provider is not None:
+        provider, provider_where = overrides.provider, "--provider"
+    provider = _choice(provider_where, provider, PROVIDER_NAMES)
+    if provider == "auto":
+        provider = "local" if platform.startswith("linux") else "vagrant"
+    app_server = _choice("lab.app_server", environ.get("LAB_APP_SERVER", lab.get("app_server", "gunicorn")), APP_SERVERS)
+
+    for tier_name, tier_cfg in tiers.items():
+        if tier_name not in TIERS:
+            raise TopologyError(f"lab.toml [tiers.{tier_name}]: unknown tier; tiers: {', '.join(TIERS)}")
+        _unknown_keys(f"lab.toml [tiers.{tier_name}]", _table(f"[tiers.{tier_name}]", tier_cfg), TIER_KEYS)
+
+    network = ipaddress.IPv4Network(subnet)
+    hosts: list[Host] = []
+    for spec in TIERS.values():
+        tier_cfg = tiers.get(spec.name, {})
+        count = _integer(f"tiers.{spec.name}.count", tier_cfg.get("count", spec.default_count), 1, spec.max_count)
+        env_key = f"LAB_{spec.name.upper()}"
+        if env_key in environ:
+            count = _integer(env_key, environ[env_key], 1, spec.max_count)
+        if spec.name in overrides.counts:
+            count = _integer(f"--{spec.name}", overrides.counts[spec.name], 1, spec.max_count)
+        if spec.name == "web" and overrides.web is not None:
+            count = _integer("--web", overrides.web, 1, spec.max_count)
+        memory = _integer(f"tiers.{spec.name}.memory", tier_cfg.get("memory", spec.memory_mb), 128, 65536)
+        cpus = _integer(f"tiers.{spec.name}.cpus", tier_cfg.get("cpus", spec.cpus), 1, 64)
+        for index in range(1, count + 1):
+            host_name = f"{spec.name}{index}"
+            host_cfg = _table(f"[hosts.{host_name}]", hosts_cfg.get(host_name, {}))
+            _unknown_keys(f"lab.toml [hosts.{host_name}]", host_cfg, HOST_KEYS)
+            ip = host_cfg.get("ip", str(network.network_address + spec.ip_offset + index))
+            hosts.append(
+                Host(
+                    name=host_name,
+                    tier=spec.name,
+                    ip=_host_ip(f"hosts.{host_name}.ip", ip, network),
+                    memory_mb=_integer(f"hosts.{host_name}.memory", host_cfg.get("memory", memory), 128, 65536),
+                    cpus=_integer(f"hosts.{host_name}.cpus", host_cfg.get("cpus", cpus), 1, 64),
+                )
+            )
+    unknown_hosts = sorted(set(hosts_cfg) - {h.name for h in hosts})
+    if unknown_hosts:
+        raise TopologyError(
+            f"lab.toml [hosts.{unknown_hosts[0]}]: no such host in this topology; hosts: {', '.join(h.name for h in hosts)}"
+        )
+    _distinct_ips(hosts, network)
+    return Topology(name=name, subnet=subnet, provider=provider, app_server=app_server, hosts=tuple(hosts))
+
+
+def _host_ip(where: str, value: Any, network: ipaddress.IPv4Network) -> str:
+    try:
+        address = ipaddress.IPv4Address(str(value))
+    except ValueError:
+        raise TopologyError(f"{where} must be an IPv4 address in {network} (got {value!r})") from None
+    if address not in network or address in (network.network_address, network.broadcast_address):
+        raise TopologyError(f"{where} must be a host address in {network} (got {value})")
+    return str(address)
+
+
+def _distinct_ips(hosts: list[Host], network: ipaddress.IPv4Network) -> None:
+    gateway = str(next(network.hosts()))
+    seen: dict[str, str] = {gateway: "the machine's bridge"}
+    for host in hosts:
+        if host.ip in seen:
+            raise TopologyError(f"hosts.{host.name}.ip {host.ip} is already used by {seen[host.ip]}")
+        seen[host.ip] = host.name
+
+
+def with_web_count(topology: Topology, count: int) -> Topology:
+    """The same lab with its web tier set to web1..webN (used by `lab bench --web=N`)."""
+    spec = TIERS["web"]
+    count = _integer("--web", count, 1, spec.max_count)
+    network = ipaddress.IPv4Network(topology.subnet)
+    current = {h.name: h for h in topology.tier("web")}
+    template = topology.tier("web")[0]
+    web = [
+        current.get(f"web{i}")
+        or replace(template, name=f"web{i}", ip=str(network.network_address + spec.ip_offset + i))
+        for i in range(1, count + 1)
+    ]
+    others = [h for h in topology.hosts if h.tier != "web"]
+    ordered = sorted(others + web, key=lambda h: (list(TIERS).index(h.tier), h.name))
+    _distinct_ips(ordered, network)
+    return replace(topology, hosts=tuple(ordered))

@@ -1,0 +1,1 @@
+"""Fabric recipes and testinfra checks, one folder per step of the Django Deployment Workshop."""

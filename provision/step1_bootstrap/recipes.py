@@ -1,0 +1,130 @@
+"""Step 1 recipes: hosts know each other, packages come through the proxy, the site's code and venv are in place."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tarfile
+from pathlib import Path
+
+from lab.recipes import PROJECT_ROOT, Target, recipe
+
+ALL_TIERS = ("lb", "web", "db")
+APP_SOURCE = PROJECT_ROOT / "app"
+APP_USER = "bank"
+APP_HOME = "/srv/bank"
+VENV = f"{APP_HOME}/venv"
+RELEASES = f"{APP_HOME}/releases"
+CURRENT = f"{APP_HOME}/current"
+REQUIREMENTS = f"{APP_HOME}/requirements.txt"
+SKIPPED_PARTS = {"__pycache__", ".dev", ".pytest_cache"}
+
+
+@recipe(tiers=ALL_TIERS)
+def hosts_file(t: Target) -> None:
+    t.template("/etc/hosts", "step1_bootstrap/templates/hosts.j2")
+
+
+@recipe(tiers=ALL_TIERS)
+def package_proxy(t: Target) -> None:
+    if t.facts.proxy_url:
+        t.template("/etc/apt/apt.conf.d/80lab-proxy", "step1_bootstrap/templates/apt-proxy.conf.j2", proxy_url=t.facts.proxy_url)
+        t.template("/etc/pip.conf", "step1_bootstrap/templates/pip.conf.j2", proxy_url=t.facts.proxy_url)
+    else:
+        t.absent("/etc/apt/apt.conf.d/80lab-proxy")
+        t.absent("/etc/pip.conf")
+
+
+@recipe(tiers=("web",))
+def app_user(t: Target) -> None:
+    if not t.test(f"id -u {APP_USER}"):
+        t.run(f"useradd --system --home-dir {APP_HOME} --no-create-home --shell /usr/sbin/nologin {APP_USER}")
+        t.changed(f"created system user {APP_USER}")
+    t.directory(APP_HOME, 0o755, "root", "root")
+    t.directory(RELEASES, 0o755, "root", "root")
+
+
+def pinned_requirements() -> dict[str, str]:
+    pins = {}
+    for line in (APP_SOURCE / "requirements.txt").read_text().splitlines():
+        match = re.match(r"^\s*([A-Za-z0-9_.-]+)(\[[^]]*\])?==([^\s;#]+)", line)
+        if match:
+            pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(3)
+    return pins
+
+
+@recipe(tiers=("web",))
+def virtualenv(t: Target) -> None:
+    """The site's pinned requirements in a venv of the host's own Python 3.11 (mod_wsgi needs the same one)."""
+    t.packages("python3-venv")
+    if not t.test(f"test -x {VENV}/bin/python"):
+        t.run(f"python3 -m venv {VENV}")
+        t.changed(f"created virtualenv {VENV}")
+    t.file(REQUIREMENTS, (APP_SOURCE / "requirements.txt").read_text())
+    missing = _missing_requirements(t)
+    if not missing:
+        return
+    if t.facts.wheelhouse:
+        wheels = t.facts.wheelhouse
+        offline = f"{VENV}/bin/pip install -q --no-index --find-links {wheels} -r {REQUIREMENTS}"
+        if not t.test(offline):
+            # Hosts share one wheelhouse: fetch once (through the proxy), under a lock, then install offline.
+            t.run(f"flock {wheels}/.lock {VENV}/bin/pip download -q --dest {wheels} -r {REQUIREMENTS}")
+            t.run(offline)
+    else:
+        t.run(f"{VENV}/bin/pip install -q -r {REQUIREMENTS}")
+    t.changed(f"installed {', '.join(missing)}", "app-code")
+
+
+def _missing_requirements(t: Target) -> list[str]:
+    script = (
+        "import importlib.metadata as m, re, sys\n"
+        "def norm(n): return re.sub(r'[-_.]+', '-', n).lower()\n"
+        "have = {norm(d.metadata['Name']): d.version for d in m.distributions()}\n"
+        "want = dict(a.split('==') for a in sys.argv[1:])\n"
+        "print(' '.join(f'{n}=={v}' for n, v in want.items() if have.get(n) != v))\n"
+    )
+    pins = " ".join(f"{name}=={version}" for name, version in pinned_requirements().items())
+    result = t.run(f"{VENV}/bin/python -c {_quote(script)} {pins}")
+    return result.stdout.split()
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def app_archive() -> tuple[str, bytes]:
+    """The site as a reproducible tarball and its content hash (the release name)."""
+    files = sorted(
+        p for p in APP_SOURCE.rglob("*")
+        if p.is_file() and not SKIPPED_PARTS.intersection(p.relative_to(APP_SOURCE).parts) and p.suffix != ".pyc"
+    )
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(APP_SOURCE)).encode() + b"\0" + path.read_bytes() + b"\0")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in files:
+            info = tarfile.TarInfo(str(path.relative_to(APP_SOURCE)))
+            data = path.read_bytes()
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            archive.addfile(info, io.BytesIO(data))
+    return digest.hexdigest()[:12], buffer.getvalue()
+
+
+@recipe(tiers=("web",))
+def release(t: Target) -> None:
+    """The site's code as an immutable release folder; `current` points at it (switched atomically)."""
+    name, archive = app_archive()
+    folder = f"{RELEASES}/{name}"
+    if not t.test(f"test -f {folder}/manage.py"):
+        t.remote.put(archive, f"/tmp/.lab-release-{name}.tar.gz")
+        t.run(
+            f"rm -rf {folder}.tmp && mkdir -p {folder}.tmp && tar -xzf /tmp/.lab-release-{name}.tar.gz -C {folder}.tmp "
+            f"&& rm -f /tmp/.lab-release-{name}.tar.gz && mv {folder}.tmp {folder}"
+        )
+        t.changed(f"unpacked release {name}")
+    if t.run(f"readlink {CURRENT}", check=False).stdout.strip() != folder:
+        t.run(f"ln -sfn {folder} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}")
+        t.changed(f"switched {CURRENT} to release {name}", "app-code")

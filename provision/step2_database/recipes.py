@@ -1,0 +1,87 @@
+"""Step 2 recipes: PostgreSQL with the site's database and role; the web hosts' settings, migrations, sample data."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from lab.recipes import Target, recipe
+from provision.step1_bootstrap.recipes import APP_USER, CURRENT, VENV
+
+PG_VERSION = "15"
+PG_ETC = f"/etc/postgresql/{PG_VERSION}/main"
+DATABASE = "bank"
+ROLE = "bank"
+SETTINGS = "/etc/bank/bank.toml"
+STATIC_ROOT = "/srv/bank/static"
+
+
+def manage(command: str) -> str:
+    return f"cd {CURRENT} && BANK_CONFIG={SETTINGS} {VENV}/bin/python manage.py {command}"
+
+
+@recipe(tiers=("db",))
+def postgresql(t: Target) -> None:
+    t.packages(f"postgresql-{PG_VERSION}", "postgresql-client")
+    restart = t.template(f"{PG_ETC}/conf.d/lab.conf", "step2_database/templates/postgresql-lab.conf.j2")
+    reload = t.template(
+        f"{PG_ETC}/pg_hba.conf", "step2_database/templates/pg_hba.conf.j2", 0o640, "postgres", "postgres",
+        web_hosts=t.topology.tier("web"), database=DATABASE, role=ROLE,
+    )
+    t.service("postgresql", restart=restart, reload=reload)
+    t.service(f"postgresql@{PG_VERSION}-main", restart=False)
+    t.wait_for_port(t.host.ip, 5432)
+
+
+def scram_matches(verifier: str, password: str) -> bool:
+    """Whether a pg_authid SCRAM-SHA-256 verifier was made from this password (so the role is left alone)."""
+    try:
+        method, params, keys = verifier.split("$")
+        iterations, salt = params.split(":")
+        stored_key = keys.split(":")[0]
+    except ValueError:
+        return False
+    if method != "SCRAM-SHA-256":
+        return False
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return hmac.compare_digest(base64.b64encode(hashlib.sha256(client_key).digest()).decode(), stored_key)
+
+
+@recipe(tiers=("db",))
+def site_database(t: Target) -> None:
+    password = t.secrets["db_password"]
+    verifier = t.run(f"psql -tAc \"SELECT rolpassword FROM pg_authid WHERE rolname = '{ROLE}'\"", user="postgres").stdout.strip()
+    if not verifier:
+        t.run(f"psql -qc \"CREATE ROLE {ROLE} LOGIN PASSWORD '{password}'\"", user="postgres")
+        t.changed(f"created role {ROLE}")
+    elif not scram_matches(verifier, password):
+        t.run(f"psql -qc \"ALTER ROLE {ROLE} PASSWORD '{password}'\"", user="postgres")
+        t.changed(f"reset the password of role {ROLE}")
+    if not t.run(f"psql -tAc \"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'\"", user="postgres").stdout.strip():
+        t.run(f"createdb --owner={ROLE} {DATABASE}", user="postgres")
+        t.changed(f"created database {DATABASE}")
+
+
+@recipe(tiers=("web",))
+def settings(t: Target) -> None:
+    lb_hosts = t.topology.tier("lb")
+    allowed = [h.ip for h in lb_hosts] + [h.name for h in lb_hosts] + [t.host.ip, t.host.name, "localhost"]
+    t.directory("/etc/bank", 0o750, "root", APP_USER)
+    t.template(
+        SETTINGS, "step2_database/templates/bank.toml.j2", 0o600, APP_USER, APP_USER, events=("app-config",),
+        secret_key=t.secrets["django_secret_key"], allowed_hosts=allowed, database=DATABASE, role=ROLE,
+        db_password=t.secrets["db_password"], db_host=t.topology.tier("db")[0].ip, static_root=STATIC_ROOT,
+    )
+
+
+@recipe(tiers=("web",), requires=("step2_database.site_database",), first_only=True)
+def schema_and_sample_data(t: Target) -> None:
+    """Migrations and sample data, once for the whole web tier (they share one database)."""
+    if not t.test(manage("migrate --check --noinput"), user=APP_USER):
+        t.run(manage("migrate --noinput"), user=APP_USER)
+        t.changed("applied migrations")
+    loaded = t.run(f"export BANK_DEMO_PASSWORD={t.secrets['demo_password']}; " + manage("load_sample_data"), user=APP_USER).stdout
+    if "already" not in loaded or "created" in loaded:
+        t.changed("loaded sample data")

@@ -1,0 +1,4 @@
+"""Step 5: scale up to multiple web servers (nginx on lb1 balancing every web host, serving static files)."""
+
+STEP = 5
+TITLE = "Scale up to multiple web servers"
