@@ -16,10 +16,11 @@ from rich.table import Table
 from lab import lifecycle
 from lab.errors import LabError, UsageError, exit_code_for, one_line
 from lab.recipes import RecipeResult
+from lab.report import bench_table
 from lab.topology import TIERS, Overrides
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 STATUS_STYLE = {"changed": "yellow", "ok": "green", "failed": "bold red", "skipped": "magenta"}
 
 
@@ -107,12 +108,8 @@ def test(tiers: tuple[str, ...], junit_xml: Path | None, step: int | None) -> No
 @click.option("--scenario", default="mix", show_default=True, help="Locustfile in loadtests/: mix or hello.")
 def bench(web: int | None, users: int, spawn_rate: float, duration: int, scenario: str) -> None:
     """Load-test the site through the balancer with Locust (growing the web tier to --web first)."""
-    from lab import benchrun  # imports Locust's runner module lazily; Locust itself runs in its own process
-
-    result, results_dir = benchrun.bench(project(), web, users, spawn_rate, duration, scenario, say,
-                                         functools.partial(show_result, verbose=False))
-    from lab.report import bench_table
-
+    result, results_dir = lifecycle.bench(project(), web, users, spawn_rate, duration, scenario, say,
+                                          functools.partial(show_result, verbose=False))
     console.print(bench_table(result))
     say(f"results in {results_dir}")
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from lab import recipes as recipes_module
 from lab import verify
-from lab.errors import LabBusy, NotUp, TopologyError
+from lab.bench import BenchResult, BenchSettings, run_locust, timestamped_results_dir
+from lab.errors import LabBusy, NotUp, UsageError
 from lab.providers import get_provider
 from lab.providers.base import HostFacts
 from lab.recipes import ConvergeReport, RecipeResult
@@ -139,22 +139,29 @@ def destroy(project: Project, say: Say) -> bool:
     return True
 
 
-def grown_topology(project: Project, web: int) -> Topology:
-    """For `lab bench --web=N`: the running lab's topology with at least N web hosts."""
-    state = project.labdir.read()
-    current = Topology.from_dict(state["topology"])
-    if current.count("web") == web:
-        return current
-    return with_web_count(current, web)
+SCENARIOS = {"mix": "locustfile.py", "hello": "hello.py"}
+LOADTESTS = recipes_module.PROJECT_ROOT / "loadtests"
+MAX_USERS = 500  # load stays bounded: this machine is shared, and the lab's hosts live on it too
+MAX_DURATION_S = 900
 
 
-def wait_until(predicate: Callable[[], bool], seconds: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-__all__ = ["Project", "HostStatus", "up", "status", "test", "ssh_command", "destroy", "grown_topology", "TopologyError"]
+def bench(project: Project, web: int | None, users: int, spawn_rate: float, duration_s: int, scenario: str,
+          say: Say, on_result: Callable[[RecipeResult], None]) -> tuple[BenchResult, Path]:
+    """Load-test the site through lb1 with Locust (in its own process), after setting the web tier to --web hosts."""
+    if scenario not in SCENARIOS:
+        raise UsageError(f"unknown scenario {scenario!r}; scenarios: {', '.join(SCENARIOS)}")
+    if not 1 <= users <= MAX_USERS:
+        raise UsageError(f"--users must be from 1 to {MAX_USERS} (got {users})")
+    if not 1 <= duration_s <= MAX_DURATION_S:
+        raise UsageError(f"--duration must be from 1 to {MAX_DURATION_S} seconds (got {duration_s})")
+    state, topology = _running_lab(project)
+    if web is not None and web != topology.count("web"):
+        wanted = with_web_count(topology, web)
+        say(f"setting the web tier to {web} host(s) first (as `lab up --web={web}` would)")
+        up(project, Overrides(web=web), say, on_result, topology=wanted)
+        topology = wanted
+    target = f"http://{topology.tier('lb')[0].ip}"
+    results_dir = timestamped_results_dir(project.labdir.path)
+    say(f"{users} users for {duration_s} s against {target} ({topology.count('web')} web hosts, scenario {scenario})")
+    settings = BenchSettings(target, users, spawn_rate, duration_s, LOADTESTS / SCENARIOS[scenario], results_dir)
+    return run_locust(settings), results_dir

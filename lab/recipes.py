@@ -118,7 +118,7 @@ class ConvergeReport:
     def summary(self) -> str:
         hosts = len({r.host for r in self.results})
         parts = f"{self.count('changed')} changed, {self.count('ok')} ok, {self.count('failed')} failed, {self.count('skipped')} skipped"
-        verdict = "no changes: the lab was already converged" if self.changes == 0 and not self.count("failed") else f"{self.changes} changes"
+        verdict = "no changes: the lab was already converged" if self.changes == 0 and not self.count("failed") else f"{self.changes} change{'s' if self.changes != 1 else ''}"
         return f"{len(self.results)} recipes on {hosts} hosts: {parts}; {verdict} ({self.seconds:.1f} s)"
 
 

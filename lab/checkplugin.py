@@ -1,0 +1,75 @@
+"""The pytest plugin behind `lab test`: check modules name their TIERS and get a testinfra `host` per lab host."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from lab import hostcheck
+from lab.providers.base import HostFacts
+from lab.state import LabDir
+from lab.topology import Host, Topology
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    labdir: LabDir
+    topology: Topology
+    facts: HostFacts
+    tiers: frozenset[str]
+
+    def module_tiers(self, module: Any) -> set[str]:
+        return set(getattr(module, "TIERS", ())) & self.tiers
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        config.stash[CONTEXT] = self
+
+
+CONTEXT = pytest.StashKey[CheckContext]()
+
+
+def _context(config: pytest.Config) -> CheckContext:
+    return config.stash[CONTEXT]
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    context = _context(config)
+    items[:] = [item for item in items if context.module_tiers(getattr(item, "module", None))]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "host" in metafunc.fixturenames:
+        context = _context(metafunc.config)
+        tiers = context.module_tiers(metafunc.module)
+        names = [h.name for h in context.topology.hosts if h.tier in tiers]
+        metafunc.parametrize("host", names, ids=names, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def host(request: pytest.FixtureRequest) -> Any:
+    """The testinfra host under check."""
+    return hostcheck.get_host(_context(request.config).labdir, request.param)
+
+
+@pytest.fixture
+def node(host: Any, lab: Topology) -> Host:
+    """The lab's model of the host under check (name, tier, IP)."""
+    return lab.host(host.backend.hostname)
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest) -> Topology:
+    return _context(request.config).topology
+
+
+@pytest.fixture(scope="session")
+def facts(request: pytest.FixtureRequest) -> HostFacts:
+    return _context(request.config).facts
+
+
+@pytest.fixture(scope="session")
+def lab_network(lab: Topology) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(lab.subnet)
