@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import re
 import shlex
 import threading
 import time
@@ -141,8 +142,7 @@ class Target:
     def run(self, command: str, user: str | None = None, check: bool = True) -> CommandResult:
         result = self.remote.run(command, user=user)
         if check and not result.ok:
-            output = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise RecipeError(f"`{_short(command)}` exited {result.exit_code}: {output[-1] if output else 'no output'}")
+            raise RecipeError(f"`{_short(command)}` exited {result.exit_code}: {gist(result.stderr or result.stdout)}")
         return result
 
     def test(self, command: str, user: str | None = None) -> bool:
@@ -248,6 +248,15 @@ class Target:
             if time.monotonic() > deadline:
                 raise RecipeError(f"nothing listens on {address}:{port} after {seconds:.0f} s")
             time.sleep(0.2)
+
+
+def gist(output: str) -> str:
+    """The line of a command's output most worth showing: its first error, else its last real line."""
+    lines = [l.strip() for l in output.splitlines() if re.search(r"[A-Za-z0-9]", l)]
+    for line in lines:
+        if re.search(r"error|fatal|denied|not permitted|no such|cannot|unable", line, re.IGNORECASE):
+            return line
+    return lines[-1] if lines else "no output"
 
 
 def _short(command: str) -> str:

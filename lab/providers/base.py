@@ -30,6 +30,7 @@ class HostFacts:
 
     proxy_url: str | None  # HTTP proxy for apt and pip, or None for direct access
     wheelhouse: str | None = None  # a folder on the host shared by every host, to download each wheel once
+    control_address: str | None = None  # where lab's SSH comes from, as hosts see it; None: from anywhere
 
 
 class Provider(ABC):

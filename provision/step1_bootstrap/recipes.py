@@ -36,6 +36,25 @@ def package_proxy(t: Target) -> None:
         t.absent("/etc/pip.conf")
 
 
+# Who may open which port on each tier: the stack's traffic flows lb → web → db, nothing else.
+TIER_PORTS = {"lb": (80, ("subnet",)), "web": (8000, ("lb",)), "db": (5432, ("web",))}
+
+
+@recipe(tiers=ALL_TIERS)
+def firewall(t: Target) -> None:
+    """nftables with a default-drop input policy; each tier open only to the tier in front of it."""
+    t.packages("nftables")
+    port, source_tiers = TIER_PORTS[t.host.tier]
+    sources = [t.topology.subnet] if "subnet" in source_tiers else [h.ip for s in source_tiers for h in t.topology.tier(s)]
+    changed = t.template(
+        "/etc/nftables.conf", "step1_bootstrap/templates/nftables.conf.j2", 0o755,
+        ssh_from=t.facts.control_address, rules=[{"port": port, "sources": sources}],
+    )
+    if changed:
+        t.run("nft -c -f /etc/nftables.conf")
+    t.service("nftables", restart=changed)
+
+
 @recipe(tiers=("web",))
 def app_user(t: Target) -> None:
     if not t.test(f"id -u {APP_USER}"):

@@ -69,7 +69,8 @@ class LocalProvider(Provider):
         network.check_subnet_free(topology.subnet, f"lab{short_id(topology.name)}")
 
     def facts(self, topology: Topology) -> HostFacts:
-        return HostFacts(proxy_url=f"http://{topology.gateway}:{proxy.PORT}", wheelhouse=WHEELS_IN_HOST)
+        return HostFacts(proxy_url=f"http://{topology.gateway}:{proxy.PORT}", wheelhouse=WHEELS_IN_HOST,
+                         control_address=topology.gateway)
 
     def up(self, topology: Topology, labdir: LabDir, state: dict[str, Any], say: Say) -> list[SshEndpoint]:
         previous = state.get("resources") or {}

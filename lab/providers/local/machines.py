@@ -123,6 +123,8 @@ def boot(spec: MachineSpec, binds: dict[str, str]) -> int:
         f"--directory={spec.merged}", f"--machine={spec.machine}", f"--hostname={spec.name}",
         f"--network-namespace-path=/run/netns/{spec.netns}",
         "--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=read-only",
+        # The host's own firewall (nftables) needs NET_ADMIN; it only reaches the host's own namespace.
+        "--capability=CAP_NET_ADMIN",
         *[f"--bind={source}:{target}" for source, target in binds.items()],
     ]
     # The wrapper joins the cgroups before exec, so nspawn starts (and stays) in the host's own group:
