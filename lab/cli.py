@@ -142,11 +142,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.UsageError as error:
-        errors.print(f"lab: error: {one_line(error)} (see `lab --help`)", markup=False)
+        errors.print(f"lab: error: {one_line(error.format_message())} (see `lab --help`)", markup=False)
         sys.exit(UsageError.exit_code)
-    except (click.Abort, KeyboardInterrupt) as error:
+    except (click.Abort, KeyboardInterrupt):
         errors.print("lab: interrupted; what was done is kept: run the same command again to finish", markup=False)
-        sys.exit(exit_code_for(KeyboardInterrupt()))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Not sys.exit: that would wait for worker threads still blocked on remote commands.
+        os._exit(exit_code_for(KeyboardInterrupt()))
     except LabError as error:
         if debug:
             raise

@@ -55,15 +55,10 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
     topology = topology or project.topology(overrides)
     labdir = project.labdir
     provider = get_provider(topology.provider)
+    _same_lab(labdir, topology)
+    provider.preflight(topology, labdir, say)  # before anything is written: refusals leave nothing behind
     with labdir.locked():
-        state = labdir.read() if labdir.exists() else None
-        if state and (state["provider"], state["name"]) != (topology.provider, topology.name):
-            raise LabBusy(
-                f"this folder's lab is {state['name']!r} on provider {state['provider']}; "
-                f"`lab destroy` it before changing to {topology.name!r} on {topology.provider}"
-            )
-        provider.preflight(topology, labdir, say)
-        labdir.ensure()
+        state = _same_lab(labdir, topology)
         state = state or labdir.new_state(topology)
         state["topology"] = topology.to_dict()
         state["status"] = "creating"
@@ -80,6 +75,17 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
         )
         recipes_module.raise_for_failures(report)
         return report
+
+
+def _same_lab(labdir: LabDir, topology: Topology) -> dict | None:
+    """The existing state, if it is the same lab (name and provider) as the one asked for."""
+    state = labdir.read() if labdir.exists() else None
+    if state and (state["provider"], state["name"]) != (topology.provider, topology.name):
+        raise LabBusy(
+            f"this folder's lab is {state['name']!r} on provider {state['provider']}; "
+            f"`lab destroy` it before changing to {topology.name!r} on {topology.provider}"
+        )
+    return state
 
 
 def _running_lab(project: Project) -> tuple[dict, Topology]:

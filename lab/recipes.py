@@ -166,6 +166,9 @@ class Target:
         missing = [n for n in names if n not in installed]
         if not missing:
             return False
+        # An interrupted `lab up` leaves its apt-get running on the host (SSH without a pty sends no hangup):
+        # let it finish, then repair whatever it left half-configured.
+        self.run("timeout 600 sh -c 'while pgrep -x apt-get >/dev/null || pgrep -x dpkg >/dev/null; do sleep 0.5; done'")
         if self.run("dpkg --audit", check=False).stdout.strip():
             self.run("dpkg --configure -a")  # an earlier run was interrupted mid-install
         # policy-rc.d keeps new services stopped until their recipe has configured them (a service started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -59,13 +60,19 @@ class LocalProvider(Provider):
         require_root("the local provider")
         ensure_debian_packages(MACHINE_PACKAGES, say)
         _disable_packaged_squid()
-        owner_file = data_root() / topology.name / "owner"
+        root = data_root() / topology.name
+        owner_file = root / "owner"
         if owner_file.exists():
             owner = Path(owner_file.read_text().strip())
-            if owner != labdir.path.resolve() and (owner / "state.json").exists():
-                raise LabBusy(
-                    f"lab name {topology.name!r} is in use by {owner}; set another with LAB_NAME or [lab] name in lab.toml"
-                )
+            if owner != labdir.path.resolve():
+                if (owner / "state.json").exists():
+                    raise LabBusy(
+                        f"lab name {topology.name!r} is in use by {owner}; set another with LAB_NAME or [lab] name in lab.toml"
+                    )
+                # Its lab directory is gone (a deleted checkout, a test's temporary folder): clean up after it.
+                say(f"removing a stale lab {topology.name!r} left behind by {owner}")
+                recorded = root / "resources.json"
+                destroy_resources(json.loads(recorded.read_text()) if recorded.exists() else {"root": str(root)}, say)
         network.check_subnet_free(topology.subnet, f"lab{short_id(topology.name)}")
 
     def facts(self, topology: Topology) -> HostFacts:
@@ -157,13 +164,7 @@ def _remove_host(spec: machines.MachineSpec) -> None:
 
 def _disable_packaged_squid() -> None:
     """Debian's squid package starts a machine-wide proxy on every interface; the lab runs its own instead."""
-    pid_file = Path("/run/squid.pid")
-    if pid_file.exists() or shutil.which("systemctl") and Path("/run/systemd/system").exists():
-        import subprocess
-
-        if Path("/run/systemd/system").exists():
-            subprocess.run(["systemctl", "disable", "--now", "squid"], capture_output=True)
-        else:
-            subprocess.run(["service", "squid", "stop"], capture_output=True)
-        if Path("/etc/init.d/squid").exists():
-            subprocess.run(["update-rc.d", "squid", "disable"], capture_output=True)
+    if Path("/run/systemd/system").exists():
+        subprocess.run(["systemctl", "disable", "--now", "squid"], capture_output=True)
+    elif Path("/run/squid.pid").exists():
+        subprocess.run(["service", "squid", "stop"], capture_output=True)

@@ -1,0 +1,176 @@
+"""A real lab on the local provider: lb1 + web1..2 + db1 brought up, interrupted, converged, proved, benched, destroyed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lab.providers.local import network
+from lab.providers.local.paths import data_root, short_id
+
+NAME = "labci"  # its own name and subnet: a developer's lab on this machine must not matter
+pytestmark = pytest.mark.integration
+
+if os.geteuid() != 0:
+    if os.environ.get("CI"):
+        raise RuntimeError("the integration test needs root in CI")
+    pytest.skip("the local provider needs root", allow_module_level=True)
+
+
+def free_subnet() -> str:
+    for third in range(199, 240):
+        subnet = f"192.168.{third}.0/24"
+        try:
+            network.check_subnet_free(subnet, f"lab{short_id(NAME)}")
+            return subnet
+        except Exception:
+            continue
+    raise RuntimeError("no free 192.168.x.0/24 subnet for the integration lab")
+
+
+class Lab:
+    """Runs the real `lab` command line in a folder of its own, as a user would."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.subnet = free_subnet()
+        (folder / "lab.toml").write_text(f'[lab]\nname = "{NAME}"\nsubnet = "{self.subnet}"\n')
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+
+    def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lab", *args], cwd=self.folder, env=self.env,
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def ok(self, *args: str, timeout: float = 900) -> str:
+        result = self.run(*args, timeout=timeout)
+        assert result.returncode == 0, f"lab {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    @property
+    def state(self) -> dict:
+        return json.loads((self.folder / ".lab" / "state.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("integration")
+    the_lab = Lab(folder)
+    yield the_lab
+    the_lab.run("destroy", timeout=120)  # whatever happened above, leave nothing running
+
+
+def test_ctrl_c_during_up_then_up_converges(lab: Lab) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lab", "up", "--web=2"], cwd=lab.folder, env=lab.env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    provisioning = threading.Event()
+    lines: list[str] = []
+
+    def watch() -> None:
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if line.lstrip().startswith("changed"):
+                provisioning.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    assert provisioning.wait(600), f"lab up never started provisioning:\n{''.join(lines)}\n{process.stderr.read()}"
+    time.sleep(1.5)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    assert process.wait(60) == 130
+    assert "interrupted" in process.stderr.read()
+    assert lab.state["status"] in ("creating", "up")
+
+    output = lab.ok("up", "--web=2")
+    assert "0 failed" in output
+
+
+def test_second_up_changes_nothing(lab: Lab) -> None:
+    output = lab.ok("up", "--web=2")
+    assert "no changes" in output
+
+
+def test_lab_test_passes_and_writes_junit(lab: Lab) -> None:
+    junit = lab.folder / "checks.xml"
+    output = lab.ok("test", "--junit-xml", str(junit))
+    assert "all checks passed" in output
+    assert 'failures="0"' in junit.read_text()
+
+
+def test_site_answers_through_the_balancer(lab: Lab) -> None:
+    lb = next(h for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{lb['ip']}/", timeout=10) as response:
+        assert response.status == 200
+        assert "First Bank of Lawrence" in response.read().decode()
+
+
+def test_status_and_ssh(lab: Lab) -> None:
+    rows = json.loads(lab.ok("status", "--format", "json"))
+    assert {r["name"]: r["state"] for r in rows} == {"lb1": "running", "web1": "running", "web2": "running", "db1": "running"}
+    assert lab.ok("ssh", "web1", "hostname").strip() == "web1"
+
+
+def test_a_failing_check_is_named(lab: Lab) -> None:
+    lab.ok("ssh", "web2", "systemctl", "stop", "gunicorn")
+    result = lab.run("test", "--tier", "web")
+    assert result.returncode == 12
+    assert "test_gunicorn_enabled_and_running[web2]" in result.stderr
+    assert "Traceback" not in result.stderr
+    lab.ok("up", "--web=2")  # converges back
+
+
+def test_bench_through_the_balancer(lab: Lab) -> None:
+    output = lab.ok("bench", "--web=2", "--duration", "10", "--users", "10", timeout=300)
+    assert "Aggregated" in output
+    runs = sorted((lab.folder / ".lab" / "results").iterdir())
+    result = json.loads((runs[-1] / "results.json").read_text())
+    assert result["result"]["requests"] > 0
+    assert result["result"]["failure_ratio"] < 0.01
+    assert (runs[-1] / "report.html").stat().st_size > 0
+    assert list(runs[-1].glob("*.csv"))
+
+
+def test_a_clashing_subnet_is_refused_and_makes_nothing(lab: Lab, tmp_path: Path) -> None:
+    env = dict(lab.env, LAB_NAME="labclash", LAB_SUBNET=lab.subnet)  # the running lab's own subnet
+    result = subprocess.run([sys.executable, "-m", "lab", "up"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.count("\n") == 1 and "overlaps" in result.stderr
+    assert not (tmp_path / ".lab").exists()
+    assert not (data_root() / "labclash").exists()
+
+
+def test_destroy_leaves_nothing_behind(lab: Lab) -> None:
+    resources = lab.state["resources"]
+    lab.ok("destroy", timeout=120)
+    assert not (lab.folder / ".lab" / "state.json").exists()
+    assert (lab.folder / ".lab" / "results").is_dir()  # measurements are kept
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"lab-{NAME}-" not in netns
+    links = set(os.listdir("/sys/class/net"))
+    assert resources["bridge"] not in links
+    assert not {h["veth"] for h in resources["hosts"].values()} & links
+    assert str(data_root() / NAME) not in Path("/proc/mounts").read_text()
+    routes = subprocess.run(["ip", "-j", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    assert not [r for r in json.loads(routes) if r.get("dst") == resources["subnet"]]
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/lab-{NAME}")) and not Path(f"/sys/fs/cgroup/lab-{NAME}").exists()
+    leftovers = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(data_root() / NAME) in cmdline or str(lab.folder) in cmdline:
+                leftovers.append(cmdline)
+    assert not leftovers
+    assert not (data_root() / NAME).exists()
