@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import re
 import shlex
 import threading
 import time
@@ -18,6 +17,7 @@ import jinja2
 from lab.errors import ProvisionFailed
 from lab.providers.base import HostFacts
 from lab.remote import CommandResult, RemoteHost
+from lab.system import gist
 from lab.topology import Host, Topology
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -251,15 +251,6 @@ class Target:
             if time.monotonic() > deadline:
                 raise RecipeError(f"nothing listens on {address}:{port} after {seconds:.0f} s")
             time.sleep(0.2)
-
-
-def gist(output: str) -> str:
-    """The line of a command's output most worth showing: its first error, else its last real line."""
-    lines = [l.strip() for l in output.splitlines() if re.search(r"[A-Za-z0-9]", l)]
-    for line in lines:
-        if re.search(r"error|fatal|denied|not permitted|no such|cannot|unable", line, re.IGNORECASE):
-            return line
-    return lines[-1] if lines else "no output"
 
 
 def _short(command: str) -> str:

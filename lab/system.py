@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from typing import Callable, Sequence
@@ -24,9 +25,18 @@ def run(args: Sequence[str], *, check: bool = True, input: str | None = None, ti
     except subprocess.TimeoutExpired:
         raise ProviderError(f"`{' '.join(args)}` did not finish within {timeout:.0f} s") from None
     if check and result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()
-        raise ProviderError(f"`{' '.join(args)}` failed: {detail[-1] if detail else f'exit {result.returncode}'}")
+        raise ProviderError(f"`{' '.join(args)}` failed (exit {result.returncode}): {gist(result.stderr or result.stdout)}")
     return result
+
+
+def gist(output: str) -> str:
+    """The line of a command's output most worth showing: its first error, else its last real line."""
+    lines = [l.strip() for l in output.splitlines() if re.search(r"[A-Za-z0-9]", l)]
+    for line in lines:
+        if re.search(r"error|fatal|denied|not permitted|no such|cannot|unable", line, re.IGNORECASE):
+            return line
+    return lines[-1] if lines else "no output"
+
 
 
 def require_root(what: str) -> None:

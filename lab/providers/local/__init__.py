@@ -98,6 +98,8 @@ class LocalProvider(Provider):
         labdir.write(state)
         (root / "resources.json").write_text(json.dumps(resources, indent=2))
 
+        cache_root().mkdir(parents=True, exist_ok=True)
+        cache_root().chmod(0o755)  # squid runs as `proxy` and must reach its cache folder below this one
         rootfs = ensure_rootfs(say)
         network.ensure_bridge(resources["bridge"], resources["gateway"], resources["subnet"])
         proxy.ensure_proxy(topology.name, resources["gateway"], resources["subnet"],

@@ -1,0 +1,346 @@
+"""Unit tests for lab.recipes: recipe discovery, applies_to, converge() over fake in-memory hosts, the report, gist()."""
+from __future__ import annotations
+
+import shlex
+import threading
+
+import pytest
+
+from lab.errors import ProvisionFailed
+from lab.providers.base import HostFacts
+from lab.recipes import ConvergeReport, Recipe, RecipeResult, converge, gist, load_recipes, raise_for_failures
+from lab.remote import CommandResult
+from lab.topology import Overrides, resolve
+
+NFT_OUTPUT = """\
+/etc/nftables.conf:12:46-46: Error: syntax error, unexpected '}'
+        tcp dport 5432 ip saddr {  } accept
+                                             ^
+"""
+
+
+# -- a tiny in-memory host -------------------------------------------------------------------
+
+
+class FakeHost:
+    """Understands three commands: `cat PATH`, `put PATH VALUE` and `start SERVICE` (which may be made to fail)."""
+
+    def __init__(self, name: str, files: dict[str, str], broken_services: set[str]) -> None:
+        self.name = name
+        self.files = files
+        self.broken_services = broken_services
+        self.commands: list[tuple[str, str | None]] = []
+        self.closed = False
+
+    def run(self, command: str, user: str | None = None) -> CommandResult:
+        assert not self.closed, "command on a closed connection"
+        self.commands.append((command, user))
+        verb, *args = shlex.split(command)
+        if verb == "cat":
+            if args[0] in self.files:
+                return CommandResult(command, 0, self.files[args[0]], "")
+            return CommandResult(command, 1, "", f"cat: {args[0]}: No such file or directory\n")
+        if verb == "put":
+            self.files[args[0]] = args[1]
+            return CommandResult(command, 0, "", "")
+        if verb == "start":
+            if args[0] in self.broken_services:
+                return CommandResult(command, 1, "", NFT_OUTPUT)
+            self.files[f"/run/{args[0]}"] = "running"
+            return CommandResult(command, 0, "", "")
+        return CommandResult(command, 127, "", f"sh: 1: {verb}: not found\n")
+
+    def put(self, data: bytes, remote_path: str) -> None:
+        self.files[remote_path] = data.decode()
+
+    def get(self, remote_path: str) -> bytes:
+        return self.files[remote_path].encode()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeLab:
+    """Every host's files survive between connections (and between converge runs)."""
+
+    def __init__(self, broken: dict[str, set[str]] | None = None, unreachable: set[str] = frozenset()) -> None:
+        self.files: dict[str, dict[str, str]] = {}
+        self.broken = broken or {}
+        self.unreachable = unreachable
+        self.opened: list[FakeHost] = []
+        self._lock = threading.Lock()
+
+    def connect(self, name: str) -> FakeHost:
+        if name in self.unreachable:
+            raise OSError(f"[Errno 113] No route to host {name}")
+        with self._lock:
+            host = FakeHost(name, self.files.setdefault(name, {}), self.broken.get(name, set()))
+            self.opened.append(host)
+        return host
+
+
+# -- hand-made recipes ---------------------------------------------------------------------------
+
+
+def put_file(path: str, value: str):
+    def func(t) -> None:
+        if t.run(f"cat {path}", check=False).stdout != value:
+            t.run(f"put {path} {shlex.quote(value)}")
+            t.changed(f"wrote {path}")
+
+    return func
+
+
+def start(service: str):
+    def func(t) -> None:
+        if t.run(f"cat /run/{service}", check=False).ok:
+            return
+        t.run(f"start {service}")
+        t.changed(f"started {service}")
+
+    return func
+
+
+def motd(t) -> None:
+    put_file("/etc/motd", f"this is {t.host.name}")(t)
+
+
+RECIPES = [
+    Recipe("s1.motd", 1, ("lb", "web", "db"), motd),
+    Recipe("s2.database", 2, ("db",), start("postgresql")),
+    Recipe("s2.db_tuning", 2, ("db",), put_file("/etc/pg.conf", "tuned")),
+    Recipe("s2.schema", 2, ("web",), put_file("/srv/schema", "v1"), requires=("s2.database",), first_only=True),
+    Recipe("s3.app", 3, ("web",), start("gunicorn")),
+    Recipe("s3.balancer", 3, ("lb",), start("nginx")),
+]
+FACTS = HostFacts(proxy_url=None)
+SECRETS = {"db_password": "pw"}
+
+
+@pytest.fixture
+def topology():
+    return resolve({}, {}, Overrides(web=2), platform="linux")  # lb1, web1, web2, db1
+
+
+def by_key(report: ConvergeReport) -> dict[tuple[str, str], RecipeResult]:
+    return {(r.host, r.recipe): r for r in report.results}
+
+
+# -- load_recipes --------------------------------------------------------------------------------
+
+
+def test_load_recipes_finds_every_step_in_order():
+    recipes = load_recipes()
+    steps = [r.step for r in recipes]
+    assert steps == sorted(steps)
+    assert set(steps) == {1, 2, 3, 4, 5}
+    names = [r.name for r in recipes]
+    assert len(names) == len(set(names))
+    for known in ("step1_bootstrap.hosts_file", "step1_bootstrap.firewall", "step2_database.postgresql",
+                  "step3_appserver.gunicorn", "step5_balancer.nginx"):
+        assert known in names
+    for r in recipes:
+        assert r.name.startswith(f"step{r.step}_")
+        assert callable(r.func)
+        assert r.tiers and set(r.tiers) <= {"lb", "web", "db"}
+
+
+def test_load_recipes_keeps_definition_order_within_a_step():
+    names = [r.name for r in load_recipes() if r.step == 1]
+    assert names.index("step1_bootstrap.hosts_file") < names.index("step1_bootstrap.firewall")
+    assert names.index("step1_bootstrap.app_user") < names.index("step1_bootstrap.virtualenv")
+    assert names.index("step1_bootstrap.virtualenv") < names.index("step1_bootstrap.release")
+
+
+def test_every_requirement_is_an_earlier_recipe():
+    recipes = load_recipes()
+    names = [r.name for r in recipes]
+    assert any(r.requires for r in recipes)
+    for index, r in enumerate(recipes):
+        for needed in r.requires:
+            assert needed in names[:index], f"{r.name} requires {needed}"
+
+
+def test_load_recipes_collects_only_functions_defined_in_the_step():
+    # step2 imports names from step1; none of step1's recipes may be collected twice
+    names = [r.name for r in load_recipes()]
+    assert not any(n.startswith("step2_database.") and n.split(".")[1] in {"hosts_file", "firewall"} for n in names)
+
+
+def test_load_recipes_max_step():
+    recipes = load_recipes(max_step=2)
+    assert recipes
+    assert {r.step for r in recipes} == {1, 2}
+    assert [r.name for r in recipes] == [r.name for r in load_recipes() if r.step <= 2]
+    assert {r.step for r in load_recipes(max_step=1)} == {1}
+
+
+# -- applies_to ----------------------------------------------------------------------------------
+
+
+def test_applies_to_by_tier(topology):
+    r = Recipe("x.y", 1, ("web", "db"), motd)
+    assert [h.name for h in topology.hosts if r.applies_to(h, topology)] == ["web1", "web2", "db1"]
+
+
+def test_applies_to_first_only(topology):
+    r = Recipe("x.y", 1, ("web",), motd, first_only=True)
+    assert [h.name for h in topology.hosts if r.applies_to(h, topology)] == ["web1"]
+    both = Recipe("x.z", 1, ("lb", "web"), motd, first_only=True)
+    assert [h.name for h in topology.hosts if both.applies_to(h, topology)] == ["lb1", "web1"]
+
+
+# -- converge --------------------------------------------------------------------------------------
+
+
+def test_converge_collects_results_per_host(topology):
+    lab = FakeLab()
+    seen: list[RecipeResult] = []
+    report = converge(topology, RECIPES, lab.connect, FACTS, SECRETS, on_result=seen.append)
+    results = by_key(report)
+    assert set(results) == {
+        ("lb1", "s1.motd"), ("web1", "s1.motd"), ("web2", "s1.motd"), ("db1", "s1.motd"),
+        ("db1", "s2.database"), ("db1", "s2.db_tuning"), ("web1", "s2.schema"),
+        ("web1", "s3.app"), ("web2", "s3.app"), ("lb1", "s3.balancer"),
+    }
+    assert len(report.results) == len(results)  # each (host, recipe) once
+    assert all(r.status == "changed" for r in report.results)
+    assert results[("web2", "s1.motd")].changes == ["wrote /etc/motd"]
+    assert results[("db1", "s2.database")].changes == ["started postgresql"]
+    assert results[("db1", "s2.database")].step == 2
+    assert sorted((r.host, r.recipe) for r in seen) == sorted(results)
+    assert [(r.step, r.host) for r in report.results] == sorted((r.step, r.host) for r in report.results)
+    assert lab.files["web2"]["/etc/motd"] == "this is web2"  # each host got its own content
+    assert "/srv/schema" not in lab.files["web2"]  # first_only
+    assert lab.opened and all(h.closed for h in lab.opened)
+    assert report.changes == 10
+    assert report.count("changed") == 10
+    assert "10 recipes on 4 hosts" in report.summary()
+    assert "10 changes" in report.summary()
+    raise_for_failures(report)  # nothing failed: no exception
+
+
+def test_second_converge_changes_nothing(topology):
+    lab = FakeLab()
+    converge(topology, RECIPES, lab.connect, FACTS, SECRETS)
+    again = converge(topology, RECIPES, lab.connect, FACTS, SECRETS)
+    assert {r.status for r in again.results} == {"ok"}
+    assert again.changes == 0
+    summary = again.summary()
+    assert "no changes" in summary
+    assert "0 changed, 10 ok, 0 failed, 0 skipped" in summary
+
+
+def test_failing_recipe_skips_the_rest_of_its_host_and_its_dependents(topology):
+    lab = FakeLab(broken={"db1": {"postgresql"}})
+    report = converge(topology, RECIPES, lab.connect, FACTS, SECRETS)
+    results = by_key(report)
+
+    failed = results[("db1", "s2.database")]
+    assert failed.status == "failed"
+    assert "start postgresql" in failed.error
+    assert "exited 1" in failed.error
+    assert "Error: syntax error, unexpected '}'" in failed.error  # gist of the command's output
+    assert "^" not in failed.error
+
+    later = results[("db1", "s2.db_tuning")]
+    assert later.status == "skipped"
+    assert "db1" in later.error
+    assert "/etc/pg.conf" not in lab.files["db1"]
+
+    dependent = results[("web1", "s2.schema")]
+    assert dependent.status == "skipped"
+    assert "s2.database" in dependent.error
+    assert "db1" in dependent.error
+    assert "/srv/schema" not in lab.files["web1"]
+    # once a host has skipped one recipe, its later ones are skipped too
+    assert results[("web1", "s3.app")].status == "skipped"
+
+    # independent hosts (and recipes before the failure) still converge
+    assert results[("web2", "s3.app")].status == "changed"
+    assert results[("lb1", "s3.balancer")].status == "changed"
+    assert all(results[(h, "s1.motd")].status == "changed" for h in ("lb1", "web1", "web2", "db1"))
+    assert lab.files["web2"]["/run/gunicorn"] == "running"
+
+    assert (report.count("failed"), report.count("skipped")) == (1, 3)
+    assert "1 failed, 3 skipped" in report.summary()
+    assert "no changes" not in report.summary()
+    with pytest.raises(ProvisionFailed) as caught:
+        raise_for_failures(report)
+    assert "s2.database on db1" in str(caught.value)
+    assert caught.value.exit_code == 11
+
+
+def test_failure_without_changes_is_not_reported_as_converged(topology):
+    lab = FakeLab(broken={"db1": {"postgresql"}})
+    converge(topology, RECIPES, lab.connect, FACTS, SECRETS)
+    again = converge(topology, RECIPES, lab.connect, FACTS, SECRETS)
+    assert again.changes == 0
+    assert again.count("failed") == 1
+    assert "no changes" not in again.summary()
+
+
+def test_unreachable_host_fails_its_recipes_and_skips_dependents(topology):
+    lab = FakeLab(unreachable={"db1"})
+    report = converge(topology, RECIPES, lab.connect, FACTS, SECRETS)
+    results = by_key(report)
+    for recipe in ("s1.motd", "s2.database", "s2.db_tuning"):
+        assert results[("db1", recipe)].status == "failed"
+        assert "cannot reach db1" in results[("db1", recipe)].error
+    assert results[("web1", "s2.schema")].status == "skipped"
+    assert results[("web2", "s3.app")].status == "changed"
+
+
+def test_recipe_exception_of_any_kind_is_reported_not_raised(topology):
+    def boom(t) -> None:
+        t.changed("half done")
+        raise KeyError("missing")
+
+    recipes = [Recipe("s1.boom", 1, ("lb",), boom), Recipe("s1.after", 1, ("lb",), motd)]
+    report = converge(topology, recipes, FakeLab().connect, FACTS, SECRETS)
+    results = by_key(report)
+    assert results[("lb1", "s1.boom")].status == "failed"
+    assert results[("lb1", "s1.boom")].changes == ["half done"]  # what it did before failing is kept
+    assert "missing" in results[("lb1", "s1.boom")].error
+    assert results[("lb1", "s1.after")].status == "skipped"
+
+
+def test_target_gives_recipes_the_host_topology_facts_and_secrets(topology):
+    seen = {}
+
+    def look(t) -> None:
+        seen[t.host.name] = (t.topology, t.facts, t.secrets["db_password"])
+
+    facts = HostFacts(proxy_url="http://192.168.56.1:3128")
+    converge(topology, [Recipe("s1.look", 1, ("web",), look)], FakeLab().connect, facts, SECRETS)
+    assert set(seen) == {"web1", "web2"}
+    assert seen["web2"] == (topology, facts, "pw")
+
+
+# -- report and gist -------------------------------------------------------------------------------
+
+
+def test_summary_counts_and_singular_change():
+    report = ConvergeReport(
+        [RecipeResult("web1", "a.b", 1, "changed", ["one"]), RecipeResult("web1", "a.c", 1, "ok")], seconds=1.5
+    )
+    assert report.summary() == "2 recipes on 1 hosts: 1 changed, 1 ok, 0 failed, 0 skipped; 1 change (1.5 s)"
+
+
+def test_gist_picks_the_error_line_from_nft_output():
+    assert gist(NFT_OUTPUT) == "/etc/nftables.conf:12:46-46: Error: syntax error, unexpected '}'"
+
+
+def test_gist_picks_the_first_error_line_among_many():
+    output = "Reading package lists...\nE: Unable to locate package nope\nE: cannot continue\n"
+    assert gist(output) == "E: Unable to locate package nope"
+
+
+def test_gist_without_error_words_gives_the_last_real_line():
+    output = "starting\n  all good here  \n^^^^\n   \n"
+    assert gist(output) == "all good here"
+
+
+def test_gist_of_nothing():
+    assert gist("") == "no output"
+    assert gist("\n ^^^ \n---\n") == "no output"

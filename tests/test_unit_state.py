@@ -1,0 +1,248 @@
+"""Unit tests for lab.state.LabDir: the state file's fixed keys, secrets, the SSH key, the lock and removal."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+import subprocess
+import tomllib
+
+import pytest
+
+from lab.errors import LabBusy, NotUp, ProviderError
+from lab.state import SECRET_NAMES, STATE_KEYS, LabDir, write_private
+from lab.topology import Overrides, resolve
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def labdir(tmp_path) -> LabDir:
+    return LabDir(tmp_path / ".lab")
+
+
+@pytest.fixture
+def topology():
+    return resolve({}, {}, Overrides(web=2), platform="linux")
+
+
+# -- state file -------------------------------------------------------------------------------
+
+
+def test_new_state_has_exactly_the_state_keys(labdir, topology):
+    state = labdir.new_state(topology)
+    assert sorted(state) == sorted(STATE_KEYS)
+    assert state["status"] == "creating"
+    assert state["provider"] == "local"
+    assert state["topology"] == topology.to_dict()
+
+
+def test_write_then_read_round_trips_and_stamps_updated_at(labdir, topology):
+    labdir.ensure()
+    state = labdir.new_state(topology)
+    state["updated_at"] = "1970-01-01T00:00:00Z"
+    state["status"] = "up"
+    labdir.write(state)
+    assert labdir.exists()
+    assert mode(labdir.state_file) == 0o600
+    back = labdir.read()
+    assert back["status"] == "up"
+    assert back["updated_at"] != "1970-01-01T00:00:00Z"
+    assert {k: v for k, v in back.items() if k != "updated_at"} == {k: v for k, v in state.items() if k != "updated_at"}
+    assert labdir.topology() == topology
+    assert not (labdir.path / "state.json.tmp").exists()
+
+
+@pytest.mark.parametrize("key", ["version", "status", "topology", "updated_at"])
+def test_write_refuses_missing_keys(labdir, topology, key):
+    labdir.ensure()
+    state = labdir.new_state(topology)
+    del state[key]
+    with pytest.raises(ValueError, match="bad state") as caught:
+        labdir.write(state)
+    assert key in str(caught.value)
+    assert not labdir.state_file.exists()
+
+
+def test_write_refuses_extra_keys(labdir, topology):
+    labdir.ensure()
+    state = dict(labdir.new_state(topology), surprise=1)
+    with pytest.raises(ValueError, match="surprise"):
+        labdir.write(state)
+    assert not labdir.state_file.exists()
+
+
+@pytest.mark.parametrize("status", ["running", "", None, "UP"])
+def test_write_refuses_bad_status(labdir, topology, status):
+    labdir.ensure()
+    state = dict(labdir.new_state(topology), status=status)
+    with pytest.raises(ValueError, match="status"):
+        labdir.write(state)
+    assert not labdir.state_file.exists()
+
+
+@pytest.mark.parametrize("status", ["creating", "up", "destroying"])
+def test_write_accepts_every_status(labdir, topology, status):
+    labdir.ensure()
+    labdir.write(dict(labdir.new_state(topology), status=status))
+    assert labdir.read()["status"] == status
+
+
+def test_read_of_missing_lab_raises_not_up(labdir):
+    with pytest.raises(NotUp) as caught:
+        labdir.read()
+    assert str(labdir.path) in str(caught.value)
+    assert "lab up" in str(caught.value)
+    assert caught.value.exit_code == 7
+    assert not labdir.exists()
+
+
+def test_read_of_corrupt_state_raises_provider_error(labdir):
+    labdir.ensure()
+    labdir.state_file.write_text("{not json")
+    with pytest.raises(ProviderError, match="unreadable"):
+        labdir.read()
+
+
+def test_read_of_state_with_other_keys_raises_provider_error(labdir):
+    labdir.ensure()
+    labdir.state_file.write_text(json.dumps({"version": 1, "name": "lab"}))
+    with pytest.raises(ProviderError, match="unexpected keys"):
+        labdir.read()
+
+
+def test_write_private_is_owner_only_and_replaces(tmp_path):
+    path = tmp_path / "f"
+    path.write_text("old")
+    os.chmod(path, 0o644)
+    write_private(path, "new")
+    assert path.read_text() == "new"
+    assert mode(path) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+
+def test_secrets_are_generated_once_and_kept_private(labdir):
+    first = labdir.secrets()
+    assert set(first) == set(SECRET_NAMES)
+    assert all(isinstance(v, str) and len(v) >= 24 for v in first.values())
+    assert len(set(first.values())) == len(SECRET_NAMES)  # every secret its own
+    assert mode(labdir.secrets_file) == 0o600
+    assert tomllib.loads(labdir.secrets_file.read_text()) == first
+    before = labdir.secrets_file.stat().st_mtime_ns
+    assert labdir.secrets() == first
+    assert labdir.secrets_file.stat().st_mtime_ns == before  # not rewritten
+
+
+def test_secrets_differ_between_labs(tmp_path):
+    assert LabDir(tmp_path / "a").secrets() != LabDir(tmp_path / "b").secrets()
+
+
+def test_secrets_keep_existing_values_and_add_missing_ones(labdir):
+    labdir.ensure()
+    labdir.secrets_file.write_text('db_password = "kept"\n')
+    values = labdir.secrets()
+    assert values["db_password"] == "kept"
+    assert set(values) == set(SECRET_NAMES)
+    assert mode(labdir.secrets_file) == 0o600
+    assert labdir.secrets() == values
+
+
+# -- SSH key ------------------------------------------------------------------------------------
+
+
+def test_ensure_key_makes_a_private_key_and_returns_the_public_key(labdir):
+    public = labdir.ensure_key()
+    assert public.startswith("ssh-ed25519 ")
+    assert public.endswith(f"lab@{labdir.path}")
+    assert mode(labdir.private_key) == 0o600
+    assert labdir.private_key.with_suffix(".pub").read_text().strip() == public
+    derived = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(labdir.private_key)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert derived[:2] == public.split()[:2]  # the pair belongs together
+    assert not list(labdir.path.glob("*.tmp*"))
+
+
+def test_ensure_key_is_made_once(labdir):
+    public = labdir.ensure_key()
+    private = labdir.private_key.read_bytes()
+    assert labdir.ensure_key() == public
+    assert labdir.private_key.read_bytes() == private
+
+
+# -- lock ---------------------------------------------------------------------------------------
+
+
+def test_locked_raises_lab_busy_while_another_fd_holds_the_lock(labdir):
+    labdir.ensure()
+    with open(labdir.path / "lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(LabBusy) as caught:
+            with labdir.locked():
+                pytest.fail("entered the lock while another holder had it")
+        assert str(labdir.path) in str(caught.value)
+        assert caught.value.exit_code == 8
+        fcntl.flock(other, fcntl.LOCK_UN)
+    with labdir.locked():
+        pass
+
+
+def test_locked_holds_the_lock_and_releases_it(labdir):
+    with labdir.locked():
+        with open(labdir.path / "lock", "w") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(labdir.path / "lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free again
+
+
+def test_locked_creates_the_lab_directory_private(labdir):
+    with labdir.locked():
+        assert labdir.path.is_dir()
+        assert labdir.logs.is_dir()
+    assert mode(labdir.path) == 0o700
+
+
+# -- remove -------------------------------------------------------------------------------------
+
+
+def populate(labdir: LabDir, topology) -> None:
+    labdir.ensure()
+    labdir.write(labdir.new_state(topology))
+    labdir.secrets()
+    (labdir.logs / "up.log").write_text("log")
+    labdir.results.mkdir()
+    (labdir.results / "run1.json").write_text("{}")
+    (labdir.path / "link").symlink_to(labdir.results)
+
+
+def test_remove_keeps_results(labdir, topology):
+    populate(labdir, topology)
+    labdir.remove(keep_results=True)
+    assert sorted(p.name for p in labdir.path.iterdir()) == ["results"]
+    assert (labdir.results / "run1.json").read_text() == "{}"
+    assert not labdir.exists()
+
+
+def test_remove_without_results_removes_the_directory(labdir, topology):
+    populate(labdir, topology)
+    labdir.remove(keep_results=False)
+    assert not labdir.path.exists()
+
+
+def test_remove_with_no_results_removes_the_directory(labdir, topology):
+    labdir.ensure()
+    labdir.write(labdir.new_state(topology))
+    labdir.remove(keep_results=True)
+    assert not labdir.path.exists()
+
+
+def test_remove_of_missing_lab_is_a_no_op(labdir):
+    labdir.remove()
+    assert not labdir.path.exists()

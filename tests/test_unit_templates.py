@@ -1,0 +1,246 @@
+"""Unit tests for the Jinja templates: each renders under StrictUndefined for a two-web lab and says what the stack needs."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from lab.providers.base import HostFacts
+from lab.providers.local import proxy
+from lab.recipes import PROVISION_DIR, Recipe, converge
+from lab.topology import Overrides, resolve
+from provision.step1_bootstrap.recipes import APP_USER, CURRENT, TIER_PORTS, VENV
+from provision.step2_database.recipes import DATABASE, ROLE, SETTINGS, STATIC_ROOT
+from provision.step3_appserver.recipes import APP_PORT, GUNICORN_WORKERS
+
+LOCAL_PROVIDER_DIR = Path(proxy.__file__).resolve().parent
+TOPOLOGY = resolve({}, {}, Overrides(web=2), platform="linux")  # lb1 .11, web1 .21, web2 .22, db1 .31
+WEB_IPS = ["192.168.56.21", "192.168.56.22"]
+PROXY_URL = "http://192.168.56.1:3128"
+
+
+def firewall_rules(tier: str) -> list[dict]:
+    """The rules the firewall recipe passes for a tier (same derivation as provision/step1_bootstrap)."""
+    port, source_tiers = TIER_PORTS[tier]
+    sources = [TOPOLOGY.subnet] if "subnet" in source_tiers else [h.ip for s in source_tiers for h in TOPOLOGY.tier(s)]
+    return [{"port": port, "sources": sources}]
+
+
+# template (relative to provision/) → (host it is rendered for, the values its recipe passes besides host/topology)
+CASES: dict[str, tuple[str, dict]] = {
+    "step1_bootstrap/templates/hosts.j2": ("web1", {}),
+    "step1_bootstrap/templates/apt-proxy.conf.j2": ("db1", {"proxy_url": PROXY_URL}),
+    "step1_bootstrap/templates/pip.conf.j2": ("web2", {"proxy_url": PROXY_URL}),
+    "step1_bootstrap/templates/nftables.conf.j2": ("db1", {"ssh_from": "192.168.56.1", "rules": firewall_rules("db")}),
+    "step2_database/templates/postgresql-lab.conf.j2": ("db1", {}),
+    "step2_database/templates/pg_hba.conf.j2": (
+        "db1", {"web_hosts": TOPOLOGY.tier("web"), "database": DATABASE, "role": ROLE},
+    ),
+    "step2_database/templates/bank.toml.j2": (
+        "web1",
+        {
+            "secret_key": "s3cret", "allowed_hosts": ["192.168.56.11", "lb1", "192.168.56.21", "web1", "localhost"],
+            "database": DATABASE, "role": ROLE, "db_password": "pw", "db_host": "192.168.56.31",
+            "static_root": STATIC_ROOT,
+        },
+    ),
+    "step3_appserver/templates/gunicorn.service.j2": (
+        "web2",
+        {"user": APP_USER, "current": CURRENT, "settings": SETTINGS, "venv": VENV, "port": APP_PORT,
+         "workers": GUNICORN_WORKERS},
+    ),
+    "step5_balancer/templates/nginx-bank.conf.j2": (
+        "lb1", {"web_hosts": TOPOLOGY.tier("web"), "app_port": APP_PORT, "static_root": STATIC_ROOT},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def env() -> jinja2.Environment:
+    """The very Environment converge() hands to recipes, captured from inside a recipe."""
+    captured: list[jinja2.Environment] = []
+
+    class Quiet:
+        def run(self, command, user=None):
+            raise AssertionError("no command expected")
+
+        def put(self, data, remote_path):
+            raise AssertionError("no upload expected")
+
+        def get(self, remote_path):
+            raise AssertionError("no download expected")
+
+        def close(self):
+            pass
+
+    grab = Recipe("t.grab", 1, ("db",), lambda t: captured.append(t._templates))
+    report = converge(TOPOLOGY, [grab], lambda name: Quiet(), HostFacts(proxy_url=None), {})
+    assert [r.status for r in report.results] == ["ok"]
+    return captured[0]
+
+
+def render(env: jinja2.Environment, name: str, **drop_or_add) -> str:
+    host_name, values = CASES[name]
+    values = dict(values, **drop_or_add)
+    return env.get_template(name).render(host=TOPOLOGY.host(host_name), topology=TOPOLOGY, **values)
+
+
+def squid() -> str:
+    return proxy.render_config("lab", TOPOLOGY.gateway, TOPOLOGY.subnet, Path("/run/lab/lab"), Path("/var/cache/lab/squid"))
+
+
+# -- every template renders ------------------------------------------------------------------------
+
+
+def test_every_template_is_covered():
+    found = {str(p.relative_to(PROVISION_DIR)) for p in PROVISION_DIR.rglob("*.j2")}
+    assert found == set(CASES), "a template was added or removed: give it values in CASES"
+    assert sorted(p.name for p in LOCAL_PROVIDER_DIR.glob("*.j2")) == ["squid.conf.j2"]
+
+
+def test_converge_environment_is_strict(env):
+    assert env.undefined is jinja2.StrictUndefined
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("{{ nothing }}").render()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_template_renders_completely(env, name):
+    text = render(env, name)
+    assert text.endswith("\n")
+    assert "{{" not in text and "{%" not in text
+    assert "None" not in text and "Undefined" not in text
+    assert text.startswith(("# managed by lab", "// managed by lab", "#!/usr/sbin/nft -f\n# managed by lab"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [(name, value) for name in sorted(CASES) for value in sorted(CASES[name][1])]
+)
+def test_template_without_one_of_its_values_raises(env, name, value):
+    host_name, values = CASES[name]
+    values = {k: v for k, v in values.items() if k != value}
+    with pytest.raises(jinja2.UndefinedError, match=value):
+        env.get_template(name).render(host=TOPOLOGY.host(host_name), topology=TOPOLOGY, **values)
+
+
+def test_template_without_host_raises(env):
+    with pytest.raises(jinja2.UndefinedError):
+        env.get_template("step3_appserver/templates/gunicorn.service.j2").render(topology=TOPOLOGY, **CASES[
+            "step3_appserver/templates/gunicorn.service.j2"][1])
+
+
+def test_squid_config_renders_completely():
+    text = squid()
+    assert "{{" not in text and "{%" not in text and "None" not in text
+    assert "/run/lab/lab/squid.pid" in text
+    assert "cache_dir ufs /var/cache/lab/squid " in text
+
+
+# -- what the rendered files say ----------------------------------------------------------------------
+
+
+def test_hosts_file_names_every_host(env):
+    lines = render(env, "step1_bootstrap/templates/hosts.j2").splitlines()
+    for host in TOPOLOGY.hosts:
+        assert f"{host.ip}\t{host.name}" in lines
+    assert "127.0.0.1\tlocalhost" in lines
+
+
+def upstream_servers(text: str) -> list[str]:
+    upstream = re.search(r"upstream bank_web \{(.*?)\}", text, re.S)
+    assert upstream, text
+    return re.findall(r"^\s*server (\S+)", upstream.group(1), re.M)
+
+
+def test_nginx_balances_over_both_web_hosts(env):
+    text = render(env, "step5_balancer/templates/nginx-bank.conf.j2")
+    assert upstream_servers(text) == [f"{ip}:8000" for ip in WEB_IPS]
+    assert re.search(r"^\s*proxy_next_upstream error timeout", text, re.M)
+    assert "proxy_next_upstream_tries 2;" in text
+    assert "listen 192.168.56.11:80 default_server;" in text
+    assert "proxy_pass http://bank_web;" in text
+    assert f"alias {STATIC_ROOT}/;" in text
+
+
+def test_nginx_follows_the_web_tier(env):
+    one = TOPOLOGY.tier("web")[:1]
+    text = render(env, "step5_balancer/templates/nginx-bank.conf.j2", web_hosts=one)
+    assert upstream_servers(text) == ["192.168.56.21:8000"]
+    assert "proxy_next_upstream_tries 1;" in text
+
+
+def test_pg_hba_admits_exactly_the_web_hosts_with_scram(env):
+    text = render(env, "step2_database/templates/pg_hba.conf.j2")
+    rules = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    remote = [r for r in rules if r[0] != "local"]
+    assert {r[0] for r in remote} == {"host"}  # no hostssl/hostnossl/other surprises
+    assert [r[3] for r in remote] == [f"{ip}/32" for ip in WEB_IPS]
+    assert all(r[1:3] == [DATABASE, ROLE] and r[4] == "scram-sha-256" for r in remote)
+    assert [r for r in rules if r[0] == "local"] == [
+        ["local", "all", "postgres", "peer"], ["local", "all", "all", "peer"],
+    ]
+    assert "trust" not in text and " md5" not in text
+
+
+def test_postgresql_listens_on_loopback_and_its_own_ip(env):
+    text = render(env, "step2_database/templates/postgresql-lab.conf.j2")
+    assert "listen_addresses = 'localhost,192.168.56.31'" in text
+    assert "password_encryption = 'scram-sha-256'" in text
+
+
+def test_gunicorn_binds_the_host_ip(env):
+    text = render(env, "step3_appserver/templates/gunicorn.service.j2")
+    exec_start = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    assert len(exec_start) == 1
+    assert exec_start[0].startswith(f"ExecStart={VENV}/bin/gunicorn ")
+    assert "--bind 192.168.56.22:8000 " in exec_start[0]
+    assert f"--workers {GUNICORN_WORKERS} " in exec_start[0]
+    assert "0.0.0.0" not in text
+    assert f"User={APP_USER}" in text.splitlines()
+    assert f"Environment=BANK_CONFIG={SETTINGS}" in text.splitlines()
+
+
+def test_bank_settings_are_valid_toml(env):
+    data = tomllib.loads(render(env, "step2_database/templates/bank.toml.j2"))
+    assert data["db_host"] == "192.168.56.31"
+    assert data["db_password"] == "pw"
+    assert data["allowed_hosts"] == ["192.168.56.11", "lb1", "192.168.56.21", "web1", "localhost"]
+    assert data["debug"] is False
+
+
+def test_nftables_drops_by_default_and_opens_only_the_tier_port(env):
+    text = render(env, "step1_bootstrap/templates/nftables.conf.j2")
+    input_chain = re.search(r"chain input \{(.*?)\n    \}", text, re.S).group(1)
+    assert "policy drop;" in input_chain
+    assert re.search(r"chain forward \{\s*type filter hook forward priority filter; policy drop;", text)
+    assert "tcp dport 22 ip saddr 192.168.56.1 accept" in input_chain
+    assert "tcp dport 5432 ip saddr { 192.168.56.21, 192.168.56.22 } accept" in input_chain
+    assert re.findall(r"tcp dport (\d+)", input_chain) == ["22", "5432"]
+
+
+def test_nftables_without_control_address_allows_ssh_from_anywhere(env):
+    text = render(env, "step1_bootstrap/templates/nftables.conf.j2", ssh_from=None, rules=firewall_rules("lb"))
+    assert re.search(r"^\s*tcp dport 22 accept$", text, re.M)
+    assert "tcp dport 80 ip saddr { 192.168.56.0/24 } accept" in text
+
+
+def test_proxy_configs_point_at_the_proxy(env):
+    assert f'Acquire::http::Proxy "{PROXY_URL}";' in render(env, "step1_bootstrap/templates/apt-proxy.conf.j2")
+    assert f"proxy = {PROXY_URL}" in render(env, "step1_bootstrap/templates/pip.conf.j2").splitlines()
+
+
+def test_squid_allows_only_the_lab_subnet_to_only_the_registries():
+    lines = squid().splitlines()
+    acls = {line.split()[1]: line.split()[2:] for line in lines if line.startswith("acl ")}
+    assert acls["lab_hosts"] == ["src", "192.168.56.0/24"]
+    assert acls["registries"][0] == "dstdomain"
+    assert sorted(acls["registries"][1:]) == sorted(
+        ["deb.debian.org", "security.debian.org", "pypi.org", "files.pythonhosted.org"]
+    )
+    access = [line for line in lines if line.startswith("http_access ")]
+    assert [a for a in access if a.startswith("http_access allow")] == ["http_access allow lab_hosts registries"]
+    assert access[-1] == "http_access deny all"
+    assert "http_port 192.168.56.1:3128" in lines
