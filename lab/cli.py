@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="lab", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    except click.exceptions.NoArgsIsHelpError as error:
+        click.echo(error.ctx.get_help() if error.ctx else cli.get_help(click.Context(cli)))
+        sys.exit(0)
     except click.UsageError as error:
         errors.print(f"lab: error: {one_line(error.format_message())} (see `lab --help`)", markup=False)
         sys.exit(UsageError.exit_code)

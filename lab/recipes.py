@@ -321,7 +321,7 @@ def converge(
                     for needed in r.requires:
                         blocker = progress.wait(needed)
                         if blocker:
-                            failed_before = f"needs {needed}, which failed on {blocker}"
+                            failed_before = f"needs {needed}, which did not complete on {blocker}"
                             break
                 if failed_before is not None:
                     record(RecipeResult(host.name, r.name, r.step, "skipped", error=failed_before))

@@ -6,7 +6,9 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 from lab.errors import MissingDependency, NeedsRoot, ProviderError
 
@@ -38,7 +40,6 @@ def gist(output: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-
 def require_root(what: str) -> None:
     if os.geteuid() != 0:
         raise NeedsRoot(f"{what} must run as root (try: sudo lab ...)")
@@ -53,6 +54,31 @@ def ensure_debian_packages(packages: dict[str, str], say: Say) -> None:
         raise MissingDependency(f"lab needs {', '.join(missing)} and cannot install them here (no apt-get)")
     say(f"installing machine packages: {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    with _services_held_back():
+        result = _apt_install(missing, env)
+    if result.returncode != 0:
+        raise MissingDependency(f"could not install {' '.join(missing)}: {gist(result.stderr or result.stdout)}")
+    still = [program for program in packages if not _have(program)]
+    if still:
+        raise MissingDependency(f"installed {' '.join(missing)} but still cannot find {', '.join(still)}")
+
+
+@contextmanager
+def _services_held_back() -> Iterator[None]:
+    """Keep packaged services (squid would listen machine-wide on 3128) from starting when installed."""
+    policy = Path("/usr/sbin/policy-rc.d")
+    if policy.exists():
+        yield
+        return
+    policy.write_text("#!/bin/sh\n# lab: installing packages; their services stay stopped\nexit 101\n")
+    policy.chmod(0o755)
+    try:
+        yield
+    finally:
+        policy.unlink(missing_ok=True)
+
+
+def _apt_install(missing: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     for attempt in ("install", "update-then-install"):
         if attempt == "update-then-install":
             subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, stdin=subprocess.DEVNULL)
@@ -62,12 +88,7 @@ def ensure_debian_packages(packages: dict[str, str], say: Say) -> None:
         )
         if result.returncode == 0:
             break
-    else:
-        last = (result.stderr or result.stdout).strip().splitlines()
-        raise MissingDependency(f"could not install {' '.join(missing)}: {last[-1] if last else 'apt-get failed'}")
-    still = [program for program in packages if not _have(program)]
-    if still:
-        raise MissingDependency(f"installed {' '.join(missing)} but still cannot find {', '.join(still)}")
+    return result
 
 
 def _have(program: str) -> bool:

@@ -17,6 +17,7 @@ DEFAULT_SUBNET = "192.168.56.0/24"  # VirtualBox's host-only range: the same fil
 DEFAULT_NAME = "lab"
 PROVIDER_NAMES = ("auto", "local", "vagrant")
 APP_SERVERS = ("gunicorn",)
+RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 
@@ -167,7 +168,7 @@ def validate_subnet(where: str, value: Any) -> str:
         network = ipaddress.IPv4Network(str(value), strict=True)
     except ValueError as error:
         raise TopologyError(f"{where} must be an IPv4 network like {DEFAULT_SUBNET} ({error})") from None
-    if not network.is_private or network.is_loopback or network.is_link_local:
+    if not any(network.subnet_of(private) for private in RFC1918):
         raise TopologyError(f"{where} must be a private range (RFC 1918) like {DEFAULT_SUBNET} (got {value})")
     if network.prefixlen > 26:
         raise TopologyError(f"{where} must have at least 64 addresses (/26 or larger; got /{network.prefixlen})")
@@ -202,7 +203,8 @@ def resolve(
     provider = _choice(provider_where, provider, PROVIDER_NAMES)
     if provider == "auto":
         provider = "local" if platform.startswith("linux") else "vagrant"
-    app_server = _choice("lab.app_server", environ.get("LAB_APP_SERVER", lab.get("app_server", "gunicorn")), APP_SERVERS)
+    app_server_where = "LAB_APP_SERVER" if "LAB_APP_SERVER" in environ else "lab.app_server"
+    app_server = _choice(app_server_where, environ.get("LAB_APP_SERVER", lab.get("app_server", "gunicorn")), APP_SERVERS)
 
     for tier_name, tier_cfg in tiers.items():
         if tier_name not in TIERS:

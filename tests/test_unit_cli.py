@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from lab import cli as cli_module
 from lab.cli import cli, main
+from lab.errors import NotUp
 
 VERBS = {"up", "status", "test", "bench", "ssh", "destroy"}
 
@@ -179,6 +180,16 @@ def test_version_exits_zero(no_lab, capfd):
     assert "0.1.0" in out
 
 
+def test_multi_line_lab_error_is_folded_to_one_line(no_lab, capfd, monkeypatch):
+    def broken():
+        raise NotUp("first part\n  second part")
+
+    monkeypatch.setattr(cli_module, "project", broken)
+    code, _, err = run_main(["status"], capfd)
+    assert code == 7
+    assert one_error_line(err) == "lab: error: first part second part"
+
+
 def test_unexpected_exception_is_an_internal_error_without_traceback(no_lab, capfd, monkeypatch):
     def broken():
         raise RuntimeError("boom\nsecond line")
@@ -211,3 +222,23 @@ def test_keyboard_interrupt_exits_130(no_lab, capfd, monkeypatch):
     code, _, err = run_main(["status"], capfd)
     assert code == 130
     assert err.strip().startswith("lab: interrupted")
+
+
+def test_no_arguments_prints_help_and_exits_0(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "Commands:" in out and "destroy" in out
+
+
+def test_local_provider_without_root_is_refused_before_anything_is_made(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LAB_DIR", str(tmp_path / ".lab"))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["up", "--provider=local"])
+    assert exit_info.value.code == 6
+    err = capsys.readouterr().err
+    assert err.startswith("lab: error:") and "root" in err and err.count("\n") == 1
+    assert not (tmp_path / ".lab").exists()

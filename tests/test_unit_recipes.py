@@ -280,6 +280,22 @@ def test_failure_without_changes_is_not_reported_as_converged(topology):
     assert "no changes" not in again.summary()
 
 
+def test_a_recipe_skipped_on_one_host_blocks_its_dependents_elsewhere(topology):
+    lab = FakeLab(broken={"web1": {"gunicorn"}})
+    recipes = [
+        Recipe("s1.app", 1, ("web",), start("gunicorn"), first_only=True),
+        Recipe("s2.static", 2, ("web",), put_file("/srv/static", "v1"), first_only=True),
+        Recipe("s3.copy_static", 3, ("lb",), put_file("/srv/static", "v1"), requires=("s2.static",)),
+    ]
+    results = by_key(converge(topology, recipes, lab.connect, FACTS, SECRETS))
+    assert results[("web1", "s1.app")].status == "failed"
+    assert results[("web1", "s2.static")].status == "skipped"
+    blocked = results[("lb1", "s3.copy_static")]
+    assert blocked.status == "skipped"
+    assert "s2.static" in blocked.error and "web1" in blocked.error
+    assert "/srv/static" not in lab.files["lb1"]
+
+
 def test_unreachable_host_fails_its_recipes_and_skips_dependents(topology):
     lab = FakeLab(unreachable={"db1"})
     report = converge(topology, RECIPES, lab.connect, FACTS, SECRETS)

@@ -77,11 +77,6 @@ def test_md5_verifier_of_the_same_password_does_not_match():
     assert scram_matches(scram_verifier("pw").replace("SCRAM-SHA-256", "md5"), "pw") is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,  # binascii.Error is a ValueError too
-    reason="bug: scram_matches parses iterations and salt outside its try, so a malformed SCRAM verifier raises",
-)
 @pytest.mark.parametrize(
     "verifier",
     [

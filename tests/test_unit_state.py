@@ -193,6 +193,22 @@ def test_locked_raises_lab_busy_while_another_fd_holds_the_lock(labdir):
         pass
 
 
+def test_locked_raises_lab_busy_even_against_a_shared_lock(labdir):
+    labdir.ensure()
+    with open(labdir.path / "lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        with pytest.raises(LabBusy):
+            with labdir.locked():
+                pass
+
+
+def test_two_locked_sections_on_one_lab_exclude_each_other(labdir):
+    with labdir.locked():
+        with pytest.raises(LabBusy):
+            with LabDir(labdir.path).locked():
+                pass
+
+
 def test_locked_holds_the_lock_and_releases_it(labdir):
     with labdir.locked():
         with open(labdir.path / "lock", "w") as other:

@@ -397,3 +397,14 @@ def test_topology_errors_are_lab_errors_with_one_line_messages():
         linux({"tiers": {"web": {"count": 42}}})
     assert isinstance(caught.value, TopologyError)
     assert re.fullmatch(r"[^\n]+", str(caught.value))
+
+
+@pytest.mark.parametrize("subnet", ["0.0.0.0/24", "240.0.0.0/24", "192.0.2.0/24", "198.18.0.0/24", "100.64.0.0/24"])
+def test_only_rfc1918_subnets_are_accepted(subnet):
+    with pytest.raises(TopologyError, match="RFC 1918"):
+        resolve({"lab": {"subnet": subnet}}, {}, platform="linux")
+
+
+def test_bad_app_server_from_environment_names_the_variable():
+    with pytest.raises(TopologyError, match="LAB_APP_SERVER"):
+        resolve({}, {"LAB_APP_SERVER": "uwsgi"}, platform="linux")

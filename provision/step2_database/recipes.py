@@ -38,13 +38,14 @@ def scram_matches(verifier: str, password: str) -> bool:
     """Whether a pg_authid SCRAM-SHA-256 verifier was made from this password (so the role is left alone)."""
     try:
         method, params, keys = verifier.split("$")
-        iterations, salt = params.split(":")
+        iterations_text, salt_text = params.split(":")
         stored_key = keys.split(":")[0]
-    except ValueError:
+        iterations, salt = int(iterations_text), base64.b64decode(salt_text, validate=True)
+    except ValueError:  # binascii.Error is a ValueError too: anything malformed is "does not match"
         return False
-    if method != "SCRAM-SHA-256":
+    if method != "SCRAM-SHA-256" or iterations < 1:
         return False
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
     return hmac.compare_digest(base64.b64encode(hashlib.sha256(client_key).digest()).decode(), stored_key)
 
