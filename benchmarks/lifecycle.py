@@ -19,20 +19,12 @@ import time
 from pathlib import Path
 
 from lab.providers.local import network
-from lab.providers.local.paths import short_id
 
 NAME = "labbench"
 
 
 def free_subnet() -> str:
-    for third in range(150, 199):
-        subnet = f"192.168.{third}.0/24"
-        try:
-            network.check_subnet_free(subnet, f"lab{short_id(NAME)}")
-            return subnet
-        except Exception:
-            continue
-    raise SystemExit("no free subnet for the benchmark lab")
+    return network.first_free_subnet(NAME, range(150, 199))
 
 
 def timed(folder: Path, env: dict[str, str], *args: str) -> tuple[float, str]:

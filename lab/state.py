@@ -83,7 +83,7 @@ class LabDir:
         try:
             data = json.loads(self.state_file.read_text())
         except (OSError, ValueError) as error:
-            raise ProviderError(f"{self.state_file} is unreadable ({error}); `lab destroy --force` clears it") from None
+            raise ProviderError(f"{self.state_file} is unreadable ({error}); fix or remove it by hand") from None
         if sorted(data) != sorted(STATE_KEYS):
             raise ProviderError(f"{self.state_file} has unexpected keys; it was written by another version of lab")
         return data

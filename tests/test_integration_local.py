@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab.providers.local import network
-from lab.providers.local.paths import data_root, short_id
+from lab.providers.local.paths import data_root
 
 NAME = "labci"  # its own name and subnet: a developer's lab on this machine must not matter
 pytestmark = pytest.mark.integration
@@ -27,14 +27,7 @@ if os.geteuid() != 0:
 
 
 def free_subnet() -> str:
-    for third in range(199, 240):
-        subnet = f"192.168.{third}.0/24"
-        try:
-            network.check_subnet_free(subnet, f"lab{short_id(NAME)}")
-            return subnet
-        except Exception:
-            continue
-    raise RuntimeError("no free 192.168.x.0/24 subnet for the integration lab")
+    return network.first_free_subnet(NAME, range(199, 240))
 
 
 class Lab:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from lab.errors import NetworkClash
+from lab.providers.local.paths import short_id
 from lab.system import run
 
 NETNS_DIR = Path("/run/netns")
@@ -93,3 +94,15 @@ def remove_host_link(netns: str, veth: str) -> None:
         run(["ip", "link", "del", veth], check=False)
     if netns_exists(netns):
         run(["ip", "netns", "del", netns])
+
+
+def first_free_subnet(lab_name: str, thirds: range) -> str:
+    """The first 192.168.X.0/24 (X in thirds) that no route of the machine uses, but for lab_name's own."""
+    for third in thirds:
+        subnet = f"192.168.{third}.0/24"
+        try:
+            check_subnet_free(subnet, f"lab{short_id(lab_name)}")
+        except NetworkClash:
+            continue
+        return subnet
+    raise NetworkClash(f"no free subnet among 192.168.{thirds.start}-{thirds.stop - 1}.0/24 for lab {lab_name!r}")
