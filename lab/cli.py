@@ -133,6 +133,21 @@ def destroy() -> None:
         say("no lab here: nothing to destroy")
 
 
+@cli.group()
+def box() -> None:
+    """Vagrant boxes lab builds itself (for offline workshops and CI)."""
+
+
+@box.command("build")
+@click.option("--rebuild", is_flag=True, help="Build and add the box again even if Vagrant already has it.")
+def box_build(rebuild: bool) -> None:
+    """Build the Debian 12 box for vagrant-libvirt locally (nothing from Vagrant Cloud) and add it to Vagrant."""
+    from lab.providers.vagrant import box as boxes, libvirt
+
+    libvirt.ensure_libvirt(say)
+    say(f"box {boxes.ensure_box(say, rebuild=rebuild)} is ready")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; the one place exceptions become exit codes."""
     args = sys.argv[1:] if argv is None else argv

@@ -36,12 +36,15 @@ class TierSpec:
 
 # The seed's "real-world stack", as far as the lab builds it today. Order is boot and display order.
 TIERS: dict[str, TierSpec] = {
-    "lb": TierSpec("lb", 10, 1, 2, 256, 1, "nginx load balancer"),
+    "lb": TierSpec("lb", 10, 1, 2, 512, 1, "nginx load balancer"),
     "web": TierSpec("web", 20, 1, 9, 768, 1, "Django web server"),
     "db": TierSpec("db", 30, 1, 1, 768, 1, "PostgreSQL server"),
 }
 
-TOP_KEYS = {"lab", "tiers", "hosts"}
+TOP_KEYS = {"lab", "tiers", "hosts", "vagrant"}
+VAGRANT_KEYS = {"provider", "box_virtualbox", "box_libvirt", "libvirt_driver"}
+VAGRANT_PROVIDERS = ("auto", "libvirt", "virtualbox")
+LIBVIRT_DRIVERS = ("auto", "kvm", "qemu")
 LAB_KEYS = {"name", "subnet", "provider", "app_server"}
 TIER_KEYS = {"count", "memory", "cpus"}
 HOST_KEYS = {"ip", "memory", "cpus"}
@@ -59,6 +62,16 @@ class Host:
 
 
 @dataclass(frozen=True)
+class VagrantSettings:
+    """How the vagrant provider makes VMs; "auto" values are decided by the provider from the machine."""
+
+    provider: str = "auto"
+    box_virtualbox: str = "debian/bookworm64"  # the public Debian 12 box
+    box_libvirt: str = "lab/debian12"  # built locally by `lab box build`: nothing from Vagrant Cloud
+    libvirt_driver: str = "auto"
+
+
+@dataclass(frozen=True)
 class Topology:
     """A resolved lab: every value decided, nothing left to look up."""
 
@@ -67,6 +80,7 @@ class Topology:
     provider: str
     app_server: str
     hosts: tuple[Host, ...]
+    vagrant: VagrantSettings = VagrantSettings()
 
     @property
     def gateway(self) -> str:
@@ -92,6 +106,7 @@ class Topology:
             "provider": self.provider,
             "app_server": self.app_server,
             "hosts": [h.__dict__.copy() for h in self.hosts],
+            "vagrant": self.vagrant.__dict__.copy(),
         }
 
     @classmethod
@@ -102,6 +117,7 @@ class Topology:
             provider=data["provider"],
             app_server=data["app_server"],
             hosts=tuple(Host(**h) for h in data["hosts"]),
+            vagrant=VagrantSettings(**data.get("vagrant", {})),
         )
 
 
@@ -245,7 +261,24 @@ def resolve(
             f"lab.toml [hosts.{unknown_hosts[0]}]: no such host in this topology; hosts: {', '.join(h.name for h in hosts)}"
         )
     _distinct_ips(hosts, network)
-    return Topology(name=name, subnet=subnet, provider=provider, app_server=app_server, hosts=tuple(hosts))
+    return Topology(name=name, subnet=subnet, provider=provider, app_server=app_server, hosts=tuple(hosts),
+                    vagrant=_vagrant_settings(_table("lab.toml [vagrant]", file_data.get("vagrant", {})), environ))
+
+
+def _vagrant_settings(table: Mapping[str, Any], environ: Mapping[str, str]) -> VagrantSettings:
+    _unknown_keys("lab.toml [vagrant]", table, VAGRANT_KEYS)
+    defaults = VagrantSettings()
+    provider = _choice("vagrant.provider", table.get("provider", defaults.provider), VAGRANT_PROVIDERS)
+    if "LAB_VAGRANT_PROVIDER" in environ:
+        provider = _choice("LAB_VAGRANT_PROVIDER", environ["LAB_VAGRANT_PROVIDER"], VAGRANT_PROVIDERS)
+    boxes = {}
+    for key in ("box_virtualbox", "box_libvirt"):
+        value = table.get(key, getattr(defaults, key))
+        if not isinstance(value, str) or not value.strip() or any(c in value for c in "\"'\n"):
+            raise TopologyError(f"vagrant.{key} must be a box name like {getattr(defaults, key)!r} (got {value!r})")
+        boxes[key] = value
+    driver = _choice("vagrant.libvirt_driver", table.get("libvirt_driver", defaults.libvirt_driver), LIBVIRT_DRIVERS)
+    return VagrantSettings(provider=provider, libvirt_driver=driver, **boxes)
 
 
 def _host_ip(where: str, value: Any, network: ipaddress.IPv4Network) -> str:

@@ -37,7 +37,7 @@ def test_defaults_give_one_host_per_tier_on_the_host_only_network():
 def test_defaults_give_each_tier_its_memory_and_cpus():
     topo = linux()
     assert {h.name: (h.memory_mb, h.cpus) for h in topo.hosts} == {
-        "lb1": (256, 1),
+        "lb1": (512, 1),
         "web1": (768, 1),
         "db1": (768, 1),
     }
@@ -86,7 +86,7 @@ def test_tier_memory_applies_to_every_host_and_host_table_beats_it():
     )
     assert (topo.host("web1").memory_mb, topo.host("web1").cpus) == (1024, 2)
     assert (topo.host("web2").memory_mb, topo.host("web2").cpus) == (2048, 4)
-    assert topo.host("lb1").memory_mb == 256  # other tiers keep their defaults
+    assert topo.host("lb1").memory_mb == 512  # other tiers keep their defaults
 
 
 def test_host_table_sets_the_ip():
@@ -378,7 +378,7 @@ def test_to_dict_from_dict_round_trip_through_json():
     )
     data = topo.to_dict()
     assert data["name"] == "shop"
-    assert data["hosts"][0] == {"name": "lb1", "tier": "lb", "ip": "10.1.2.11", "memory_mb": 256, "cpus": 1}
+    assert data["hosts"][0] == {"name": "lb1", "tier": "lb", "ip": "10.1.2.11", "memory_mb": 512, "cpus": 1}
     again = Topology.from_dict(json.loads(json.dumps(data)))
     assert again == topo
     assert isinstance(again.hosts, tuple)
@@ -408,3 +408,14 @@ def test_only_rfc1918_subnets_are_accepted(subnet):
 def test_bad_app_server_from_environment_names_the_variable():
     with pytest.raises(TopologyError, match="LAB_APP_SERVER"):
         resolve({}, {"LAB_APP_SERVER": "uwsgi"}, platform="linux")
+
+
+def test_vagrant_settings_resolve_from_file_and_environment():
+    topo = resolve({"vagrant": {"provider": "libvirt", "box_libvirt": "my/box"}}, {}, platform="linux")
+    assert (topo.vagrant.provider, topo.vagrant.box_libvirt, topo.vagrant.box_virtualbox) == ("libvirt", "my/box", "debian/bookworm64")
+    topo = resolve({"vagrant": {"provider": "libvirt"}}, {"LAB_VAGRANT_PROVIDER": "virtualbox"}, platform="linux")
+    assert topo.vagrant.provider == "virtualbox"
+    with pytest.raises(TopologyError, match="vagrant.provider must be one of auto, libvirt, virtualbox"):
+        resolve({"vagrant": {"provider": "hyperv"}}, {}, platform="linux")
+    with pytest.raises(TopologyError, match="unknown key 'box'"):
+        resolve({"vagrant": {"box": "x"}}, {}, platform="linux")

@@ -43,11 +43,21 @@ def bridge_exists(bridge: str) -> bool:
     return Path("/sys/class/net", bridge).exists()
 
 
+def ensure_blackhole(subnet: str) -> None:
+    """A blackhole behind the lab's bridge route: with the bridge down, lab traffic goes nowhere, not out."""
+    if not _has_blackhole(subnet):
+        run(["ip", "route", "replace", "blackhole", subnet, "metric", "4000"])
+
+
+def remove_blackhole(subnet: str) -> None:
+    if _has_blackhole(subnet):
+        run(["ip", "route", "del", "blackhole", subnet, "metric", "4000"], check=False)
+
+
 def ensure_bridge(bridge: str, gateway: str, subnet: str) -> None:
     """The bridge with the machine's lab address, plus a blackhole so lab traffic never takes the default route."""
     prefix = ipaddress.IPv4Network(subnet).prefixlen
-    if not _has_blackhole(subnet):
-        run(["ip", "route", "replace", "blackhole", subnet, "metric", "4000"])
+    ensure_blackhole(subnet)
     if not bridge_exists(bridge):
         run(["ip", "link", "add", bridge, "type", "bridge"])
     addresses = run(["ip", "-j", "addr", "show", "dev", bridge]).stdout
@@ -63,8 +73,7 @@ def _has_blackhole(subnet: str) -> bool:
 def remove_bridge(bridge: str, subnet: str) -> None:
     if bridge_exists(bridge):
         run(["ip", "link", "del", bridge])
-    if _has_blackhole(subnet):
-        run(["ip", "route", "del", "blackhole", subnet, "metric", "4000"], check=False)
+    remove_blackhole(subnet)
 
 
 def netns_exists(netns: str) -> bool:

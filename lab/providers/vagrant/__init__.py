@@ -1,0 +1,117 @@
+"""The Vagrant provider: real VMs (libvirt or VirtualBox) from the rendered Vagrantfile, for attendees' laptops."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from typing import Any
+
+from lab.errors import ProviderError
+from lab.providers.base import HostFacts, Provider, Say, SshEndpoint
+from lab.providers.local import network
+from lab.providers.vagrant import vagrantfile
+from lab.providers.vagrant.driver import VagrantDriver
+from lab.state import LabDir
+from lab.topology import Topology
+
+
+def choose_vagrant_provider(topology: Topology) -> str:
+    """The Vagrant provider lab.toml asks for, or on "auto" the one this machine can run."""
+    wanted = topology.vagrant.provider
+    if wanted != "auto":
+        return wanted
+    if sys.platform.startswith("linux"):
+        return "libvirt"  # installable from the distribution, unlike VirtualBox
+    return "virtualbox"
+
+
+class VagrantProvider(Provider):
+    name = "vagrant"
+
+    def preflight(self, topology: Topology, labdir: LabDir, say: Say) -> None:
+        provider = choose_vagrant_provider(topology)
+        if provider == "libvirt":
+            from lab.providers.vagrant import libvirt
+
+            libvirt.ensure_libvirt(say)
+            network.check_subnet_free(topology.subnet, libvirt.network_bridge(vagrantfile.libvirt_network_name(topology)) or "")
+        elif shutil.which("VBoxManage") is None:
+            raise ProviderError("VirtualBox is not installed (no VBoxManage); install it or set [vagrant] provider = \"libvirt\"")
+        else:
+            network.check_subnet_free(topology.subnet, "")
+
+    def facts(self, topology: Topology) -> HostFacts:
+        # VMs reach the registries through Vagrant's NAT network; lab's SSH arrives through it too.
+        return HostFacts(proxy_url=None, wheelhouse=None, control_address=None)
+
+    def up(self, topology: Topology, labdir: LabDir, state: dict[str, Any], say: Say) -> list[SshEndpoint]:
+        provider = choose_vagrant_provider(topology)
+        previous = state.get("resources") or {}
+        driver_name = self._driver_name(topology, provider, previous, say)
+        resources = {
+            "vagrant_provider": provider,
+            "libvirt_driver": driver_name,
+            "subnet": topology.subnet,
+            "libvirt_network": vagrantfile.libvirt_network_name(topology),
+            "domain_prefix": f"{topology.name}-",
+            "hosts": sorted(set(previous.get("hosts", [])) | {h.name for h in topology.hosts}),
+        }
+        state["resources"] = resources
+        labdir.write(state)
+        network.ensure_blackhole(topology.subnet)
+        driver = VagrantDriver(labdir.path, labdir.logs / "vagrant.log")
+        dropped = [name for name in previous.get("hosts", []) if name not in {h.name for h in topology.hosts}]
+        for name in dropped:  # while the old Vagrantfile still defines them
+            say(f"removing {name} (no longer in the topology)")
+            driver.destroy(name)
+        if provider == "libvirt":
+            from lab.providers.vagrant import box
+
+            if topology.vagrant.box_libvirt == box.BOX_NAME:
+                box.ensure_box(say)
+        (labdir.path / "Vagrantfile").write_text(vagrantfile.render(topology, driver_name))
+        state["resources"]["hosts"] = [h.name for h in topology.hosts]
+        labdir.write(state)
+        say(f"vagrant up --provider={provider} ({len(topology.hosts)} VMs; emulated guests take minutes)")
+        driver.up(provider)
+        states = driver.status()
+        down = [h.name for h in topology.hosts if states.get(h.name) != "running"]
+        if down:
+            raise ProviderError(f"VMs not running after vagrant up: {', '.join(f'{n} ({states.get(n)})' for n in down)}")
+        endpoints = []
+        for host in topology.hosts:
+            settings = driver.ssh_config(host.name)
+            endpoints.append(SshEndpoint(host=host.name, address=settings["hostname"], port=int(settings["port"]),
+                                         user=settings["user"], identity_file=settings["identityfile"], host_key=None))
+        return endpoints
+
+    def _driver_name(self, topology: Topology, provider: str, previous: dict[str, Any], say: Say) -> str:
+        if provider != "libvirt":
+            return "n/a"
+        if topology.vagrant.libvirt_driver != "auto":
+            return topology.vagrant.libvirt_driver
+        if previous.get("libvirt_driver") in ("kvm", "qemu"):
+            return previous["libvirt_driver"]
+        from lab.providers.vagrant import libvirt
+
+        return libvirt.choose_driver(say)
+
+    def status(self, labdir: LabDir, state: dict[str, Any]) -> dict[str, str]:
+        if not (labdir.path / "Vagrantfile").exists():
+            return {h["name"]: "not created" for h in state["topology"]["hosts"]}
+        states = VagrantDriver(labdir.path, labdir.logs / "vagrant.log").status()
+        return {name: value.replace("_", " ") for name, value in states.items()}
+
+    def destroy(self, labdir: LabDir, state: dict[str, Any], say: Say) -> None:
+        resources = state.get("resources") or {}
+        if (labdir.path / "Vagrantfile").exists():
+            VagrantDriver(labdir.path, labdir.logs / "vagrant.log").destroy()
+        if resources.get("vagrant_provider") == "libvirt":
+            from lab.providers.vagrant import libvirt
+
+            libvirt.remove_leftovers(resources["domain_prefix"], resources["libvirt_network"], say)
+        if resources.get("subnet"):
+            network.remove_blackhole(resources["subnet"])
+        shutil.rmtree(labdir.path / ".vagrant", ignore_errors=True)
+        say("removed VMs, their disks and the lab network")
+
