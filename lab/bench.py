@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import count
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, NamedTuple
+from typing import IO, Any, Callable, Iterable, Mapping, NamedTuple
 
 from lab.errors import BenchError
 from lab.report import result_to_dict
@@ -66,6 +66,8 @@ class BenchSettings:
     duration_s: int
     locustfile: Path
     results_dir: Path
+    processes: int = 1  # Locust worker processes; one is usually best on a 2-core machine
+    extra_env: Mapping[str, str] = field(default_factory=dict, hash=False)  # e.g. the demo user's password; never written out
 
     def __post_init__(self) -> None:
         # Accept str paths from callers but store Paths, so the rest never has to care.
@@ -105,6 +107,7 @@ def settings_to_dict(settings: BenchSettings) -> dict[str, Any]:
         # Absolute: results.json is read later, from anywhere.
         "locustfile": str(settings.locustfile.resolve()),
         "results_dir": str(settings.results_dir.resolve()),
+        "processes": settings.processes,
     }
 
 
@@ -172,14 +175,16 @@ def locust_command(settings: BenchSettings) -> list[str]:
         "--json-file",
         str(results_dir / CSV_PREFIX),
         "--only-summary",
+        *(["--processes", str(settings.processes)] if settings.processes > 1 else []),
     ]
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
     # LOCUST_* variables would silently override what BenchSettings says
     # (users, run time, host ...), making results.json lie about the run.
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
     return env
 
 
@@ -250,7 +255,7 @@ def _with_gist(what: str, lines: Iterable[str]) -> BenchError:
 
 
 def _run(
-    cmd: list[str], cwd: Path, timeout_s: float, on_output: OutputCallback | None
+    cmd: list[str], cwd: Path, timeout_s: float, on_output: OutputCallback | None, extra_env: Mapping[str, str]
 ) -> tuple[int, deque[str]]:
     """Run cmd, streaming its lines to on_output from this thread; return (exit code, stderr tail)."""
     stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
@@ -258,7 +263,7 @@ def _run(
     proc = subprocess.Popen(
         cmd,
         cwd=cwd,
-        env=_child_env(),
+        env=_child_env(extra_env),
         # Not a tty, so Locust's keyboard listener stays off and leaves the terminal alone.
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -469,7 +474,7 @@ def run_locust(settings: BenchSettings, on_output: OutputCallback | None = None)
     started_at = _utcnow()
     # cwd=results_dir also keeps Locust from picking up a locust.conf or
     # pyproject.toml [tool.locust] from wherever the lab tool was started.
-    returncode, stderr_tail = _run(cmd, results_dir, settings.duration_s + TIMEOUT_GRACE_S, on_output)
+    returncode, stderr_tail = _run(cmd, results_dir, settings.duration_s + TIMEOUT_GRACE_S, on_output, settings.extra_env)
     finished_at = _utcnow()
 
     if returncode < 0:

@@ -81,6 +81,12 @@ class BenchError(LabError):
     exit_code = 13
 
 
+class ThresholdMissed(LabError):
+    """`lab bench --fail-under-rps/--max-p95-ms`: a measured configuration missed the bar."""
+
+    exit_code = 14
+
+
 class Interrupted(LabError):
     """The user pressed Ctrl-C; what was done is recorded and the next run converges."""
 

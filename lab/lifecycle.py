@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
 from lab import recipes as recipes_module
 from lab import verify
-from lab.bench import BenchResult, BenchSettings, run_locust, timestamped_results_dir
-from lab.errors import LabBusy, NotUp, UsageError
+from lab.bench import timestamped_results_dir
+from lab.errors import BenchError, LabBusy, NotUp, ThresholdMissed, UsageError
+from lab.matrix import Cell, CellReport, MatrixSettings, compare_cells, measure_cell
 from lab.providers import get_provider
 from lab.providers.base import HostFacts
 from lab.recipes import ConvergeReport, RecipeResult
 from lab.remote import RemoteHost, render_known_hosts, render_ssh_config
+from lab.report_html import render as render_report
 from lab.state import LabDir, write_private
-from lab.topology import Overrides, Topology, load_file, resolve, with_web_count
+from lab.topology import (APP_SERVERS, APPSERVER_THREADS, APPSERVER_WORKERS, DEFAULT_THREADS, AppServerSettings,
+                          Overrides, Topology, load_file, resolve, with_web_count)
 
 Say = Callable[[str], None]
 CONFIG_FILE = "lab.toml"
@@ -149,25 +153,118 @@ SCENARIOS = {"mix": "locustfile.py", "hello": "hello.py"}
 LOADTESTS = recipes_module.PROJECT_ROOT / "loadtests"
 MAX_USERS = 500  # load stays bounded: this machine is shared, and the lab's hosts live on it too
 MAX_DURATION_S = 900
+MAX_TOTAL_S = 3600
 
 
-def bench(project: Project, web: int | None, users: int, spawn_rate: float, duration_s: int, scenario: str,
-          say: Say, on_result: Callable[[RecipeResult], None]) -> tuple[BenchResult, Path]:
-    """Load-test the site through lb1 with Locust (in its own process), after setting the web tier to --web hosts."""
-    if scenario not in SCENARIOS:
-        raise UsageError(f"unknown scenario {scenario!r}; scenarios: {', '.join(SCENARIOS)}")
-    if not 1 <= users <= MAX_USERS:
-        raise UsageError(f"--users must be from 1 to {MAX_USERS} (got {users})")
-    if not 1 <= duration_s <= MAX_DURATION_S:
-        raise UsageError(f"--duration must be from 1 to {MAX_DURATION_S} seconds (got {duration_s})")
-    state, topology = _running_lab(project)
-    if web is not None and web != topology.count("web"):
-        wanted = with_web_count(topology, web)
-        say(f"setting the web tier to {web} host(s) first (as `lab up --web={web}` would)")
-        up(project, Overrides(web=web), say, on_result, topology=wanted)
-        topology = wanted
-    target = f"http://{topology.tier('lb')[0].ip}"
+@dataclass(frozen=True)
+class BenchRequest:
+    """What `lab bench` was asked to measure; None means "as the lab is now"."""
+
+    servers: tuple[str, ...] | None = None
+    webs: tuple[int, ...] | None = None
+    workers: tuple[int | None, ...] = (None,)
+    threads: tuple[int | None, ...] = (None,)
+    users: int = 32
+    spawn_rate: float | None = None  # None: all users at once, so ramp-up is short
+    duration_s: int = 20
+    warmup_s: int = 5
+    repeats: int = 3
+    processes: int = 1
+    scenario: str = "mix"
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    cells: list[CellReport]
+    results_dir: Path
+
+
+def _check_bench_request(request: BenchRequest) -> None:
+    if request.scenario not in SCENARIOS:
+        raise UsageError(f"unknown scenario {request.scenario!r}; scenarios: {', '.join(SCENARIOS)}")
+    for server in request.servers or ():
+        if server not in APP_SERVERS:
+            raise UsageError(f"unknown server {server!r}; servers: {', '.join(APP_SERVERS)}")
+    bounds = {"--users": (request.users, 1, MAX_USERS), "--duration": (request.duration_s, 1, MAX_DURATION_S),
+              "--repeats": (request.repeats, 1, 10), "--warmup": (request.warmup_s, 0, 120), "--processes": (request.processes, 1, 4)}
+    for flag, (value, low, high) in bounds.items():
+        if not low <= value <= high:
+            raise UsageError(f"{flag} must be from {low} to {high} (got {value})")
+    for web in request.webs or ():
+        with_web_count(resolve({}, {}), web)  # the same range check as `lab up --web`
+    for flag, values, (low, high) in (("--workers", request.workers, APPSERVER_WORKERS), ("--threads", request.threads, APPSERVER_THREADS)):
+        for value in values:
+            if value is not None and not low <= value <= high:
+                raise UsageError(f"{flag} must be from {low} to {high} (got {value})")
+
+
+def bench(project: Project, request: BenchRequest, say: Say, on_result: Callable[[RecipeResult], None]) -> BenchRun:
+    """Measure every cell (server × web count × knobs) through lb1: switch the lab, warm up, repeat, judge."""
+    _check_bench_request(request)
+    state, current = _running_lab(project)
+    servers = request.servers or (current.app_server,)
+    webs = request.webs or (current.count("web"),)
+    cells = [Cell(s, w, k, t) for s in servers for w in webs for k in request.workers for t in request.threads]
+    planned = len(cells) * (request.warmup_s + request.repeats * (request.duration_s + 8))
+    if planned > MAX_TOTAL_S:
+        raise UsageError(f"this matrix would run for about {planned // 60} min; keep it under {MAX_TOTAL_S // 60} min")
+    settings = MatrixSettings(
+        users=request.users, spawn_rate=request.spawn_rate or float(request.users), duration_s=request.duration_s,
+        warmup_s=request.warmup_s, repeats=request.repeats, locustfile=LOADTESTS / SCENARIOS[request.scenario],
+        processes=request.processes,
+        # No think time: users send requests back to back, so the servers (not the users) set the pace.
+        extra_env={"LAB_DEMO_PASSWORD": project.labdir.secrets()["demo_password"], "LAB_WAIT": "0"},
+    )
+    provider = get_provider(state["provider"])
     results_dir = timestamped_results_dir(project.labdir.path)
-    say(f"{users} users for {duration_s} s against {target} ({topology.count('web')} web hosts, scenario {scenario})")
-    settings = BenchSettings(target, users, spawn_rate, duration_s, LOADTESTS / SCENARIOS[scenario], results_dir)
-    return run_locust(settings), results_dir
+    reports = []
+    for cell in cells:
+        wanted = replace(
+            with_web_count(current, cell.web), app_server=cell.server,
+            appserver=AppServerSettings(workers=cell.workers or current.appserver.workers,
+                                        threads=cell.threads or DEFAULT_THREADS[cell.server]),
+        )
+        if wanted != current:
+            say(f"switching the lab to {cell.label}")
+            up(project, Overrides(), say, on_result, topology=wanted)
+            current = wanted
+        target = f"http://{current.tier('lb')[0].ip}"
+        resolved = replace(cell, workers=current.appserver.workers, threads=current.appserver.threads)
+        reports.append(measure_cell(
+            resolved, target, settings, results_dir / cell.label.replace(" ", "_").replace("×", "x"),
+            lambda: provider.cpu_seconds(project.labdir, project.labdir.read()), say, os.cpu_count() or 1,
+        ))
+    machine = {"cores": os.cpu_count() or 1}
+    (results_dir / "results.json").write_text(json.dumps(
+        {"cells": [r.to_dict() for r in reports], "machine": machine, "request": asdict(request)}, indent=2, default=str))
+    (results_dir / "report.html").write_text(render_report(reports, f"lab bench — {results_dir.name}", machine))
+    if all(r.error for r in reports):
+        raise BenchError(f"every cell failed; first: {reports[0].cell.label}: {reports[0].error} (report in {results_dir})")
+    return BenchRun(reports, results_dir)
+
+
+def compare(project: Project, first: str, second: str) -> list[dict]:
+    """Deltas between two earlier bench runs (folder names under .lab/results, or paths)."""
+    def cells_of(run: str) -> list[dict]:
+        folder = Path(run) if "/" in run else project.labdir.results / run
+        try:
+            return json.loads((folder / "results.json").read_text())["cells"]
+        except (OSError, ValueError, KeyError):
+            raise UsageError(f"no bench results in {folder}") from None
+
+    return compare_cells(cells_of(first), cells_of(second))
+
+
+def check_thresholds(cells: list[CellReport], fail_under_rps: float | None, max_p95_ms: float | None) -> None:
+    """For CI: a distinct exit code when a measured configuration misses the bar."""
+    misses = []
+    for cell in cells:
+        if not cell.runs:
+            misses.append(f"{cell.cell.label} was not measured ({cell.error})")
+            continue
+        if fail_under_rps is not None and cell.median("rps") < fail_under_rps:
+            misses.append(f"{cell.cell.label} served {cell.median('rps'):.0f} req/s < {fail_under_rps:g}")
+        if max_p95_ms is not None and cell.median("p95_ms") > max_p95_ms:
+            misses.append(f"{cell.cell.label} p95 {cell.median('p95_ms'):.0f} ms > {max_p95_ms:g}")
+    if misses and (fail_under_rps is not None or max_p95_ms is not None):
+        raise ThresholdMissed(f"{len(misses)} threshold(s) missed; first: {misses[0]}")

@@ -69,3 +69,35 @@ def bench_table(result: BenchResult) -> Table:
             f"{reason.occurrences:,} × {reason.name}: {reason.error}" for reason in result.errors[:5]
         )
     return table
+
+
+def matrix_table(cells: list) -> Table:
+    """One row per configuration: medians with their spread, and what limited it."""
+    table = Table(title="lab bench", title_justify="left")
+    table.add_column("configuration", overflow="fold")
+    for heading in ("req/s (min–max)", "p50 ms", "p95 ms", "p99 ms", "failed"):
+        table.add_column(heading, justify="right", no_wrap=True)
+    table.add_column("limited by", overflow="fold")
+    for cell in cells:
+        if not cell.runs:
+            table.add_row(cell.cell.label, "—", "—", "—", "—", "—", Text(f"failed: {cell.error}", style="red"))
+            continue
+        low, high = cell.spread("rps")
+        table.add_row(
+            cell.cell.label, f"{cell.median('rps'):,.0f} ({low:,.0f}–{high:,.0f})", f"{cell.median('p50_ms'):,.0f}",
+            f"{cell.median('p95_ms'):,.0f}", f"{cell.median('p99_ms'):,.0f}", f"{cell.median('failure_pct'):.1f}%",
+            cell.bottleneck + (f" [red](failed: {cell.error})[/]" if cell.error else ""),
+        )
+    return table
+
+
+def comparison_table(rows: list[dict]) -> Table:
+    table = Table(title="lab bench --compare", title_justify="left")
+    table.add_column("configuration")
+    for heading in ("req/s A → B", "Δ req/s", "p95 ms A → B", "Δ p95", "beyond ±10% noise"):
+        table.add_column(heading, justify="right")
+    for row in rows:
+        (rps_a, rps_b, rps_d), (p95_a, p95_b, p95_d) = row["rps"], row["p95_ms"]
+        table.add_row(row["label"], f"{rps_a:,.0f} → {rps_b:,.0f}", f"{rps_d:+.1f}%", f"{p95_a:,.0f} → {p95_b:,.0f}",
+                      f"{p95_d:+.1f}%", "yes" if row["significant"] else "no")
+    return table

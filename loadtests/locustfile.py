@@ -1,7 +1,8 @@
-"""Default Locust scenario: a realistic browsing mix over the bank site (pages, DB-backed views, static files)."""
+"""Default Locust scenario: a realistic mix over the bank site (pages, DB-backed views, static files, a login and a transfer)."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable
 
 from locust import FastHttpUser, between, constant, task
@@ -53,3 +54,44 @@ class SiteVisitor(FastHttpUser):
     @task(1)
     def hello(self) -> None:
         self.client.get("/hello/", name="/hello/ (no db)")
+
+
+class BankCustomer(FastHttpUser):
+    """A signed-in customer: logs in (CSRF-protected form) and moves a cent between two accounts and back.
+
+    Only active when the lab passes the demo user's password (LAB_DEMO_PASSWORD): `lab bench` does.
+    """
+
+    abstract = not os.environ.get("LAB_DEMO_PASSWORD")
+    weight = 1
+    wait_time = lab_wait_time()
+    connection_timeout = 5.0
+    network_timeout = 15.0
+
+    def _csrf_token(self, path: str, name: str) -> str:
+        with self.client.get(path, name=name, catch_response=True) as response:
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', response.text or "")
+            if not token:
+                response.failure(f"no CSRF token on {path}")
+                return ""
+            return token.group(1)
+
+    def on_start(self) -> None:
+        token = self._csrf_token("/accounts/login/", "/accounts/login/ (form)")
+        self.client.post(
+            "/accounts/login/",
+            data={"username": "demo", "password": os.environ.get("LAB_DEMO_PASSWORD", ""), "csrfmiddlewaretoken": token},
+            name="/accounts/login/ (POST)",
+        )
+
+    @task
+    def transfer_a_cent_and_back(self) -> None:
+        for source, target in (("AC00001", "AC00002"), ("AC00002", "AC00001")):
+            token = self._csrf_token("/transfer/", "/transfer/ (form)")
+            with self.client.post(
+                "/transfer/",
+                data={"from_account": source, "to_account": target, "amount": "0.01", "csrfmiddlewaretoken": token},
+                name="/transfer/ (POST, csrf)", catch_response=True,
+            ) as response:
+                if "Transferred" not in (response.text or "") and "Balance sheet" not in (response.text or ""):
+                    response.failure("transfer not confirmed")

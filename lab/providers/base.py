@@ -54,6 +54,10 @@ class Provider(ABC):
     def status(self, labdir: LabDir, state: dict[str, Any]) -> dict[str, str]:
         """Each host's state, in the provider's own words ("running", "stopped", "not created")."""
 
+    def cpu_seconds(self, labdir: LabDir, state: dict[str, Any]) -> dict[str, float]:
+        """CPU time each host has used so far, for benchmarks; providers that cannot tell return {}."""
+        return {}
+
     @abstractmethod
     def destroy(self, labdir: LabDir, state: dict[str, Any], say: Say) -> None:
         """Remove everything the state file records, tolerating what is already gone."""

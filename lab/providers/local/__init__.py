@@ -138,6 +138,10 @@ class LocalProvider(Provider):
             result.setdefault(host["name"], "not created")
         return result
 
+    def cpu_seconds(self, labdir: LabDir, state: dict[str, Any]) -> dict[str, float]:
+        return {name: machines.cpu_seconds(machines.MachineSpec(**spec))
+                for name, spec in (state.get("resources") or {}).get("hosts", {}).items()}
+
     def destroy(self, labdir: LabDir, state: dict[str, Any], say: Say) -> None:
         require_root("the local provider")
         destroy_resources(state.get("resources") or {}, say)

@@ -140,6 +140,17 @@ def boot(spec: MachineSpec, binds: dict[str, str]) -> int:
     return process.pid
 
 
+def cpu_seconds(spec: MachineSpec) -> float:
+    """CPU time used by every process of the host: cgroup v2's cpu.stat, present even without the cpu controller."""
+    for directory in cgroup_dirs(spec.cgroup):
+        stat = directory / "cpu.stat"
+        if stat.exists():
+            for line in stat.read_text().splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+    return 0.0
+
+
 def _limit_memory(groups: list[Path], memory_mb: int) -> None:
     limit = str(memory_mb * 1024 * 1024)
     for directory in groups:
