@@ -16,10 +16,11 @@ from rich.table import Table
 from lab import lifecycle
 from lab.errors import LabError, UsageError, exit_code_for, one_line
 from lab.recipes import RecipeResult
-from lab.report import bench_table
+from lab.report import comparison_table, matrix_table
 from lab.topology import TIERS, Overrides
 
-console = Console(highlight=False, soft_wrap=True)
+# Wide enough for the bench tables when output goes to a file or CI log (rich assumes 80 columns there).
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 150)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 STATUS_STYLE = {"changed": "yellow", "ok": "green", "failed": "bold red", "skipped": "magenta"}
 
@@ -66,11 +67,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @cli.command()
 @web_option
 @click.option("--provider", default=None, metavar="NAME", help="local (systemd-nspawn, default on Linux) or vagrant.")
+@click.option("--app-server", default=None, metavar="NAME",
+              help="What serves the site on the web hosts: gunicorn (default) or mod_wsgi (Apache); switches in place.")
 @step_option
 @click.option("-v", "--verbose", is_flag=True, help="List unchanged recipes too.")
-def up(web: int | None, provider: str | None, step: int | None, verbose: bool) -> None:
+def up(web: int | None, provider: str | None, app_server: str | None, step: int | None, verbose: bool) -> None:
     """Create or start the lab's hosts and converge every recipe (safe to run again)."""
-    report = lifecycle.up(project(), Overrides(web=web, provider=provider), say,
+    report = lifecycle.up(project(), Overrides(web=web, provider=provider, app_server=app_server), say,
                           functools.partial(show_result, verbose=verbose), max_step=step)
     say(report.summary())
 
@@ -100,18 +103,49 @@ def test(tiers: tuple[str, ...], junit_xml: Path | None, step: int | None) -> No
     say("all checks passed")
 
 
+def _list(kind: Callable[[str], Any]) -> Callable[[Any, Any, str | None], tuple | None]:
+    """A click callback turning "a,b" into a tuple of kind, with a one-line error naming the flag."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
+        if value is None:
+            return None
+        try:
+            return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list of {kind.__name__}s") from None
+
+    return parse
+
+
 @cli.command()
-@web_option
-@click.option("--users", type=int, default=20, show_default=True, help="Concurrent simulated users.")
-@click.option("--spawn-rate", type=float, default=10.0, show_default=True, help="Users started per second.")
-@click.option("--duration", type=int, default=20, show_default=True, help="Seconds of load.")
+@click.option("--server", "servers", callback=_list(str), metavar="LIST", help="App servers to compare: gunicorn,mod_wsgi (default: the lab's).")
+@click.option("--web", "webs", callback=_list(int), metavar="LIST", help="Web host counts to compare, e.g. 1,2 (default: the lab's).")
+@click.option("--workers", callback=_list(int), metavar="LIST", help="App server processes per web host, e.g. 2,4.")
+@click.option("--threads", callback=_list(int), metavar="LIST", help="Threads per app server process, e.g. 1,4.")
+@click.option("--users", type=int, default=32, show_default=True, help="Concurrent simulated users.")
+@click.option("--spawn-rate", type=float, default=None, help="Users started per second (default: all at once).")
+@click.option("--duration", type=int, default=20, show_default=True, help="Seconds per measured run.")
+@click.option("--warmup", type=int, default=5, show_default=True, help="Seconds of uncounted warm-up per configuration.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Measured runs per configuration.")
+@click.option("--processes", type=int, default=1, show_default=True, help="Locust processes (one is usually best on 2 cores).")
 @click.option("--scenario", default="mix", show_default=True, help="Locustfile in loadtests/: mix or hello.")
-def bench(web: int | None, users: int, spawn_rate: float, duration: int, scenario: str) -> None:
-    """Load-test the site through the balancer with Locust (growing the web tier to --web first)."""
-    result, results_dir = lifecycle.bench(project(), web, users, spawn_rate, duration, scenario, say,
-                                          functools.partial(show_result, verbose=False))
-    console.print(bench_table(result))
-    say(f"results in {results_dir}")
+@click.option("--compare", nargs=2, metavar="RUN_A RUN_B", default=None, help="Print the deltas between two earlier runs and exit.")
+@click.option("--fail-under-rps", type=float, default=None, help="Exit 14 if any configuration's median req/s is below this.")
+@click.option("--max-p95-ms", type=float, default=None, help="Exit 14 if any configuration's median p95 is above this.")
+def bench(servers, webs, workers, threads, users, spawn_rate, duration, warmup, repeats, processes, scenario,
+          compare, fail_under_rps, max_p95_ms) -> None:
+    """Load-test the site through the balancer with Locust: one configuration, or a matrix compared side by side."""
+    if compare:
+        console.print(comparison_table(lifecycle.compare(project(), *compare)))
+        return
+    request = lifecycle.BenchRequest(
+        servers=servers, webs=webs, workers=workers or (None,), threads=threads or (None,), users=users,
+        spawn_rate=spawn_rate, duration_s=duration, warmup_s=warmup, repeats=repeats, processes=processes, scenario=scenario,
+    )
+    run = lifecycle.bench(project(), request, say, functools.partial(show_result, verbose=False))
+    console.print(matrix_table(run.cells))
+    say(f"report: {run.results_dir / 'report.html'}")
+    lifecycle.check_thresholds(run.cells, fail_under_rps, max_p95_ms)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

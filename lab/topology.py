@@ -16,7 +16,12 @@ from lab.errors import ConfigFileError, TopologyError
 DEFAULT_SUBNET = "192.168.56.0/24"  # VirtualBox's host-only range: the same file works under Vagrant
 DEFAULT_NAME = "lab"
 PROVIDER_NAMES = ("auto", "local", "vagrant")
-APP_SERVERS = ("gunicorn",)
+APP_SERVERS = ("gunicorn", "mod_wsgi")
+# Threads per app server process when lab.toml does not say: Gunicorn's sync worker (one request per process,
+# as the workshop runs it), and mod_wsgi-express's own default of 5. Django keeps one database connection per
+# thread (CONN_MAX_AGE), so 9 web hosts x 2 processes x 5 threads stays under PostgreSQL's 100 connections;
+# WSGIDaemonProcess's bare default of 15 threads would not.
+DEFAULT_THREADS = {"gunicorn": 1, "mod_wsgi": 5}
 RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
@@ -41,13 +46,16 @@ TIERS: dict[str, TierSpec] = {
     "db": TierSpec("db", 30, 1, 1, 768, 1, "PostgreSQL server"),
 }
 
-TOP_KEYS = {"lab", "tiers", "hosts", "vagrant"}
+TOP_KEYS = {"lab", "tiers", "hosts", "vagrant", "appserver"}
 VAGRANT_KEYS = {"provider", "box_virtualbox", "box_libvirt", "libvirt_driver"}
 VAGRANT_PROVIDERS = ("auto", "libvirt", "virtualbox")
 LIBVIRT_DRIVERS = ("auto", "kvm", "qemu")
 LAB_KEYS = {"name", "subnet", "provider", "app_server"}
 TIER_KEYS = {"count", "memory", "cpus"}
 HOST_KEYS = {"ip", "memory", "cpus"}
+APPSERVER_KEYS = {"workers", "threads"}
+APPSERVER_WORKERS = (1, 16)  # processes per web host: each holds the whole site in memory
+APPSERVER_THREADS = (1, 32)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,14 @@ class VagrantSettings:
 
 
 @dataclass(frozen=True)
+class AppServerSettings:
+    """How hard each web host's app server works (lab.toml [appserver]); the defaults are Gunicorn's."""
+
+    workers: int = 2  # Gunicorn worker processes, or mod_wsgi daemon processes
+    threads: int = DEFAULT_THREADS["gunicorn"]  # per process; Gunicorn uses its gthread worker when above 1
+
+
+@dataclass(frozen=True)
 class Topology:
     """A resolved lab: every value decided, nothing left to look up."""
 
@@ -81,6 +97,7 @@ class Topology:
     app_server: str
     hosts: tuple[Host, ...]
     vagrant: VagrantSettings = VagrantSettings()
+    appserver: AppServerSettings = AppServerSettings()
 
     @property
     def gateway(self) -> str:
@@ -107,6 +124,7 @@ class Topology:
             "app_server": self.app_server,
             "hosts": [h.__dict__.copy() for h in self.hosts],
             "vagrant": self.vagrant.__dict__.copy(),
+            "appserver": self.appserver.__dict__.copy(),
         }
 
     @classmethod
@@ -115,9 +133,11 @@ class Topology:
             name=data["name"],
             subnet=data["subnet"],
             provider=data["provider"],
-            app_server=data["app_server"],
+            # State files written before a field existed describe labs that ran its default (Gunicorn, 2 x 1).
+            app_server=data.get("app_server", "gunicorn"),
             hosts=tuple(Host(**h) for h in data["hosts"]),
             vagrant=VagrantSettings(**data.get("vagrant", {})),
+            appserver=AppServerSettings(**data.get("appserver", {})),
         )
 
 
@@ -128,6 +148,7 @@ class Overrides:
     web: int | None = None
     provider: str | None = None
     counts: Mapping[str, int] = field(default_factory=dict)
+    app_server: str | None = None
 
 
 def load_file(path: Path) -> dict[str, Any]:
@@ -219,8 +240,13 @@ def resolve(
     provider = _choice(provider_where, provider, PROVIDER_NAMES)
     if provider == "auto":
         provider = "local" if platform.startswith("linux") else "vagrant"
-    app_server_where = "LAB_APP_SERVER" if "LAB_APP_SERVER" in environ else "lab.app_server"
-    app_server = _choice(app_server_where, environ.get("LAB_APP_SERVER", lab.get("app_server", "gunicorn")), APP_SERVERS)
+    app_server, app_server_where = lab.get("app_server", "gunicorn"), "lab.app_server"
+    if "LAB_APP_SERVER" in environ:
+        app_server, app_server_where = environ["LAB_APP_SERVER"], "LAB_APP_SERVER"
+    if overrides.app_server is not None:
+        app_server, app_server_where = overrides.app_server, "--app-server"
+    app_server = _choice(app_server_where, app_server, APP_SERVERS)
+    appserver = _appserver_settings(_table("lab.toml [appserver]", file_data.get("appserver", {})), app_server)
 
     for tier_name, tier_cfg in tiers.items():
         if tier_name not in TIERS:
@@ -262,7 +288,15 @@ def resolve(
         )
     _distinct_ips(hosts, network)
     return Topology(name=name, subnet=subnet, provider=provider, app_server=app_server, hosts=tuple(hosts),
-                    vagrant=_vagrant_settings(_table("lab.toml [vagrant]", file_data.get("vagrant", {})), environ))
+                    vagrant=_vagrant_settings(_table("lab.toml [vagrant]", file_data.get("vagrant", {})), environ),
+                    appserver=appserver)
+
+
+def _appserver_settings(table: Mapping[str, Any], app_server: str) -> AppServerSettings:
+    _unknown_keys("lab.toml [appserver]", table, APPSERVER_KEYS)
+    workers = _integer("appserver.workers", table.get("workers", AppServerSettings().workers), *APPSERVER_WORKERS)
+    threads = _integer("appserver.threads", table.get("threads", DEFAULT_THREADS[app_server]), *APPSERVER_THREADS)
+    return AppServerSettings(workers=workers, threads=threads)
 
 
 def _vagrant_settings(table: Mapping[str, Any], environ: Mapping[str, str]) -> VagrantSettings:

@@ -12,9 +12,9 @@ from lab.providers.base import HostFacts
 from lab.providers.local import proxy
 from lab.recipes import PROVISION_DIR, Recipe, converge
 from lab.topology import Overrides, resolve
-from provision.step1_bootstrap.recipes import APP_USER, CURRENT, TIER_PORTS, VENV
+from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, TIER_PORTS, VENV
 from provision.step2_database.recipes import DATABASE, ROLE, SETTINGS, STATIC_ROOT
-from provision.step3_appserver.recipes import APP_PORT, GUNICORN_WORKERS
+from provision.step3_appserver.recipes import APP_PORT, GUNICORN_WORKERS, WSGI_SCRIPT, WSGI_SCRIPT_NAME, WSGI_SOCKET_PREFIX
 
 LOCAL_PROVIDER_DIR = Path(proxy.__file__).resolve().parent
 TOPOLOGY = resolve({}, {}, Overrides(web=2), platform="linux")  # lb1 .11, web1 .21, web2 .22, db1 .31
@@ -50,8 +50,16 @@ CASES: dict[str, tuple[str, dict]] = {
     "step3_appserver/templates/gunicorn.service.j2": (
         "web2",
         {"user": APP_USER, "current": CURRENT, "settings": SETTINGS, "venv": VENV, "port": APP_PORT,
-         "workers": GUNICORN_WORKERS},
+         "workers": GUNICORN_WORKERS, "worker_class": "sync", "threads": 1},
     ),
+    "step3_appserver/templates/apache-ports.conf.j2": ("web2", {"port": APP_PORT}),
+    "step3_appserver/templates/apache-bank.conf.j2": (
+        "web2",
+        {"user": APP_USER, "venv": VENV, "current": CURRENT, "port": APP_PORT, "processes": 2, "threads": 5,
+         "socket_prefix": WSGI_SOCKET_PREFIX, "script": WSGI_SCRIPT, "script_dir": APP_HOME,
+         "script_name": WSGI_SCRIPT_NAME},
+    ),
+    "step3_appserver/templates/bank.wsgi.j2": ("web2", {"settings": SETTINGS}),
     "step5_balancer/templates/nginx-bank.conf.j2": (
         "lb1", {"web_hosts": TOPOLOGY.tier("web"), "app_port": APP_PORT, "static_root": STATIC_ROOT},
     ),

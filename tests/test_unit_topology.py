@@ -186,7 +186,7 @@ def test_unknown_lab_key_lists_the_allowed_keys():
 
 
 def test_unknown_top_level_table_is_refused():
-    with pytest.raises(TopologyError, match=r"unknown key 'servers'; allowed: hosts, lab, tiers"):
+    with pytest.raises(TopologyError, match=r"unknown key 'servers'; allowed: appserver, hosts, lab, tiers"):
         linux({"servers": {}})
 
 

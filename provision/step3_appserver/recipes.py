@@ -1,13 +1,25 @@
-"""Step 3 recipes: static files collected, and Gunicorn as a systemd service bound to the host's private IP."""
+"""Step 3 recipes: static files collected, and one app server (Gunicorn or Apache mod_wsgi) on the host's private IP."""
 
 from __future__ import annotations
 
-from lab.recipes import Target, recipe
-from provision.step1_bootstrap.recipes import APP_USER, CURRENT, VENV
+import shlex
+
+from lab.recipes import RecipeError, Target, recipe
+from lab.system import gist
+from lab.topology import AppServerSettings
+from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, VENV
 from provision.step2_database.recipes import SETTINGS, STATIC_ROOT, manage
 
 APP_PORT = 8000
-GUNICORN_WORKERS = 2
+GUNICORN_WORKERS = AppServerSettings().workers  # the default; lab.toml [appserver] workers sets the lab's own
+# The systemd unit behind each app server lab.toml may name: the ones not chosen are kept stopped and disabled.
+SERVER_UNITS = {"gunicorn": "gunicorn", "mod_wsgi": "apache2"}
+WSGI_SCRIPT_NAME = "bank.wsgi"
+WSGI_SCRIPT = f"{APP_HOME}/{WSGI_SCRIPT_NAME}"
+WSGI_SOCKET_PREFIX = "/run/apache2/wsgi"  # /run/apache2 is Apache's run dir: root's, readable by www-data
+APACHE_SITE = "/etc/apache2/sites-available/bank.conf"
+APACHE_DEFAULT_SITE = "/etc/apache2/sites-enabled/000-default.conf"
+WARM_UP_SECONDS = 60
 
 
 @recipe(tiers=("web",))
@@ -24,12 +36,93 @@ def static_files(t: Target) -> None:
 
 
 @recipe(tiers=("web",))
+def unused_app_servers(t: Target) -> None:
+    """Every app server but the lab's stopped and disabled first: only one of them can hold the app port."""
+    # `systemctl stop` returns once the unit's processes are gone, and their listening socket with them.
+    for server, unit in SERVER_UNITS.items():
+        if server != t.topology.app_server:
+            _stopped_and_disabled(t, unit)
+
+
+def _stopped_and_disabled(t: Target, unit: str) -> None:
+    # "activating" too: a unit in its restart loop would take the port back.
+    if t.run(f"systemctl is-active {unit}", check=False).stdout.strip() not in ("inactive", "failed", "unknown", ""):
+        t.run(f"systemctl stop {unit}")
+        t.changed(f"stopped {unit}")
+    if t.test(f"systemctl is-enabled --quiet {unit}"):
+        t.run(f"systemctl disable --quiet {unit}")
+        t.changed(f"disabled {unit}")
+
+
+@recipe(tiers=("web",))
 def gunicorn(t: Target) -> None:
+    """Gunicorn as a systemd service, when the lab's app server is gunicorn."""
+    if t.topology.app_server != "gunicorn":
+        return
+    tuning = t.topology.appserver
     unit_changed = t.template(
         "/etc/systemd/system/gunicorn.service", "step3_appserver/templates/gunicorn.service.j2",
-        user=APP_USER, current=CURRENT, settings=SETTINGS, venv=VENV, port=APP_PORT, workers=GUNICORN_WORKERS,
+        user=APP_USER, current=CURRENT, settings=SETTINGS, venv=VENV, port=APP_PORT, workers=tuning.workers,
+        # The sync worker takes one request at a time; threads need the gthread worker.
+        worker_class="gthread" if tuning.threads > 1 else "sync", threads=tuning.threads,
     )
     if unit_changed:
         t.run("systemctl daemon-reload")
     t.service("gunicorn", restart=unit_changed or t.notified("app-code", "app-config"))
     t.wait_for_port(t.host.ip, APP_PORT)
+
+
+@recipe(tiers=("web",))
+def mod_wsgi(t: Target) -> None:
+    """Apache 2.4 with mod_wsgi daemon processes running the site's venv as the app user, when the lab asks for it."""
+    if t.topology.app_server != "mod_wsgi":
+        return
+    tuning = t.topology.appserver
+    t.packages("apache2", "libapache2-mod-wsgi-py3")
+    changed = t.template(WSGI_SCRIPT, "step3_appserver/templates/bank.wsgi.j2", settings=SETTINGS)
+    changed |= t.template("/etc/apache2/ports.conf", "step3_appserver/templates/apache-ports.conf.j2", port=APP_PORT)
+    changed |= t.template(
+        APACHE_SITE, "step3_appserver/templates/apache-bank.conf.j2",
+        user=APP_USER, venv=VENV, current=CURRENT, port=APP_PORT, processes=tuning.workers, threads=tuning.threads,
+        socket_prefix=WSGI_SOCKET_PREFIX, script=WSGI_SCRIPT, script_dir=APP_HOME, script_name=WSGI_SCRIPT_NAME,
+    )
+    if not t.test("test -e /etc/apache2/mods-enabled/wsgi.load"):
+        t.run("a2enmod -q wsgi")
+        t.changed("enabled Apache module wsgi")
+        changed = True
+    if not t.test("test -e /etc/apache2/sites-enabled/bank.conf"):
+        t.run("a2ensite -q bank")
+        t.changed("enabled the bank site")
+        changed = True
+    changed |= t.absent(APACHE_DEFAULT_SITE)  # Debian's default site: a second virtual host on port 80
+    if changed:
+        check = t.run("apache2ctl configtest", check=False)
+        if not check.ok:
+            raise RecipeError(f"Apache rejects the new configuration: {gist(check.stderr or check.stdout)}")
+    # A restart, not a graceful reload: Listen, WSGISocketPrefix and the daemons' definition are only re-read
+    # reliably by a new Apache, and afterwards the warm-up request provably reaches the new release.
+    started = t.service("apache2", restart=changed or t.notified("app-code", "app-config"))
+    t.wait_for_port(t.host.ip, APP_PORT)
+    if started:
+        _warm_up(t, f"http://{t.host.ip}:{APP_PORT}/health/")
+
+
+def _warm_up(t: Target, url: str) -> None:
+    """One request from the host itself after a (re)start: the balancer's first request finds the daemons ready,
+    and a site that cannot answer fails this recipe rather than `lab test`."""
+    script = (
+        "import sys, time, urllib.request\n"
+        "opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
+        "deadline = time.monotonic() + float(sys.argv[2])\n"
+        "while True:\n"
+        "    try:\n"
+        "        with opener.open(sys.argv[1], timeout=10) as response:\n"
+        "            sys.exit(0)\n"
+        "    except Exception as error:\n"
+        "        if time.monotonic() > deadline:\n"
+        "            sys.exit(f'{sys.argv[1]}: {error}')\n"
+        "        time.sleep(0.5)\n"
+    )
+    result = t.run(f"python3 -c {shlex.quote(script)} {shlex.quote(url)} {WARM_UP_SECONDS}", check=False)
+    if not result.ok:
+        raise RecipeError(f"the site did not answer after Apache started: {gist(result.stderr)}")

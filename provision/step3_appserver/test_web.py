@@ -1,26 +1,55 @@
-"""Step 3 checks on the web hosts: Gunicorn enabled, running as the app user, bound to the private IP only."""
+"""Step 3 checks on the web hosts: the lab's one app server (Gunicorn or mod_wsgi), on the private IP only, as bank."""
 
 import json
+import re
+
+import pytest
 
 TIERS = ("web",)
+APP_PORT = 8000
+SERVER_UNITS = {"gunicorn": "gunicorn", "mod_wsgi": "apache2"}  # the unit behind each app server
+SERVER_PROGRAMS = {"gunicorn": "gunicorn", "mod_wsgi": "apache2"}  # who may hold the app port
 
 
-def test_gunicorn_enabled_and_running(host):
-    service = host.service("gunicorn")
-    assert service.is_enabled
-    assert service.is_running
+@pytest.fixture
+def on_gunicorn(lab):
+    if lab.app_server != "gunicorn":
+        pytest.skip(f"this lab runs {lab.app_server}")
 
 
-def test_gunicorn_bound_to_private_ip_only(host, node):
-    assert host.socket(f"tcp://{node.ip}:8000").is_listening
-    assert not host.socket("tcp://0.0.0.0:8000").is_listening
-    assert not host.socket("tcp://127.0.0.1:8000").is_listening
+@pytest.fixture
+def on_mod_wsgi(lab):
+    if lab.app_server != "mod_wsgi":
+        pytest.skip(f"this lab runs {lab.app_server}")
 
 
-def test_gunicorn_runs_as_the_app_user(host):
-    workers = host.process.filter(comm="gunicorn")
-    assert workers, "no gunicorn processes"
-    assert {p.user for p in workers} == {"bank"}
+def listeners(host, port=None):
+    """(local address, set of program names) for each listening TCP socket, optionally on one port only."""
+    selector = f" 'sport = :{port}'" if port else ""
+    with host.sudo():  # process names need root
+        lines = host.check_output(f"ss -Hltnp{selector}").splitlines()
+    return [(line.split()[3], set(re.findall(r'\("([^"]+)",pid=', line))) for line in lines]
+
+
+# -- whichever app server the lab runs ----------------------------------------------------------------
+
+
+def test_app_port_bound_to_private_ip_only(host, node):
+    assert host.socket(f"tcp://{node.ip}:{APP_PORT}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{APP_PORT}").is_listening
+    assert not host.socket(f"tcp://127.0.0.1:{APP_PORT}").is_listening
+
+
+def test_app_port_held_by_the_labs_app_server_alone(host, node, lab):
+    assert listeners(host, APP_PORT) == [(f"{node.ip}:{APP_PORT}", {SERVER_PROGRAMS[lab.app_server]})]
+
+
+def test_unused_app_servers_stopped_and_disabled(host, lab):
+    for server, unit in SERVER_UNITS.items():
+        if server != lab.app_server:
+            service = host.service(unit)
+            assert not service.is_running, f"{unit} runs beside {lab.app_server}"
+            assert not service.is_enabled, f"{unit} would start at boot beside {lab.app_server}"
 
 
 def test_health_reports_the_database_reachable(host, node):
@@ -33,3 +62,71 @@ def test_health_reports_the_database_reachable(host, node):
 def test_static_files_collected_with_manifest(host):
     assert host.file("/srv/bank/static/staticfiles.json").exists
     assert host.file("/srv/bank/static/accounts/site.css").exists
+
+
+# -- Gunicorn -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("on_gunicorn")
+def test_gunicorn_enabled_and_running(host):
+    service = host.service("gunicorn")
+    assert service.is_enabled
+    assert service.is_running
+
+
+@pytest.mark.usefixtures("on_gunicorn")
+def test_gunicorn_runs_as_the_app_user(host):
+    workers = host.process.filter(comm="gunicorn")
+    assert workers, "no gunicorn processes"
+    assert {p.user for p in workers} == {"bank"}
+
+
+@pytest.mark.usefixtures("on_gunicorn")
+def test_gunicorn_runs_the_configured_workers(host, lab):
+    assert len(host.process.filter(comm="gunicorn")) == 1 + lab.appserver.workers  # the arbiter and its workers
+    # gthread starts its threads on demand: how many a worker may run is on its command line.
+    assert f"--threads {lab.appserver.threads} " in host.check_output("systemctl show -P ExecStart gunicorn")
+
+
+# -- Apache mod_wsgi --------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("on_mod_wsgi")
+def test_apache_enabled_and_running(host):
+    service = host.service("apache2")
+    assert service.is_enabled
+    assert service.is_running
+
+
+@pytest.mark.usefixtures("on_mod_wsgi")
+def test_apache_loads_mod_wsgi(host):
+    with host.sudo():
+        modules = host.check_output("apache2ctl -M 2>/dev/null")
+    assert re.search(r"^\s*wsgi_module \(shared\)$", modules, re.M), modules
+
+
+@pytest.mark.usefixtures("on_mod_wsgi")
+def test_apache_listens_on_the_app_port_only(host, node):
+    held = [address for address, programs in listeners(host) if "apache2" in programs]
+    assert held == [f"{node.ip}:{APP_PORT}"]
+
+
+@pytest.mark.usefixtures("on_mod_wsgi")
+def test_wsgi_daemon_processes_run_as_the_app_user(host, lab):
+    daemons = [p for p in host.process.filter(comm="apache2") if p.args.startswith("(wsgi:bank)")]
+    assert len(daemons) == lab.appserver.workers, [p.args for p in daemons]
+    assert {p.user for p in daemons} == {"bank"}
+    for daemon in daemons:  # the request threads, plus mod_wsgi's own few
+        threads = int(host.check_output(f"ps -o nlwp= -p {daemon.pid}"))
+        assert threads >= lab.appserver.threads
+
+
+@pytest.mark.usefixtures("on_mod_wsgi")
+def test_no_python_in_apaches_own_workers(host):
+    """Daemon mode only (WSGIRestrictEmbedded): Apache's www-data workers never load the site."""
+    workers = host.process.filter(comm="apache2", user="www-data")
+    assert workers, "no Apache workers"
+    with host.sudo():
+        for worker in workers:
+            maps = host.check_output(f"cat /proc/{worker.pid}/maps")
+            assert "/srv/bank/venv" not in maps

@@ -1,0 +1,350 @@
+"""`lab box build`: a Debian 12 box for vagrant-libvirt made here with debootstrap, nothing from Vagrant Cloud."""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from lab.errors import MissingDependency, ProviderError
+from lab.providers.base import Say
+from lab.providers.local.paths import cache_root
+from lab.providers.local.rootfs import MIRROR, SOURCES, SUITE, machine_ca_certificates
+from lab.system import ensure_debian_packages, gist, require_root, run
+
+BOX_NAME = "lab/debian12"
+BOX_FILE = "debian12-libvirt.box"
+STAMP_FILE = "debian12-libvirt.json"  # written after the box: says which recipe built it
+KERNEL_FILE = "debian12-vmlinuz"  # the box's kernel and initrd, kept for the KVM boot test
+INITRD_FILE = "debian12-initrd.img"
+RECIPE_VERSION = "1"  # bump when the build below changes, so an old box is not reused
+VIRTUAL_SIZE_GB = 20
+ROOT_LABEL = "labroot"
+PART_START = 1 << 20  # 1 MiB: sectors 1..2047 before it hold GRUB's core.img
+GUEST_PACKAGES = (
+    "linux-image-cloud-amd64", "systemd-sysv", "udev", "kmod", "dbus", "libpam-systemd",
+    "ifupdown", "isc-dhcp-client", "iproute2", "netbase", "openssh-server", "sudo", "rsync",
+    "python3", "ca-certificates", "procps",
+)
+BUILD_TOOLS = {
+    "debootstrap": "debootstrap",
+    "grub-mkimage": "grub-common",
+    "/usr/lib/grub/i386-pc/boot.img": "grub-pc-bin",
+    "qemu-img": "qemu-utils",
+    "mkfs.ext4": "e2fsprogs",
+    "sfdisk": "fdisk",
+}
+GRUB_DIR = Path("/usr/lib/grub/i386-pc")
+GRUB_MODULES = ("biosdisk", "part_msdos", "ext2", "normal", "linux", "serial", "terminal", "echo", "search")
+KERNEL_ARGS = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0"
+# Timers that would run apt behind the lab's recipes (holding dpkg's lock) or just add noise.
+MASKED_UNITS = (
+    "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer", "man-db.timer",
+)
+VAGRANT_KEY_GLOBS = (
+    "/usr/share/vagrant/keys/vagrant.pub",
+    "/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub",
+    "/opt/vagrant/embedded/gems/gems/vagrant-*/keys/vagrant.pub",
+    "/opt/vagrant/embedded/gems/vagrant-*/keys/vagrant.pub",
+)
+
+
+def box_metadata(virtual_size_gb: int = VIRTUAL_SIZE_GB) -> dict[str, object]:
+    """metadata.json of a vagrant-libvirt box (format v1: one qcow2 disk named box.img)."""
+    return {"provider": "libvirt", "format": "qcow2", "virtual_size": virtual_size_gb}
+
+
+def box_vagrantfile() -> str:
+    """The Vagrantfile inside the box: defaults a project's Vagrantfile may override."""
+    return (
+        'Vagrant.configure("2") do |config|\n'
+        '  config.vm.provider :libvirt do |libvirt|\n'
+        '    libvirt.driver = "qemu"\n'
+        '    libvirt.disk_bus = "virtio"\n'
+        "  end\n"
+        "end\n"
+    )
+
+
+def grub_cfg() -> str:
+    return (
+        "serial --unit=0 --speed=115200\n"
+        "terminal_input serial console\n"
+        "terminal_output serial console\n"
+        "set timeout=0\n"
+        'menuentry "Debian 12 (lab)" {\n'
+        f"  linux /vmlinuz {KERNEL_ARGS}\n"
+        "  initrd /initrd.img\n"
+        "}\n"
+    )
+
+
+def box_key() -> str:
+    """What the built box depends on: this recipe and the machine's extra CAs (copied into the box)."""
+    digest = hashlib.sha256(RECIPE_VERSION.encode())
+    digest.update(" ".join(GUEST_PACKAGES).encode())
+    digest.update(grub_cfg().encode())
+    for cert in machine_ca_certificates():
+        digest.update(cert.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def listed_boxes(machine_readable: str) -> set[tuple[str, str]]:
+    """(name, provider) pairs from `vagrant box list --machine-readable`."""
+    boxes: set[tuple[str, str]] = set()
+    name = None
+    for line in machine_readable.splitlines():
+        fields = line.split(",", 3)
+        if len(fields) < 4:
+            continue
+        kind, data = fields[2], fields[3].replace("%!(VAGRANT_COMMA)", ",").strip()
+        if kind == "box-name":
+            name = data
+        elif kind == "box-provider" and name is not None:
+            boxes.add((name, data))
+    return boxes
+
+
+def box_paths(cache_dir: Path | None = None) -> tuple[Path, Path, Path]:
+    """The built box, and the kernel and initrd inside it (for pick_qemu_driver)."""
+    boxes = (cache_dir or cache_root()) / "boxes"
+    return boxes / BOX_FILE, boxes / KERNEL_FILE, boxes / INITRD_FILE
+
+
+def ensure_box(say: Say, rebuild: bool = False) -> str:
+    """BOX_NAME, added to Vagrant for libvirt, building the box file first when needed (or asked to)."""
+    if shutil.which("vagrant") is None:
+        raise MissingDependency("vagrant is not installed (install it: apt-get install vagrant vagrant-libvirt)")
+    listed = run(["vagrant", "box", "list", "--machine-readable"], timeout=120).stdout
+    if not rebuild and (BOX_NAME, "libvirt") in listed_boxes(listed):
+        return BOX_NAME
+    box = build_box(say, force=rebuild)
+    say(f"adding the box to Vagrant as {BOX_NAME}")
+    run(["vagrant", "box", "add", "--force", "--name", BOX_NAME, str(box)], timeout=900)
+    return BOX_NAME
+
+
+def build_box(say: Say, cache_dir: Path | None = None, force: bool = False) -> Path:
+    """The box file, built once per recipe (under a lock) and reused while complete; force builds it anew."""
+    require_root("lab box build")
+    final, kernel, initrd = box_paths(cache_dir)
+    boxes = final.parent
+    boxes.mkdir(parents=True, exist_ok=True)
+    with open(boxes / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and _complete(final, boxes / STAMP_FILE):
+            return final
+        ensure_debian_packages(BUILD_TOOLS, say)
+        for stale in boxes.glob(".build-*"):
+            _remove_build_dir(stale)  # an earlier build was interrupted
+        say(f"building the Debian {SUITE} Vagrant box (about 2 minutes; cached in {boxes})")
+        started = time.monotonic()
+        work = Path(tempfile.mkdtemp(prefix=".build-", dir=boxes))
+        try:
+            rootfs = work / "rootfs"
+            _debootstrap(rootfs)
+            _customise(rootfs)
+            shutil.copyfile(_in_root(rootfs, "vmlinuz"), work / KERNEL_FILE)
+            shutil.copyfile(_in_root(rootfs, "initrd.img"), work / INITRD_FILE)
+            disk = _make_disk(rootfs, work)
+            box = _pack(disk, work)
+            os.replace(work / KERNEL_FILE, kernel)
+            os.replace(work / INITRD_FILE, initrd)
+            # The box goes in last, whole, by one rename; its stamp after it, so a box is never newer than claimed.
+            os.replace(box, final)
+            _write_atomically(boxes / STAMP_FILE, json.dumps({"key": box_key(), "box": BOX_FILE}) + "\n")
+        finally:
+            _remove_build_dir(work)
+        say(f"built {final} ({final.stat().st_size >> 20} MiB) in {time.monotonic() - started:.0f} s")
+    return final
+
+
+def _complete(box: Path, stamp: Path) -> bool:
+    try:
+        return box.is_file() and json.loads(stamp.read_text()).get("key") == box_key()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _remove_build_dir(work: Path) -> None:
+    """Remove a build folder, first unmounting what debootstrap may have left mounted in it (never delete through a mount)."""
+    mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    inside = [m for m in mounted if m == str(work) or m.startswith(f"{work}/")]
+    for mount in sorted(inside, key=len, reverse=True):
+        run(["umount", "-l", mount], check=False)
+    if any(m.startswith(f"{work}/") for m in (l.split()[1] for l in Path("/proc/mounts").read_text().splitlines())):
+        raise ProviderError(f"cannot remove {work}: something is still mounted in it (unmount it, then retry)")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _debootstrap(target: Path) -> None:
+    result = subprocess.run(
+        ["debootstrap", "--variant=minbase", f"--include={','.join(GUEST_PACKAGES)}", SUITE, str(target), MIRROR],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        raise ProviderError(f"box: debootstrap failed (exit {result.returncode}): {gist(result.stderr or result.stdout)}")
+
+
+def _chroot(target: Path, *args: str) -> None:
+    result = subprocess.run(
+        ["chroot", str(target), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8"},
+    )
+    if result.returncode != 0:
+        raise ProviderError(f"box: `{' '.join(args)}` failed in the chroot: {gist(result.stderr or result.stdout)}")
+
+
+def _vagrant_public_key() -> str:
+    for pattern in VAGRANT_KEY_GLOBS:
+        for path in sorted(glob.glob(pattern)):
+            return Path(path).read_text().strip()
+    raise MissingDependency("cannot find Vagrant's insecure public key (keys/vagrant.pub); reinstall: apt-get install --reinstall vagrant")
+
+
+def _customise(root: Path) -> None:
+    """A Vagrant base box: the vagrant user with sudo and the insecure key, DHCP on eth0, per-VM host keys and ids."""
+    (root / "etc/apt/sources.list").write_text(SOURCES)
+    (root / "etc/hostname").write_text("debian12\n")
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tdebian12\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    (root / "etc/fstab").write_text(f"LABEL={ROOT_LABEL}\t/\text4\terrors=remount-ro\t0\t1\n")
+    (root / "etc/network/interfaces").write_text(
+        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n"
+    )
+    for cert in machine_ca_certificates():
+        shutil.copy(cert, root / "usr/local/share/ca-certificates" / cert.name)
+    _chroot(root, "update-ca-certificates")
+    for unit in MASKED_UNITS:
+        link = root / "etc/systemd/system" / unit
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")
+    _ssh_host_keys_at_first_boot(root)
+    _vagrant_user(root)
+    # The build needs the machine's DNS for apt; each VM then gets its own from DHCP.
+    resolv = root / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)
+    shutil.copyfile("/etc/resolv.conf", resolv)
+    try:
+        _chroot(root, "apt-get", "update", "-qq")
+        _chroot(root, "apt-get", "-y", "-qq", "upgrade")
+        _chroot(root, "apt-get", "clean")
+    finally:
+        resolv.write_text("")
+        resolv.chmod(0o644)
+    (root / "etc/machine-id").write_text("")  # each VM makes its own at first boot
+    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    grub = root / "boot/grub"
+    shutil.copytree(GRUB_DIR, grub / "i386-pc", dirs_exist_ok=True)
+    (grub / "grub.cfg").write_text(grub_cfg())
+    for link in ("vmlinuz", "initrd.img"):
+        _in_root(root, link)  # grub.cfg boots these
+
+
+def _in_root(root: Path, link: str) -> Path:
+    """The file the rootfs's /vmlinuz or /initrd.img points to, resolved inside the rootfs, not on this machine."""
+    path = root / link
+    if path.is_symlink():
+        target = os.readlink(path)
+        path = root / target.lstrip("/") if target.startswith("/") else root / target
+    if not path.is_file():
+        raise ProviderError(f"box: the rootfs has no /{link} (did linux-image-cloud-amd64 install?)")
+    return path
+
+
+def _ssh_host_keys_at_first_boot(root: Path) -> None:
+    """Every VM from the box must get its own host keys, so none are shipped: ssh.service makes them."""
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    dropin = root / "etc/systemd/system/ssh.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    # The empty line resets the unit's own `sshd -t`, which would fail before the keys exist.
+    (dropin / "lab-host-keys.conf").write_text(
+        "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n"
+    )
+
+
+def _vagrant_user(root: Path) -> None:
+    _chroot(root, "useradd", "--create-home", "--shell", "/bin/bash", "--user-group", "vagrant")
+    sudoers = root / "etc/sudoers.d/vagrant"
+    sudoers.write_text("vagrant ALL=(ALL) NOPASSWD: ALL\n")
+    sudoers.chmod(0o440)
+    uid, gid = _ids(root, "vagrant")
+    ssh_dir = root / "home/vagrant/.ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    keys = ssh_dir / "authorized_keys"
+    keys.write_text(_vagrant_public_key() + "\n")  # Vagrant swaps it for a key of its own at first `vagrant up`
+    keys.chmod(0o600)
+    for path in (ssh_dir, keys):
+        os.chown(path, uid, gid)
+
+
+def _ids(root: Path, user: str) -> tuple[int, int]:
+    for line in (root / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return int(fields[2]), int(fields[3])
+    raise ProviderError(f"box: user {user} was not created")
+
+
+def _make_disk(root: Path, work: Path) -> Path:
+    """A raw MBR disk: GRUB in its first MiB, then one ext4 partition made straight from the rootfs folder.
+
+    No loop devices: they get no partition devices here, so every piece is written at its offset with dd.
+    """
+    size = VIRTUAL_SIZE_GB << 30
+    part = work / "root.ext4"
+    run([
+        "mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(root),
+        # Zero the inode tables now: lazy init would make every VM write them out at first boot.
+        "-E", "lazy_itable_init=0,lazy_journal_init=0", str(part), f"{(size - PART_START) >> 10}k",
+    ], timeout=900)
+    disk = work / "disk.raw"
+    with open(disk, "wb") as raw:
+        raw.truncate(size)
+    run(["sfdisk", "--quiet", str(disk)], input=f"label: dos\nstart={PART_START >> 9}, type=83, bootable\n")
+    run(["dd", f"if={part}", f"of={disk}", "bs=1M", f"seek={PART_START >> 20}", "conv=notrunc,sparse", "status=none"], timeout=900)
+    part.unlink()
+    _install_grub(disk, work)
+    return disk
+
+
+def _install_grub(disk: Path, work: Path) -> None:
+    """What grub-bios-setup does for a disk with room after the MBR, by hand.
+
+    boot.img's code (not its partition table part) goes in the MBR; it loads sector 1 by default, where
+    core.img goes whole. grub-mkimage already writes core.img's own length into its first sector's block
+    list, which by default starts at sector 2, so a core.img laid contiguously from sector 1 needs no patch.
+    """
+    core = work / "core.img"
+    run([
+        "grub-mkimage", "-O", "i386-pc", "-o", str(core), "-p", "(hd0,msdos1)/boot/grub", *GRUB_MODULES,
+    ])
+    if core.stat().st_size > PART_START - 512:
+        raise ProviderError(f"box: GRUB's core.img ({core.stat().st_size} bytes) does not fit before the partition")
+    run(["dd", f"if={GRUB_DIR / 'boot.img'}", f"of={disk}", "bs=440", "count=1", "conv=notrunc", "status=none"])
+    run(["dd", f"if={core}", f"of={disk}", "bs=512", "seek=1", "conv=notrunc", "status=none"])
+
+
+def _pack(disk: Path, work: Path) -> Path:
+    """The .box: a tar of metadata.json, Vagrantfile and the disk as compressed qcow2 (box.img)."""
+    run(["qemu-img", "convert", "-c", "-O", "qcow2", str(disk), str(work / "box.img")], timeout=1800)
+    disk.unlink()
+    (work / "metadata.json").write_text(json.dumps(box_metadata(), indent=2) + "\n")
+    (work / "Vagrantfile").write_text(box_vagrantfile())
+    box = work / BOX_FILE
+    # Plain tar: box.img is compressed already.
+    run(["tar", "-cf", str(box), "-C", str(work), "metadata.json", "Vagrantfile", "box.img"], timeout=600)
+    return box

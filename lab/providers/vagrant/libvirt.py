@@ -1,0 +1,186 @@
+"""libvirt for vagrant-libvirt: installed, its daemons running, and the QEMU driver (kvm or qemu) that truly boots."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import selectors
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Literal
+
+from lab.errors import ProviderError
+from lab.providers.base import Say
+from lab.providers.local.paths import cache_root
+from lab.system import ensure_debian_packages, gist, run
+
+Driver = Literal["kvm", "qemu"]
+
+PACKAGES = {
+    "vagrant": "vagrant",
+    "virsh": "libvirt-clients",
+    "libvirtd": "libvirt-daemon-system",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+}
+PLUGIN_PACKAGE = "vagrant-libvirt"
+PLUGIN_MARKER = Path("/usr/share/vagrant-plugins/plugins.d/vagrant-libvirt.json")
+SYSTEM_URI = "qemu:///system"
+DAEMON_TIMEOUT = 30.0
+BOOT_TEST_SECONDS = 20.0
+# Lines a kernel prints only once the CPU has run it well past early boot; a panic for
+# want of a root device counts, since reaching it already proves virtualization works.
+BOOTED_MARKERS = (
+    "Run /init",
+    "Freeing unused kernel",
+    "VFS: Cannot open root device",
+    "VFS: Unable to mount root fs",
+    "No working init found",
+    "Attempted to kill init",
+)
+
+
+def ensure_libvirt(say: Say) -> None:
+    """Install vagrant, vagrant-libvirt, libvirt and QEMU when missing, and start libvirt's daemons when stopped."""
+    ensure_debian_packages(PACKAGES, say)
+    if not _plugin_installed():
+        ensure_debian_packages({str(PLUGIN_MARKER): PLUGIN_PACKAGE}, say)
+    if _libvirt_answers():
+        return
+    if Path("/run/systemd/system").is_dir():
+        say("starting libvirtd")
+        run(["systemctl", "start", "libvirtd", "virtlogd"], check=False)
+    else:
+        # No systemd to start them (containers, CI): run the daemons by hand, each forking into the background.
+        for daemon in ("virtlogd", "libvirtd"):
+            if run(["pgrep", "-x", daemon], check=False).returncode != 0:
+                say(f"starting {daemon}")
+                run([daemon, "-d"], check=False)
+    _wait_for_libvirt()
+
+
+def _plugin_installed() -> bool:
+    if PLUGIN_MARKER.exists():
+        return True
+    listed = run(["vagrant", "plugin", "list"], check=False, timeout=120)
+    return "vagrant-libvirt" in listed.stdout
+
+
+def _virsh_version() -> subprocess.CompletedProcess[str]:
+    return run(["virsh", "-c", SYSTEM_URI, "version"], check=False, timeout=15)
+
+
+def _libvirt_answers() -> bool:
+    return _virsh_version().returncode == 0
+
+
+def _wait_for_libvirt() -> None:
+    deadline = time.monotonic() + DAEMON_TIMEOUT
+    while True:
+        result = _virsh_version()
+        if result.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise ProviderError(
+                f"libvirtd is not running: {gist(result.stderr or result.stdout)} "
+                "(start it: `systemctl start libvirtd virtlogd`, or `virtlogd -d && libvirtd -d` without systemd)"
+            )
+        time.sleep(1)
+
+
+def classify_boot_output(text: str, returncode: int | None) -> Driver:
+    """"kvm" when a KVM boot test's serial output shows the kernel got well into boot, else "qemu".
+
+    returncode is QEMU's exit status, or None when it was still running (hung) and had to be killed;
+    neither decides on its own: a kernel that panics for want of a root disk exits 0 and proves KVM works,
+    while QEMU aborting on an MSR it cannot set ("failed to set MSR 0x10a") or hanging early does not.
+    """
+    del returncode  # kept for the record: only what the kernel printed tells how far it got
+    return "kvm" if any(marker in text for marker in BOOTED_MARKERS) else "qemu"
+
+
+def driver_cache_key(host_kernel: str, qemu_version: str) -> str:
+    """What the boot test's verdict depends on: the machine's KVM (its kernel) and the QEMU that drives it."""
+    return f"{host_kernel.strip()}|{' '.join(qemu_version.split())}"
+
+
+def cached_driver(cache: dict[str, object], key: str) -> Driver | None:
+    """The verdict recorded for this key, or None when there is none (or it was for another kernel or QEMU)."""
+    driver = cache.get("driver")
+    if cache.get("key") == key and driver in ("kvm", "qemu"):
+        return driver  # type: ignore[return-value]
+    return None
+
+
+def pick_qemu_driver(kernel: Path, initrd: Path | None, say: Say) -> Driver:
+    """The libvirt domain type VMs should use here: "kvm" only if a real KVM boot of `kernel` works, cached."""
+    if not _kvm_usable():
+        return "qemu"
+    cache_file = cache_root() / "libvirt-driver.json"
+    key = driver_cache_key(platform.release(), _qemu_version())
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    driver = cached_driver(cache if isinstance(cache, dict) else {}, key)
+    if driver is not None:
+        return driver
+    say("testing whether KVM boots a kernel here (up to 20 s, once)")
+    text, returncode = _kvm_boot_test(kernel, initrd)
+    driver = classify_boot_output(text, returncode)
+    if driver == "qemu":
+        say("KVM cannot boot a VM here; VMs will use QEMU's (slower) software emulation")
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    cache_file.write_text(json.dumps({"key": key, "driver": driver}) + "\n")
+    return driver
+
+
+def _kvm_usable() -> bool:
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _qemu_version() -> str:
+    lines = run(["qemu-system-x86_64", "--version"]).stdout.splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def _kvm_boot_test(kernel: Path, initrd: Path | None) -> tuple[str, int | None]:
+    """Boot the kernel under KVM, reading its serial console until it proves itself, QEMU exits, or time runs out."""
+    qemu = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
+    args = [
+        qemu, "-enable-kvm", "-cpu", "host", "-m", "256", "-nographic", "-no-reboot",
+        "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1",
+    ]
+    if initrd is not None:
+        args[-2:-2] = ["-initrd", str(initrd)]
+    # Popen rather than lab.system.run: the output must be read as it comes and QEMU stopped early.
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    output = bytearray()
+    deadline = time.monotonic() + BOOT_TEST_SECONDS
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            while (left := deadline - time.monotonic()) > 0:
+                if not selector.select(timeout=min(left, 1.0)):
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break  # QEMU exited
+                output += chunk
+                if classify_boot_output(output.decode(errors="replace"), None) == "kvm":
+                    break
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    text = output.decode(errors="replace")
+    return text, proc.returncode if proc.returncode is not None and proc.returncode >= 0 else None
