@@ -129,11 +129,12 @@ def _list(kind: Callable[[str], Any]) -> Callable[[Any, Any, str | None], tuple 
 @click.option("--repeats", type=int, default=3, show_default=True, help="Measured runs per configuration.")
 @click.option("--processes", type=int, default=1, show_default=True, help="Locust processes (one is usually best on 2 cores).")
 @click.option("--scenario", default="mix", show_default=True, help="Locustfile in loadtests/: mix or hello.")
+@click.option("--reference-wrk", is_flag=True, help="Also run wrk at the same target as a reference ceiling.")
 @click.option("--compare", nargs=2, metavar="RUN_A RUN_B", default=None, help="Print the deltas between two earlier runs and exit.")
 @click.option("--fail-under-rps", type=float, default=None, help="Exit 14 if any configuration's median req/s is below this.")
 @click.option("--max-p95-ms", type=float, default=None, help="Exit 14 if any configuration's median p95 is above this.")
 def bench(servers, webs, workers, threads, users, spawn_rate, duration, warmup, repeats, processes, scenario,
-          compare, fail_under_rps, max_p95_ms) -> None:
+          reference_wrk, compare, fail_under_rps, max_p95_ms) -> None:
     """Load-test the site through the balancer with Locust: one configuration, or a matrix compared side by side."""
     if compare:
         console.print(comparison_table(lifecycle.compare(project(), *compare)))
@@ -141,6 +142,7 @@ def bench(servers, webs, workers, threads, users, spawn_rate, duration, warmup, 
     request = lifecycle.BenchRequest(
         servers=servers, webs=webs, workers=workers or (None,), threads=threads or (None,), users=users,
         spawn_rate=spawn_rate, duration_s=duration, warmup_s=warmup, repeats=repeats, processes=processes, scenario=scenario,
+        reference_wrk=reference_wrk,
     )
     run = lifecycle.bench(project(), request, say, functools.partial(show_result, verbose=False))
     console.print(matrix_table(run.cells))

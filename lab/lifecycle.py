@@ -20,6 +20,7 @@ from lab.recipes import ConvergeReport, RecipeResult
 from lab.remote import RemoteHost, render_known_hosts, render_ssh_config
 from lab.report_html import render as render_report
 from lab.state import LabDir, write_private
+from lab.system import ensure_debian_packages
 from lab.topology import (APP_SERVERS, APPSERVER_THREADS, APPSERVER_WORKERS, DEFAULT_THREADS, AppServerSettings,
                           Overrides, Topology, load_file, resolve, with_web_count)
 
@@ -150,6 +151,7 @@ def destroy(project: Project, say: Say) -> bool:
 
 
 SCENARIOS = {"mix": "locustfile.py", "hello": "hello.py"}
+SCENARIO_PATHS = {"mix": "/", "hello": "/hello/"}  # what wrk measures as the reference for each scenario
 LOADTESTS = recipes_module.PROJECT_ROOT / "loadtests"
 MAX_USERS = 500  # load stays bounded: this machine is shared, and the lab's hosts live on it too
 MAX_DURATION_S = 900
@@ -171,6 +173,7 @@ class BenchRequest:
     repeats: int = 3
     processes: int = 1
     scenario: str = "mix"
+    reference_wrk: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,10 @@ def bench(project: Project, request: BenchRequest, say: Say, on_result: Callable
         processes=request.processes,
         # No think time: users send requests back to back, so the servers (not the users) set the pace.
         extra_env={"LAB_DEMO_PASSWORD": project.labdir.secrets()["demo_password"], "LAB_WAIT": "0"},
+        wrk_path=SCENARIO_PATHS[request.scenario] if request.reference_wrk else None,
     )
+    if request.reference_wrk:
+        ensure_debian_packages({"wrk": "wrk"}, say)
     provider = get_provider(state["provider"])
     results_dir = timestamped_results_dir(project.labdir.path)
     reports = []

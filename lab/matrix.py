@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import resource
 import statistics
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,6 +61,11 @@ class CellReport:
     runs: list[Run] = field(default_factory=list)
     error: str | None = None
     bottleneck: str = ""
+    wrk_rps: float | None = None  # wrk's requests/s at the same target and path: a ceiling for Locust
+
+    @property
+    def wrk_ratio(self) -> float | None:
+        return self.median("rps") / self.wrk_rps if self.wrk_rps and self.runs else None
 
     def median(self, attribute: str) -> float:
         values = [getattr(r, attribute) for r in self.runs]
@@ -79,6 +86,8 @@ class CellReport:
             if self.runs else {},
             "spread": {k: self.spread(k) for k in ("rps", "p95_ms")} if self.runs else {},
             "runs": [asdict(r) for r in self.runs],
+            "wrk_rps": self.wrk_rps,
+            "locust_over_wrk": self.wrk_ratio,
         }
 
 
@@ -92,6 +101,7 @@ class MatrixSettings:
     locustfile: Path
     processes: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
+    wrk_path: str | None = None  # also measure this path with wrk, as a reference ceiling
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -194,6 +204,9 @@ def measure_cell(
             ))
             say(f"{cell.label}: run {index}/{settings.repeats}: {rps:.0f} req/s, p95 {result.p95_ms:.0f} ms, "
                 f"{100 * result.failure_ratio:.1f}% failed")
+        if settings.wrk_path:
+            report.wrk_rps = run_wrk(target + settings.wrk_path, settings.users, settings.duration_s)
+            say(f"{cell.label}: wrk reference {report.wrk_rps:.0f} req/s on {settings.wrk_path}")
     except LabError as error:  # e.g. the balancer went down mid-run: the cell is marked, the matrix goes on
         report.error = " ".join(str(error).split())
         say(f"{cell.label}: failed: {report.error}")
@@ -201,6 +214,21 @@ def measure_cell(
         report.error = f"{report.median('failure_pct'):.0f}% of requests failed"
     report.bottleneck = verdict(report.runs, settings.processes, cores)
     return report
+
+
+def run_wrk(url: str, connections: int, duration_s: int) -> float:
+    """wrk's requests/s against one URL (one thread, as many connections as Locust has users)."""
+    try:
+        result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", url],
+                                capture_output=True, text=True, timeout=duration_s + 30, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise BenchError("wrk is not installed (Debian: apt-get install wrk)") from None
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"wrk did not finish within {duration_s + 30} s") from None
+    found = re.search(r"Requests/sec:\s+([0-9.]+)", result.stdout)
+    if result.returncode != 0 or not found:
+        raise BenchError(f"wrk failed: {(result.stderr or result.stdout).strip().splitlines()[-1:] or result.returncode}")
+    return float(found.group(1))
 
 
 def compare_cells(a: Iterable[dict], b: Iterable[dict]) -> list[dict]:

@@ -77,16 +77,22 @@ def matrix_table(cells: list) -> Table:
     table.add_column("configuration", overflow="fold")
     for heading in ("req/s (min–max)", "p50 ms", "p95 ms", "p99 ms", "failed"):
         table.add_column(heading, justify="right", no_wrap=True)
+    with_wrk = any(cell.wrk_rps for cell in cells)
+    if with_wrk:
+        table.add_column("wrk req/s", justify="right")
+        table.add_column("Locust/wrk", justify="right")
     table.add_column("limited by", overflow="fold")
     for cell in cells:
+        reference = [f"{cell.wrk_rps:,.0f}" if cell.wrk_rps else "—",
+                     f"{cell.wrk_ratio:.2f}" if cell.wrk_ratio else "—"] if with_wrk else []
         if not cell.runs:
-            table.add_row(cell.cell.label, "—", "—", "—", "—", "—", Text(f"failed: {cell.error}", style="red"))
+            table.add_row(cell.cell.label, "—", "—", "—", "—", "—", *reference, Text(f"failed: {cell.error}", style="red"))
             continue
         low, high = cell.spread("rps")
         table.add_row(
             cell.cell.label, f"{cell.median('rps'):,.0f} ({low:,.0f}–{high:,.0f})", f"{cell.median('p50_ms'):,.0f}",
             f"{cell.median('p95_ms'):,.0f}", f"{cell.median('p99_ms'):,.0f}", f"{cell.median('failure_pct'):.1f}%",
-            cell.bottleneck + (f" [red](failed: {cell.error})[/]" if cell.error else ""),
+            *reference, cell.bottleneck + (f" [red](failed: {cell.error})[/]" if cell.error else ""),
         )
     return table
 

@@ -74,7 +74,7 @@ def timeline_chart(cells: list[CellReport], column: int, height: int = 220) -> d
             "plot_bottom": 10 + plot_h, "plot_right": 50 + plot_w}
 
 
-def render(cells: list[CellReport], title: str, machine: dict, wrk: dict | None = None) -> str:
+def render(cells: list[CellReport], title: str, machine: dict) -> str:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
         undefined=jinja2.StrictUndefined, autoescape=True, trim_blocks=True, lstrip_blocks=True,
@@ -94,11 +94,13 @@ def render(cells: list[CellReport], title: str, machine: dict, wrk: dict | None 
             "bottleneck": c.bottleneck,
             "error": c.error or "",
             "runs": len(c.runs),
+            "wrk": "—" if c.wrk_rps is None else f"{c.wrk_rps:,.0f}",
+            "ratio": "—" if c.wrk_ratio is None else f"{c.wrk_ratio:.2f}",
         }
         for c in cells
     ]
     return environment.get_template("bench_report.html.j2").render(
-        title=title, machine=machine, rows=rows, noise=f"{NOISE:.0%}", wrk=wrk or {},
+        title=title, machine=machine, rows=rows, noise=f"{NOISE:.0%}", with_wrk=any(c.wrk_rps for c in cells),
         rps_chart=bar_chart(cells, "rps", "req/s"), p95_chart=bar_chart(cells, "p95_ms", "ms"),
         rps_timeline=timeline_chart(cells, 1), p95_timeline=timeline_chart(cells, 2),
         verdict=comparison_verdict(cells),

@@ -12,11 +12,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 from lab.errors import MissingDependency, ProviderError
 from lab.providers.base import Say
 from lab.providers.local.paths import cache_root
 from lab.providers.local.rootfs import MIRROR, SOURCES, SUITE, machine_ca_certificates
+from lab.providers.vagrant.libvirt import POOL, SYSTEM_URI
 from lab.system import ensure_debian_packages, gist, require_root, run
 
 BOX_NAME = "lab/debian12"
@@ -24,7 +26,7 @@ BOX_FILE = "debian12-libvirt.box"
 STAMP_FILE = "debian12-libvirt.json"  # written after the box: says which recipe built it
 KERNEL_FILE = "debian12-vmlinuz"  # the box's kernel and initrd, kept for the KVM boot test
 INITRD_FILE = "debian12-initrd.img"
-RECIPE_VERSION = "1"  # bump when the build below changes, so an old box is not reused
+RECIPE_VERSION = "2"  # bump when the build below changes, so an old box is not reused
 VIRTUAL_SIZE_GB = 20
 ROOT_LABEL = "labroot"
 PART_START = 1 << 20  # 1 MiB: sectors 1..2047 before it hold GRUB's core.img
@@ -128,7 +130,46 @@ def ensure_box(say: Say, rebuild: bool = False) -> str:
     box = build_box(say, force=rebuild)
     say(f"adding the box to Vagrant as {BOX_NAME}")
     run(["vagrant", "box", "add", "--force", "--name", BOX_NAME, str(box)], timeout=900)
+    _drop_old_box_volumes(say)
     return BOX_NAME
+
+
+def box_volume_prefix() -> str:
+    """How vagrant-libvirt names the copy of BOX_NAME's disk it keeps in the storage pool (any version, any time)."""
+    return BOX_NAME.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+
+
+def _drop_old_box_volumes(say: Say) -> None:
+    """Delete the pool copies of the box just replaced that no VM disk is still backed by.
+
+    vagrant-libvirt names an unversioned box's volume after box.img's mtime, so a re-added box gets a new
+    volume at the next `vagrant up` and the old one would stay in the pool for good.
+    """
+    listed = run(["virsh", "-c", SYSTEM_URI, "vol-list", POOL, "--details"], check=False)
+    if listed.returncode != 0:
+        return  # no pool yet, or libvirtd is not running: nothing was uploaded
+    paths = {}
+    for line in listed.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[1].startswith("/"):
+            paths[fields[0]] = fields[1]
+    backing = set()
+    for name in paths:
+        xml = run(["virsh", "-c", SYSTEM_URI, "vol-dumpxml", name, "--pool", POOL], check=False).stdout
+        backing.update(backing_paths(xml))
+    for name, path in paths.items():
+        if name.startswith(box_volume_prefix()) and path not in backing:
+            say(f"removing {name} from libvirt's {POOL} pool (an older copy of the box)")
+            run(["virsh", "-c", SYSTEM_URI, "vol-delete", name, "--pool", POOL], check=False)
+
+
+def backing_paths(volume_xml: str) -> set[str]:
+    """The backing files a libvirt volume's XML names (a VM's disk names its box volume)."""
+    try:
+        root = ElementTree.fromstring(volume_xml)
+    except ElementTree.ParseError:
+        return set()
+    return {p.text.strip() for p in root.findall("./backingStore/path") if p.text}
 
 
 def build_box(say: Say, cache_dir: Path | None = None, force: bool = False) -> Path:
@@ -157,7 +198,8 @@ def build_box(say: Say, cache_dir: Path | None = None, force: bool = False) -> P
             box = _pack(disk, work)
             os.replace(work / KERNEL_FILE, kernel)
             os.replace(work / INITRD_FILE, initrd)
-            # The box goes in last, whole, by one rename; its stamp after it, so a box is never newer than claimed.
+            # The box goes in whole, by one rename, and its stamp only after it: a build cut short
+            # between the two leaves a box without a matching stamp, which is rebuilt, never reused.
             os.replace(box, final)
             _write_atomically(boxes / STAMP_FILE, json.dumps({"key": box_key(), "box": BOX_FILE}) + "\n")
         finally:
@@ -181,13 +223,16 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _remove_build_dir(work: Path) -> None:
     """Remove a build folder, first unmounting what debootstrap may have left mounted in it (never delete through a mount)."""
-    mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    inside = [m for m in mounted if m == str(work) or m.startswith(f"{work}/")]
-    for mount in sorted(inside, key=len, reverse=True):
+    for mount in sorted(_mounts_under(work), key=len, reverse=True):
         run(["umount", "-l", mount], check=False)
-    if any(m.startswith(f"{work}/") for m in (l.split()[1] for l in Path("/proc/mounts").read_text().splitlines())):
+    if _mounts_under(work):
         raise ProviderError(f"cannot remove {work}: something is still mounted in it (unmount it, then retry)")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    return [m for m in mounted if m == str(folder) or m.startswith(f"{folder}/")]
 
 
 def _debootstrap(target: Path) -> None:
@@ -196,7 +241,10 @@ def _debootstrap(target: Path) -> None:
         capture_output=True, text=True, stdin=subprocess.DEVNULL,
     )
     if result.returncode != 0:
-        raise ProviderError(f"box: debootstrap failed (exit {result.returncode}): {gist(result.stderr or result.stdout)}")
+        # debootstrap's own output ends with "see the log"; the reason is in that log.
+        log = target / "debootstrap/debootstrap.log"
+        detail = log.read_text(errors="replace") if log.is_file() else result.stderr or result.stdout
+        raise ProviderError(f"box: debootstrap {SUITE} failed (exit {result.returncode}): {gist(detail)}")
 
 
 def _chroot(target: Path, *args: str) -> None:
@@ -220,6 +268,7 @@ def _customise(root: Path) -> None:
     (root / "etc/apt/sources.list").write_text(SOURCES)
     (root / "etc/hostname").write_text("debian12\n")
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tdebian12\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    (root / "etc/default/locale").write_text("LANG=C.UTF-8\n")  # pam_env logs an error at each login without it
     (root / "etc/fstab").write_text(f"LABEL={ROOT_LABEL}\t/\text4\terrors=remount-ro\t0\t1\n")
     (root / "etc/network/interfaces").write_text(
         "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n"
