@@ -110,9 +110,12 @@ def _list(kind: Callable[[str], Any]) -> Callable[[Any, Any, str | None], tuple 
         if value is None:
             return None
         try:
-            return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+            items = tuple(kind(v.strip()) for v in value.split(",") if v.strip())
         except ValueError:
-            raise click.BadParameter(f"{value!r} is not a comma-separated list of {kind.__name__}s") from None
+            items = ()
+        if not items:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list of {kind.__name__}s")
+        return items
 
     return parse
 

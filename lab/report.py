@@ -92,7 +92,8 @@ def matrix_table(cells: list) -> Table:
         table.add_row(
             cell.cell.label, f"{cell.median('rps'):,.0f} ({low:,.0f}–{high:,.0f})", f"{cell.median('p50_ms'):,.0f}",
             f"{cell.median('p95_ms'):,.0f}", f"{cell.median('p99_ms'):,.0f}", f"{cell.median('failure_pct'):.1f}%",
-            *reference, cell.bottleneck + (f" [red](failed: {cell.error})[/]" if cell.error else ""),
+            # Text, not markup: an error message may hold brackets that rich would read as style tags
+            *reference, Text(cell.bottleneck) + (Text(f" (failed: {cell.error})", style="red") if cell.error else Text("")),
         )
     return table
 

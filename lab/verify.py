@@ -32,7 +32,7 @@ def run_checks(
     max_step: int | None = None,
     extra_args: Iterable[str] = (),
 ) -> None:
-    """Run the checks; ChecksFailed names the first failing one."""
+    """Run the checks; ChecksFailed names the failing ones."""
     chosen = list(tiers) if tiers else list(TIERS)
     unknown = [t for t in chosen if t not in TIERS]
     if unknown:
@@ -54,8 +54,15 @@ def run_checks(
         return
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         raise ChecksFailed(f"no checks matched tiers {', '.join(chosen)}")
-    first = failures.failed[0] if failures.failed else f"pytest exit code {int(code)}"
-    raise ChecksFailed(f"{len(failures.failed) or 'some'} check(s) failed; first: {first}")
+    if not failures.failed:
+        raise ChecksFailed(f"the checks did not run to the end (pytest exit code {int(code)})")
+    raise ChecksFailed(failure_summary(failures.failed))
+
+
+def failure_summary(failed: list[str], shown: int = 6) -> str:
+    """One line naming the failing checks, so the user sees which ones without scrolling back."""
+    names = ", ".join(failed[:shown]) + (f" and {len(failed) - shown} more" if len(failed) > shown else "")
+    return f"{len(failed)} check(s) failed: {names}"
 
 
 class _FailureCollector:
@@ -64,4 +71,7 @@ class _FailureCollector:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.failed:
-            self.failed.append(report.nodeid.split("/provision/")[-1])
+            # "step3_appserver/test_web.py::test_gunicorn_enabled_and_running[web2]", whatever pytest's rootdir
+            check = report.nodeid.rsplit("::", 1)[-1]
+            path = Path(report.location[0])
+            self.failed.append(f"{path.parent.name}/{path.name}::{check}")

@@ -117,20 +117,60 @@ def test_a_failing_check_is_named(lab: Lab) -> None:
     lab.ok("ssh", "web2", "systemctl", "stop", "gunicorn")
     result = lab.run("test", "--tier", "web")
     assert result.returncode == 12
-    assert "test_gunicorn_enabled_and_running[web2]" in result.stderr
+    assert "step3_appserver/test_web.py::test_gunicorn_enabled_and_running[web2]" in result.stderr
+    assert result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
     lab.ok("up", "--web=2")  # converges back
 
 
+def latest_run(lab: Lab) -> Path:
+    return sorted((lab.folder / ".lab" / "results").iterdir())[-1]
+
+
 def test_bench_through_the_balancer(lab: Lab) -> None:
     output = lab.ok("bench", "--web=2", "--duration", "10", "--users", "10", timeout=300)
-    assert "Aggregated" in output
-    runs = sorted((lab.folder / ".lab" / "results").iterdir())
-    result = json.loads((runs[-1] / "results.json").read_text())
-    assert result["result"]["requests"] > 0
-    assert result["result"]["failure_ratio"] < 0.01
-    assert (runs[-1] / "report.html").stat().st_size > 0
-    assert list(runs[-1].glob("*.csv"))
+    assert "gunicorn web×2" in output
+    run = latest_run(lab)
+    [cell] = json.loads((run / "results.json").read_text())["cells"]
+    assert cell["error"] is None and len(cell["runs"]) == 3
+    assert cell["median"]["rps"] > 0 and cell["median"]["failure_pct"] < 1
+    assert cell["bottleneck"]
+    assert all(r["requests"] > 0 and r["host_cores"]["web1"] > 0 for r in cell["runs"])
+    assert "<rect" in (run / "report.html").read_text()
+    assert list(run.glob("*/run1/*.csv"))
+
+
+def test_bench_compares_both_app_servers_in_one_run(lab: Lab) -> None:
+    output = lab.ok("bench", "--server=gunicorn,mod_wsgi", "--scenario", "hello", "--reference-wrk", "--users", "10",
+                    "--duration", "5", "--warmup", "2", "--repeats", "2", timeout=600)
+    assert "switching the lab to mod_wsgi web×2" in output
+    cells = json.loads((latest_run(lab) / "results.json").read_text())["cells"]
+    assert [c["cell"]["server"] for c in cells] == ["gunicorn", "mod_wsgi"]
+    for cell in cells:
+        assert cell["error"] is None and len(cell["runs"]) == 2 and cell["bottleneck"]
+        assert cell["median"]["rps"] > 0 and cell["wrk_rps"] > 0 and 0 < cell["locust_over_wrk"] < 2
+    compared = lab.ok("bench", "--compare", latest_run(lab).name, latest_run(lab).name)
+    assert "mod_wsgi web×2" in compared and "+0.0%" in compared
+
+
+def test_bench_marks_the_cell_when_the_balancer_dies_mid_run(lab: Lab) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lab", "bench", "--users", "5", "--duration", "4", "--warmup", "0", "--repeats", "3"],
+        cwd=lab.folder, env=lab.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )
+    lines = []
+    for line in process.stdout:  # type: ignore[union-attr]
+        lines.append(line)
+        if "run 1/3" in line:
+            lab.ok("ssh", "lb1", "systemctl", "stop", "nginx")
+    stderr = process.stderr.read()  # type: ignore[union-attr]
+    assert process.wait(120) == 13, "".join(lines) + stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr and "failed" in stderr
+    [cell] = json.loads((latest_run(lab) / "results.json").read_text())["cells"]
+    assert "failed" in cell["error"]
+    assert "failed:" in (latest_run(lab) / "report.html").read_text()
+    lab.ok("up")  # converges back: nginx started again
+    lab.ok("test", "--tier", "lb")
 
 
 def test_a_clashing_subnet_is_refused_and_makes_nothing(lab: Lab, tmp_path: Path) -> None:

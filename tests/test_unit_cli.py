@@ -242,3 +242,31 @@ def test_local_provider_without_root_is_refused_before_anything_is_made(tmp_path
     err = capsys.readouterr().err
     assert err.startswith("lab: error:") and "root" in err and err.count("\n") == 1
     assert not (tmp_path / ".lab").exists()
+
+
+@pytest.mark.parametrize(("args", "code", "needles"), [
+    (["bench", "--server=nginx"], 2, ("nginx", "gunicorn", "mod_wsgi")),
+    (["bench", "--server=,"], 2, ("--server",)),
+    (["bench", "--web=0"], 3, ("--web", "1 to 9")),
+    (["bench", "--web=1,x"], 2, ("--web", "x")),
+    (["bench", "--duration=0"], 2, ("--duration", "1 to 900")),
+    (["bench", "--workers=0"], 2, ("--workers",)),
+])
+def test_bench_bad_input_is_refused_before_touching_a_lab(no_lab, capfd, args, code, needles):
+    result, _, err = run_main(args, capfd)
+    assert result == code
+    line = one_error_line(err)
+    for needle in needles:
+        assert needle in line
+
+
+def test_bench_with_no_lab_says_so(no_lab, capfd):
+    code, _, err = run_main(["bench", "--duration=2"], capfd)
+    assert code == 7
+    assert "lab up" in one_error_line(err)
+
+
+def test_bench_compare_of_missing_runs_is_a_usage_error(no_lab, capfd):
+    code, _, err = run_main(["bench", "--compare", "20260101-000000", "20260102-000000"], capfd)
+    assert code == 2
+    assert "no bench results in" in one_error_line(err)

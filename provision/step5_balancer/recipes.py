@@ -9,6 +9,11 @@ from provision.step2_database.recipes import STATIC_ROOT
 from provision.step3_appserver.recipes import APP_PORT
 
 SITE = "/etc/nginx/sites-available/bank"
+SYSCTL_FILE = "/etc/sysctl.d/60-balancer.conf"
+# nginx opens a new connection to a web host for each request a sync Gunicorn worker answers (it closes
+# every connection): at a few thousand requests/s the default 28k ports sit in TIME_WAIT within seconds
+# and the balancer stalls. Reusing TIME_WAIT ports for new outgoing connections is safe with timestamps on.
+BALANCER_SYSCTLS = {"net.ipv4.tcp_tw_reuse": "1", "net.ipv4.ip_local_port_range": "15000 64999"}
 
 
 @recipe(tiers=("lb",))
@@ -29,6 +34,18 @@ def nginx(t: Target) -> None:
             raise RecipeError(f"nginx rejects the new configuration: {check.stderr.strip().splitlines()[-1]}")
     t.service("nginx", reload=changed)
     t.wait_for_port(t.host.ip, 80)
+
+
+@recipe(tiers=("lb",))
+def balancer_network(t: Target) -> None:
+    """Kernel settings a busy reverse proxy needs, kept in sysctl.d so they survive a reboot."""
+    t.file(SYSCTL_FILE, "".join(f"{key} = {value}\n" for key, value in BALANCER_SYSCTLS.items()))
+    live = {key: " ".join(t.run(f"sysctl -n {key}").stdout.split()) for key in BALANCER_SYSCTLS}
+    if live != BALANCER_SYSCTLS:
+        applied = t.run(f"sysctl -q -p {SYSCTL_FILE}", check=False)
+        if not applied.ok:
+            raise RecipeError(f"cannot apply {SYSCTL_FILE}: {applied.stderr.strip()}")
+        t.changed("applied " + ", ".join(f"{k}={v}" for k, v in BALANCER_SYSCTLS.items() if live[k] != v))
 
 
 @recipe(tiers=("lb",), requires=("step3_appserver.static_files",))

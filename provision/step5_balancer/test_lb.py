@@ -29,3 +29,8 @@ def test_upstream_lists_every_web_host(host, lab):
 def test_static_files_present_for_nginx(host):
     assert host.file("/srv/bank/static/staticfiles.json").exists
     assert host.file("/srv/bank/static/accounts/site.css").mode & 0o004
+
+
+def test_balancer_can_reuse_time_wait_ports(host):
+    assert host.sysctl("net.ipv4.tcp_tw_reuse") == 1
+    assert host.file("/etc/sysctl.d/60-balancer.conf").contains("net.ipv4.tcp_tw_reuse = 1")

@@ -134,7 +134,9 @@ def boot(spec: MachineSpec, binds: dict[str, str]) -> int:
     process = subprocess.Popen(
         ["sh", "-c", wrapper, "lab-boot", *command],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-        env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LAB_CGROUPS": " ".join(map(str, groups))},
+        env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LAB_CGROUPS": " ".join(map(str, groups)),
+             # /proc/sys/net writable, as on a VM: a host tunes its own network namespace (the balancer does)
+             "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"},
     )
     log.close()
     return process.pid

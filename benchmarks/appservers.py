@@ -1,0 +1,108 @@
+"""Benchmark of the app-server choice: Gunicorn vs Apache + mod_wsgi through nginx, with wrk as the reference ceiling.
+
+Brings up its own lab (own name, subnet and folder; a developer's lab is untouched), then runs `lab bench` on the
+trivial endpoint and on the realistic mix, each over both servers, and prints one JSON document: per scenario and
+server the median requests/s with spread, p95, the bottleneck, wrk's rate at the same target and Locust/wrk, and
+the ratio between the servers. nginx serving a static file alone is measured with wrk as well, for the seed's caveat.
+Run as root:  .venv/bin/python benchmarks/appservers.py [--web 2] [--duration 15] [--repeats 3] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from lab.matrix import run_wrk
+from lab.providers.local import network
+
+NAME = "labshootout"
+STATIC_FILE = "/static/accounts/site.css"
+
+
+def lab(folder: Path, env: dict[str, str], *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "lab", *args], cwd=folder, env=env, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise SystemExit(f"lab {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+    return result.stdout
+
+
+def summary(results: Path) -> dict:
+    data = json.loads((results / "results.json").read_text())
+    cells = {}
+    for cell in data["cells"]:
+        cells[cell["cell"]["server"]] = {
+            "label": cell["label"],
+            "error": cell["error"],
+            "rps_median": round(cell["median"].get("rps", 0), 1),
+            "rps_spread": [round(v, 1) for v in cell["spread"].get("rps", [])],
+            "p95_ms_median": cell["median"].get("p95_ms"),
+            "failure_pct_median": cell["median"].get("failure_pct"),
+            "locust_cores_median": round(cell["median"].get("generator_cores", 0), 2),
+            "bottleneck": cell["bottleneck"],
+            "wrk_rps": cell["wrk_rps"],
+            "locust_over_wrk": round(cell["locust_over_wrk"], 2) if cell["locust_over_wrk"] else None,
+        }
+    if {"gunicorn", "mod_wsgi"} <= cells.keys() and cells["gunicorn"]["rps_median"]:
+        cells["mod_wsgi_over_gunicorn_rps"] = round(cells["mod_wsgi"]["rps_median"] / cells["gunicorn"]["rps_median"], 2)
+    cells["report"] = str(results / "report.html")
+    return cells
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--web", type=int, default=2)
+    parser.add_argument("--duration", type=int, default=15, help="seconds per measured run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--users", type=int, default=32)
+    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    options = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the local provider needs it")
+
+    folder = Path(tempfile.mkdtemp(prefix="lab-shootout-"))
+    subnet = network.first_free_subnet(NAME, range(120, 150))
+    (folder / "lab.toml").write_text(f'[lab]\nname = "{NAME}"\nsubnet = "{subnet}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+    report: dict = {
+        "benchmark": "app servers through nginx: Gunicorn vs Apache + mod_wsgi",
+        "topology": f"lb1 + web1..{options.web} + db1",
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
+        "settings": {"users": options.users, "duration_s": options.duration, "repeats": options.repeats},
+        "scenarios": {},
+    }
+    try:
+        lab(folder, env, "up", f"--web={options.web}")
+        for scenario in ("hello", "mix"):
+            output = lab(folder, env, "bench", f"--web={options.web}", "--server=gunicorn,mod_wsgi", "--scenario", scenario,
+                         "--reference-wrk", "--users", str(options.users), "--duration", str(options.duration),
+                         "--repeats", str(options.repeats))
+            found = re.search(r"report: (\S+)/report\.html", output)
+            if not found:
+                raise SystemExit(f"lab bench printed no report path:\n{output[-2000:]}")
+            report["scenarios"][scenario] = summary(Path(found.group(1)))
+        lb = next(h for h in json.loads(lab(folder, env, "status", "--format", "json")) if h["tier"] == "lb")
+        static_rps = run_wrk(f"http://{lb['ip']}{STATIC_FILE}", options.users, options.duration)
+        hello = report["scenarios"]["hello"]
+        report["nginx_static_file_wrk_rps"] = static_rps
+        report["static_over_hello_wrk"] = {
+            server: round(static_rps / hello[server]["wrk_rps"], 1) for server in ("gunicorn", "mod_wsgi")
+            if hello.get(server, {}).get("wrk_rps")
+        }
+    finally:
+        if not options.keep:
+            subprocess.run([sys.executable, "-m", "lab", "destroy"], cwd=folder, env=env, capture_output=True)
+            shutil.rmtree(folder, ignore_errors=True)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
