@@ -87,6 +87,36 @@ class ThresholdMissed(LabError):
     exit_code = 14
 
 
+class VagrantMissing(MissingDependency):
+    """The vagrant provider was asked for and the `vagrant` program is not there (nor could be installed)."""
+
+    exit_code = 15
+
+
+class VagrantProviderMissing(MissingDependency):
+    """Vagrant is there but the provider behind it (vagrant-libvirt, VirtualBox) is not."""
+
+    exit_code = 16
+
+
+class BoxMissing(ProviderError):
+    """The Vagrant box the lab's VMs are made from is neither added to Vagrant nor downloadable."""
+
+    exit_code = 17
+
+
+class LibvirtDown(ProviderError):
+    """libvirtd does not answer (and could not be started)."""
+
+    exit_code = 18
+
+
+class BootTimeout(ProviderError):
+    """A VM did not boot (answer SSH) within its boot timeout."""
+
+    exit_code = 19
+
+
 class Interrupted(LabError):
     """The user pressed Ctrl-C; what was done is recorded and the next run converges."""
 

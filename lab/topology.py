@@ -47,7 +47,8 @@ TIERS: dict[str, TierSpec] = {
 }
 
 TOP_KEYS = {"lab", "tiers", "hosts", "vagrant", "appserver"}
-VAGRANT_KEYS = {"provider", "box_virtualbox", "box_libvirt", "libvirt_driver"}
+VAGRANT_KEYS = {"provider", "box_virtualbox", "box_libvirt", "libvirt_driver", "boot_timeout"}
+BOOT_TIMEOUT_S = (30, 7200)  # seconds Vagrant waits for a VM to answer SSH
 VAGRANT_PROVIDERS = ("auto", "libvirt", "virtualbox")
 LIBVIRT_DRIVERS = ("auto", "kvm", "qemu")
 LAB_KEYS = {"name", "subnet", "provider", "app_server"}
@@ -77,6 +78,7 @@ class VagrantSettings:
     box_virtualbox: str = "debian/bookworm64"  # the public Debian 12 box
     box_libvirt: str = "lab/debian12"  # built locally by `lab box build`: nothing from Vagrant Cloud
     libvirt_driver: str = "auto"
+    boot_timeout: int = 900  # software-emulated guests can take minutes on a busy machine
 
 
 @dataclass(frozen=True)
@@ -312,7 +314,8 @@ def _vagrant_settings(table: Mapping[str, Any], environ: Mapping[str, str]) -> V
             raise TopologyError(f"vagrant.{key} must be a box name like {getattr(defaults, key)!r} (got {value!r})")
         boxes[key] = value
     driver = _choice("vagrant.libvirt_driver", table.get("libvirt_driver", defaults.libvirt_driver), LIBVIRT_DRIVERS)
-    return VagrantSettings(provider=provider, libvirt_driver=driver, **boxes)
+    boot_timeout = _integer("vagrant.boot_timeout", table.get("boot_timeout", defaults.boot_timeout), *BOOT_TIMEOUT_S)
+    return VagrantSettings(provider=provider, libvirt_driver=driver, boot_timeout=boot_timeout, **boxes)
 
 
 def _host_ip(where: str, value: Any, network: ipaddress.IPv4Network) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import sys
 from typing import Any
 
-from lab.errors import ProviderError
+from lab.errors import NetworkClash, ProviderError, VagrantProviderMissing
 from lab.providers.base import HostFacts, Provider, Say, SshEndpoint
 from lab.providers.local import network
 from lab.providers.vagrant import vagrantfile
@@ -33,16 +34,26 @@ class VagrantProvider(Provider):
         if provider == "libvirt":
             from lab.providers.vagrant import libvirt
 
+            if ipaddress.IPv4Network(topology.subnet).overlaps(ipaddress.IPv4Network(vagrantfile.MANAGEMENT_NETWORK)):
+                raise NetworkClash(
+                    f"subnet {topology.subnet} overlaps vagrant-libvirt's management network {vagrantfile.MANAGEMENT_NETWORK}; "
+                    "choose another with LAB_SUBNET or [lab] subnet in lab.toml"
+                )
             libvirt.ensure_libvirt(say)
             network.check_subnet_free(topology.subnet, libvirt.network_bridge(vagrantfile.libvirt_network_name(topology)) or "")
-        elif shutil.which("VBoxManage") is None:
-            raise ProviderError("VirtualBox is not installed (no VBoxManage); install it or set [vagrant] provider = \"libvirt\"")
         else:
+            VagrantDriver.require_vagrant()
+            if shutil.which("VBoxManage") is None:
+                raise VagrantProviderMissing(
+                    "the Vagrant provider virtualbox is not installed (no VBoxManage): install VirtualBox, "
+                    "or choose another with [vagrant] provider in lab.toml"
+                )
             network.check_subnet_free(topology.subnet, "")
 
     def facts(self, topology: Topology) -> HostFacts:
-        # VMs reach the registries through Vagrant's NAT network; lab's SSH arrives through it too.
-        return HostFacts(proxy_url=None, wheelhouse=None, control_address=None)
+        # VMs reach the registries through Vagrant's NAT network; lab's SSH arrives through it too, from the machine.
+        return HostFacts(proxy_url=None, wheelhouse=None,
+                         control_address=vagrantfile.CONTROL_ADDRESS[choose_vagrant_provider(topology)])
 
     def up(self, topology: Topology, labdir: LabDir, state: dict[str, Any], say: Say) -> list[SshEndpoint]:
         provider = choose_vagrant_provider(topology)
@@ -97,13 +108,22 @@ class VagrantProvider(Provider):
         return libvirt.choose_driver(say)
 
     def status(self, labdir: LabDir, state: dict[str, Any]) -> dict[str, str]:
+        """Each VM's state in Vagrant's words ("running", "shutoff", "not created"), as `vagrant status` reports it."""
         if not (labdir.path / "Vagrantfile").exists():
             return {h["name"]: "not created" for h in state["topology"]["hosts"]}
-        states = VagrantDriver(labdir.path, labdir.logs / "vagrant.log").status()
-        return {name: value.replace("_", " ") for name, value in states.items()}
+        driver = VagrantDriver(labdir.path, labdir.logs / "vagrant.log")
+        if (state.get("resources") or {}).get("vagrant_provider") == "libvirt":
+            from lab.providers.vagrant import libvirt
+
+            libvirt.require_libvirt()  # one clear line, rather than Vagrant's page about a socket
+        return {name: value.replace("_", " ") for name, value in driver.status().items()}
 
     def destroy(self, labdir: LabDir, state: dict[str, Any], say: Say) -> None:
         resources = state.get("resources") or {}
+        if resources.get("vagrant_provider") == "libvirt":
+            from lab.providers.vagrant import libvirt
+
+            libvirt.start_libvirt(say)  # after a reboot nothing may have started it, and its VMs are still defined
         if (labdir.path / "Vagrantfile").exists():
             VagrantDriver(labdir.path, labdir.logs / "vagrant.log").destroy()
         if resources.get("vagrant_provider") == "libvirt":

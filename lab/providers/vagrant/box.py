@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from xml.etree import ElementTree
 
-from lab.errors import MissingDependency, ProviderError
+from lab.errors import BoxMissing, MissingDependency, ProviderError
 from lab.providers.base import Say
 from lab.providers.local.paths import cache_root
 from lab.providers.local.rootfs import MIRROR, SOURCES, SUITE, machine_ca_certificates
+from lab.providers.vagrant.driver import VagrantDriver
 from lab.providers.vagrant.libvirt import POOL, SYSTEM_URI
 from lab.system import ensure_debian_packages, gist, require_root, run
 
@@ -122,11 +123,13 @@ def box_paths(cache_dir: Path | None = None) -> tuple[Path, Path, Path]:
 
 def ensure_box(say: Say, rebuild: bool = False) -> str:
     """BOX_NAME, added to Vagrant for libvirt, building the box file first when needed (or asked to)."""
-    if shutil.which("vagrant") is None:
-        raise MissingDependency("vagrant is not installed (install it: apt-get install vagrant vagrant-libvirt)")
+    VagrantDriver.require_vagrant()
     listed = run(["vagrant", "box", "list", "--machine-readable"], timeout=120).stdout
     if not rebuild and (BOX_NAME, "libvirt") in listed_boxes(listed):
         return BOX_NAME
+    final, _, _ = box_paths()
+    if os.geteuid() != 0 and not (final.is_file() and _complete(final, final.parent / STAMP_FILE)):
+        raise BoxMissing(f"the Vagrant box {BOX_NAME} is missing: build it once as root with `sudo lab box build`")
     box = build_box(say, force=rebuild)
     say(f"adding the box to Vagrant as {BOX_NAME}")
     run(["vagrant", "box", "add", "--force", "--name", BOX_NAME, str(box)], timeout=900)

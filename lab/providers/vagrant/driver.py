@@ -8,26 +8,84 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Callable
 
-from lab.errors import MissingDependency, ProviderError
+from lab.errors import BootTimeout, BoxMissing, LabError, LibvirtDown, ProviderError, VagrantMissing, VagrantProviderMissing
 from lab.system import gist
 
-# Vagrant's own words for the failures users hit, mapped to the fix.
-KNOWN_FAILURES = (
-    (r"box .* could not be found|could not find the box|box '.*' not installed", "the VM box is missing: run `lab box build` (libvirt) or `vagrant box add` it"),
-    (r"virConnectOpen|libvirt.*(socket|connection).*(refused|no such file)|Failed to connect socket", "libvirtd is not running: start it (`libvirtd -d`) or rerun `lab up`, which starts it"),
-    (r"Timed out while waiting for the machine to boot", "a VM did not boot within its boot timeout; see .lab/logs/vagrant.log"),
-    (r"provider '(\w+)'.*(isn't usable|could not be found|not installed)|Vagrant could not detect VirtualBox|plugin.*not installed", "the Vagrant provider is not installed: install it, or choose another with [vagrant] provider in lab.toml"),
+VAGRANT_INSTALL_FIX = "install it: apt-get install vagrant vagrant-libvirt (Debian/Ubuntu), or see https://developer.hashicorp.com/vagrant/install"
+LOG_NAME = "vagrant.log"
+
+
+def _machine(text: str) -> str:
+    """The VM Vagrant names in its error ("... on the 'web1'\nmachine"), else the last one it spoke of, or "a VM"."""
+    named = re.findall(r"on the '([\w.-]+)'\s+machine", text)
+    spoke = re.findall(r"^==> ([\w.-]+):", text, re.MULTILINE)
+    names = named or spoke
+    return f"VM {names[-1]}" if names else "a VM"
+
+
+def _box_missing(text: str, log: Path) -> LabError:
+    found = re.findall(r"box '([^']+)' (?:could not|does not|isn't)", text, re.IGNORECASE)
+    box = found[-1] if found else "the lab's box"
+    return BoxMissing(
+        f"the Vagrant box {box} is missing: run `lab box build` (for lab/debian12), `vagrant box add {box}`, "
+        "or name another with [vagrant] box_libvirt / box_virtualbox in lab.toml"
+    )
+
+
+def _libvirt_down(text: str, log: Path) -> LabError:
+    return LibvirtDown(
+        "libvirtd is not running: start it (`virtlogd -d && libvirtd -d`, or `systemctl start libvirtd`), "
+        "or rerun `lab up`, which starts it"
+    )
+
+
+def _boot_timeout(text: str, log: Path) -> LabError:
+    return BootTimeout(
+        f"{_machine(text)} did not boot within its boot timeout (see {log}); on a busy machine, or one that "
+        "emulates its VMs, raise [vagrant] boot_timeout in lab.toml and rerun `lab up`"
+    )
+
+
+def _provider_missing(text: str, log: Path) -> LabError:
+    found = re.findall(r"provider '(\w+)'", text)
+    provider = found[-1] if found else ("virtualbox" if "VirtualBox" in text else "libvirt")
+    fix = "apt-get install vagrant-libvirt" if provider == "libvirt" else "install VirtualBox"
+    return VagrantProviderMissing(
+        f"the Vagrant provider {provider} is not installed: {fix}, or choose another with [vagrant] provider in lab.toml"
+    )
+
+
+# Vagrant's own words for the failures users hit, each mapped to its error (and exit code) and the fix.
+KNOWN_FAILURES: tuple[tuple[str, Callable[[str, Path], LabError]], ...] = (
+    (r"box '[^']+' (could not be found|does not exist|isn't installed for the provider)|could not find the box", _box_missing),
+    (r"virConnectOpen|Failed to connect socket|Error while connecting to Libvirt", _libvirt_down),
+    (r"Timed out while waiting for the machine to boot|wait_for timeout .* was exceeded", _boot_timeout),
+    (r"provider '\w+' could not be found|provider '\w+' that was requested to back the machine\s+'[\w.-]+' is reporting"
+     r"|Vagrant could not detect VirtualBox", _provider_missing),
 )
+
+
+def known_failure(text: str, log: Path) -> LabError | None:
+    """The lab error for a failure Vagrant described in text, or None when it is none of the known ones."""
+    for pattern, make in KNOWN_FAILURES:
+        if re.search(pattern, text, re.IGNORECASE):
+            return make(text, log)
+    return None
 
 
 class VagrantDriver:
     """`vagrant` for one lab folder; every command's output goes to .lab/logs/vagrant.log."""
 
-    def __init__(self, root: Path, log: Path) -> None:
+    @staticmethod
+    def require_vagrant() -> None:
         if shutil.which("vagrant") is None:
             # python-vagrant only says so at its first call, as a RuntimeError: say it first, with the fix.
-            raise MissingDependency("vagrant is not installed (Debian: apt-get install vagrant vagrant-libvirt)")
+            raise VagrantMissing(f"vagrant is not installed: {VAGRANT_INSTALL_FIX}")
+
+    def __init__(self, root: Path, log: Path) -> None:
+        self.require_vagrant()
         logging.getLogger("vagrant").setLevel(logging.ERROR)  # it logs, then swallows, some failures
         import vagrant  # imported late: at import it warns when vagrant is not on PATH
 
@@ -37,45 +95,74 @@ class VagrantDriver:
         self._vagrant = vagrant.Vagrant(root=str(root), env=env,
                                         out_cm=vagrant.make_file_cm(str(log)), err_cm=vagrant.make_file_cm(str(log)))
 
-    def _fail(self, what: str) -> ProviderError:
-        tail = self.log.read_text(errors="replace")[-20000:] if self.log.exists() else ""
-        for pattern, fix in KNOWN_FAILURES:
-            if re.search(pattern, tail, re.IGNORECASE):
-                return ProviderError(f"{what}: {fix}")
+    def _mark(self) -> int:
+        """Where the log ends now: a failure is judged by what its own command wrote, not by older runs."""
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def _fail(self, what: str, since: int) -> LabError:
+        tail = ""
+        if self.log.exists():
+            with open(self.log, "rb") as handle:
+                handle.seek(since)
+                tail = handle.read().decode(errors="replace")[-20000:]
+        known = known_failure(tail, self.log)
+        if known is not None:
+            return known
         return ProviderError(f"{what}: {gist(tail)} (see {self.log})")
 
     def up(self, provider: str) -> None:
+        since = self._mark()
         try:
             self._vagrant.up(no_provision=True, provider=provider)
         except subprocess.CalledProcessError:
-            raise self._fail("vagrant up failed") from None
+            raise self._fail("vagrant up failed", since) from None
 
     def status(self) -> dict[str, str]:
+        since = self._mark()
         try:
             found = self._vagrant.status()
         except subprocess.CalledProcessError:
-            raise self._fail("vagrant status failed") from None
+            raise self._fail("vagrant status failed", since) from None
         if not found:  # python-vagrant logs a failed status and returns nothing
-            raise self._fail("vagrant status reported no machines")
-        return {s.name: s.state for s in found}
+            raise self._fail("vagrant status reported no machines", since)
+        return {s.name: vagrants_own_state(s.state, s.provider) for s in found}
 
     def ssh_config(self, vm_name: str) -> dict[str, str]:
         """The VM's ssh settings; multi-VM setups need the name (python-vagrant would pick none)."""
+        since = self._mark()
         try:
             text = self._vagrant.ssh_config(vm_name=vm_name)
         except subprocess.CalledProcessError:
-            raise self._fail(f"vagrant ssh-config {vm_name} failed") from None
-        settings = {}
-        for line in (text or "").splitlines():
-            parts = line.strip().split(None, 1)
-            if len(parts) == 2:
-                settings[parts[0].lower()] = parts[1].strip('"')
+            raise self._fail(f"vagrant ssh-config {vm_name} failed", since) from None
+        settings = parse_ssh_config(text)
         if not {"hostname", "user", "port", "identityfile"} <= set(settings):
             raise ProviderError(f"vagrant ssh-config {vm_name} gave no usable settings (see {self.log})")
         return settings
 
     def destroy(self, vm_name: str | None = None) -> None:
+        since = self._mark()
         try:
             self._vagrant.destroy(vm_name=vm_name)
         except subprocess.CalledProcessError:
-            raise self._fail(f"vagrant destroy {vm_name or ''} failed".replace("  ", " ")) from None
+            raise self._fail(f"vagrant destroy {vm_name or ''} failed".replace("  ", " "), since) from None
+
+
+# python-vagrant renames libvirt's states to VirtualBox's; `vagrant status` itself says libvirt's own words.
+LIBVIRT_STATES = {"poweroff": "shutoff", "saved": "paused"}
+
+
+def vagrants_own_state(state: str | None, provider: str | None) -> str:
+    """A machine's state as `vagrant status` prints it (its state id, as in "running", "shutoff", "not_created")."""
+    if state is None:
+        return "unknown"
+    return LIBVIRT_STATES.get(state, state) if provider == "libvirt" else state
+
+
+def parse_ssh_config(text: str | None) -> dict[str, str]:
+    """`vagrant ssh-config VM` as lower-cased keys (the first value of each)."""
+    settings: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) == 2:
+            settings.setdefault(parts[0].lower(), parts[1].strip('"'))
+    return settings

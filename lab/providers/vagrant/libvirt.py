@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from lab.errors import ProviderError
+from lab.errors import LibvirtDown, MissingDependency, VagrantMissing, VagrantProviderMissing, one_line
 from lab.providers.base import Say
+from lab.providers.vagrant.driver import VAGRANT_INSTALL_FIX
 from lab.providers.local.paths import cache_root
 from lab.system import ensure_debian_packages, gist, run
 
@@ -48,10 +49,34 @@ BOOTED_MARKERS = (
 
 def ensure_libvirt(say: Say) -> None:
     """Install vagrant, vagrant-libvirt, libvirt and QEMU when missing, and start libvirt's daemons when stopped."""
-    ensure_debian_packages(PACKAGES, say)
+    try:
+        ensure_debian_packages({"vagrant": PACKAGES["vagrant"]}, say)
+    except MissingDependency as error:
+        raise VagrantMissing(f"vagrant is not installed ({one_line(error)}): {VAGRANT_INSTALL_FIX}") from None
     if not _plugin_installed():
-        ensure_debian_packages({str(PLUGIN_MARKER): PLUGIN_PACKAGE}, say)
+        try:
+            ensure_debian_packages({str(PLUGIN_MARKER): PLUGIN_PACKAGE}, say)
+        except MissingDependency as error:
+            raise VagrantProviderMissing(
+                f"the Vagrant provider libvirt is not installed ({one_line(error)}): apt-get install vagrant-libvirt, "
+                "or choose another with [vagrant] provider in lab.toml"
+            ) from None
+    ensure_debian_packages({k: v for k, v in PACKAGES.items() if k != "vagrant"}, say)
     _kvm_device_for_libvirt(say)
+    start_libvirt(say)
+
+
+def require_libvirt() -> None:
+    """LibvirtDown, naming the fix, unless libvirtd answers (for commands that only look, like `lab status`)."""
+    if not _libvirt_answers():
+        raise LibvirtDown(
+            "libvirtd is not running: start it (`virtlogd -d && libvirtd -d`, or `systemctl start libvirtd`), "
+            "or run `lab up`, which starts it"
+        )
+
+
+def start_libvirt(say: Say) -> None:
+    """libvirt's daemons running (started by hand where PID 1 is not systemd), or LibvirtDown naming the fix."""
     if _libvirt_answers():
         return
     if Path("/run/systemd/system").is_dir():
@@ -107,9 +132,9 @@ def _wait_for_libvirt() -> None:
         if result.returncode == 0:
             return
         if time.monotonic() > deadline:
-            raise ProviderError(
-                f"libvirtd is not running: {gist(result.stderr or result.stdout)} "
-                "(start it: `systemctl start libvirtd virtlogd`, or `virtlogd -d && libvirtd -d` without systemd)"
+            raise LibvirtDown(
+                f"libvirtd is not running and did not start ({gist(result.stderr or result.stdout)}): "
+                "start it (`virtlogd -d && libvirtd -d`, or `systemctl start libvirtd virtlogd`), see its log in /var/log/libvirt"
             )
         time.sleep(1)
 

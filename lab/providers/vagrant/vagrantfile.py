@@ -10,7 +10,13 @@ import jinja2
 from lab.topology import Topology
 
 TEMPLATE = Path(__file__).resolve().parents[3] / "Vagrantfile.j2"
-BOOT_TIMEOUT_S = 900  # software-emulated guests can take minutes on a busy machine
+# vagrant-libvirt's management network (its defaults, named in the Vagrantfile so lab can rely on them): Vagrant's
+# and lab's SSH reach each VM there, and the VMs reach the package registries through its NAT.
+MANAGEMENT_NETWORK_NAME = "vagrant-libvirt"
+MANAGEMENT_NETWORK = "192.168.121.0/24"
+# Where SSH comes from as a VM sees it: the machine's address on the management network (libvirt), or
+# VirtualBox's NAT gateway, through which its forwarded SSH port arrives.
+CONTROL_ADDRESS = {"libvirt": str(next(ipaddress.IPv4Network(MANAGEMENT_NETWORK).hosts())), "virtualbox": "10.0.2.2"}
 
 
 def libvirt_network_name(topology: Topology) -> str:
@@ -30,5 +36,7 @@ def render(topology: Topology, libvirt_driver: str) -> str:
         libvirt_driver=libvirt_driver,
         box_virtualbox=topology.vagrant.box_virtualbox,
         box_libvirt=topology.vagrant.box_libvirt,
-        boot_timeout=BOOT_TIMEOUT_S,
+        boot_timeout=topology.vagrant.boot_timeout,
+        management_network_name=MANAGEMENT_NETWORK_NAME,
+        management_network=MANAGEMENT_NETWORK,
     )
