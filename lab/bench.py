@@ -170,6 +170,7 @@ def locust_command(settings: BenchSettings) -> list[str]:
         str(STOP_TIMEOUT_S),
         "--csv",
         str(results_dir / CSV_PREFIX),
+        "--csv-full-history",  # per-request history too: the steady state starts once start-up requests are done
         "--html",
         str(results_dir / "report.html"),
         "--json-file",

@@ -116,12 +116,21 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+STARTUP_PREFIX = "start: "  # locustfiles name a user's start-up requests (on_start: a login) with this prefix
+
+
 def steady_state(result: BenchResult, ramp_s: float) -> tuple[float, list[tuple[float, float, float]]]:
-    """Requests/s after the ramp-up (Locust's own total counts it in), and the per-second timeline."""
+    """Requests/s in the steady state, and the per-second timeline.
+
+    Locust's own total counts the ramp-up in, and every user's start-up (a login costs a password hash:
+    hundreds of ms of CPU each): the steady state begins once all users are spawned and the last start-up
+    request is done.
+    """
     history = result.files.get("csv_history")
     if not history or not Path(history).exists():
         return result.rps, []
-    rows = [r for r in csv.DictReader(Path(history).open()) if r.get("Name") == "Aggregated"]
+    every_row = list(csv.DictReader(Path(history).open()))
+    rows = [r for r in every_row if r.get("Name") == "Aggregated"]
     if len(rows) < 3:
         return result.rps, []
     start = float(rows[0]["Timestamp"])
@@ -129,13 +138,28 @@ def steady_state(result: BenchResult, ramp_s: float) -> tuple[float, list[tuple[
     for row in rows:
         p95 = row.get("95%", "N/A")
         timeline.append((float(row["Timestamp"]) - start, float(row["Requests/s"] or 0), float(p95) if p95 not in ("N/A", "") else 0.0))
-    steady = [r for r in rows if float(r["Timestamp"]) - start >= ramp_s]
+    settled = max(ramp_s, startup_done_s(every_row, start) + 1)
+    steady = [r for r in rows if float(r["Timestamp"]) - start >= settled]
     if len(steady) < 2:
         return result.rps, timeline
     first, last = steady[0], steady[-1]
     seconds = float(last["Timestamp"]) - float(first["Timestamp"])
     counted = float(last["Total Request Count"]) - float(first["Total Request Count"])
     return (counted / seconds if seconds > 0 else result.rps), timeline
+
+
+def startup_done_s(rows: list[dict], start: float) -> float:
+    """Seconds from `start` until every start-up request (named STARTUP_PREFIX...) had reached its final count."""
+    final: dict[str, float] = {}
+    for row in rows:
+        name = row.get("Name") or ""
+        if name.startswith(STARTUP_PREFIX):
+            final[name] = max(final.get(name, 0.0), float(row.get("Total Request Count") or 0))
+    done = 0.0
+    for name, count in final.items():
+        reached = min(float(r["Timestamp"]) for r in rows if r.get("Name") == name and float(r.get("Total Request Count") or 0) >= count)
+        done = max(done, reached - start)
+    return done
 
 
 def verdict(runs: list[Run], processes: int, cores: int) -> str:

@@ -48,6 +48,20 @@ def test_steady_state_leaves_the_ramp_up_out(tmp_path):
     assert timeline[0] == (0.0, 0.0, 0.0) and timeline[-1][0] == 10.0
 
 
+def test_steady_state_waits_for_every_users_start_up(tmp_path):
+    # all users spawned after 1 s, but logins (start-up requests) go on until t=4: only t>=5 is steady
+    lines = ["Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,95%,Total Request Count"]
+    for t in range(11):
+        lines.append(f"{1000 + t},10,POST,start: /login,1,0,300,900,{min(t, 4)}")
+        lines.append(f"{1000 + t},10,,Aggregated,0,0,10,40,{0 if t < 5 else 200 * (t - 5)}")
+    (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
+    result = BenchResult(requests=1000, failures=0, rps=100, p50_ms=10, p95_ms=40, p99_ms=60, failure_ratio=0.0,
+                         per_endpoint=(), files={"csv_history": tmp_path / "h.csv"})
+    rps, timeline = steady_state(result, ramp_s=2)
+    assert rps == pytest.approx(200)
+    assert len(timeline) == 11
+
+
 def test_steady_state_falls_back_to_locusts_total_without_history(tmp_path):
     result = BenchResult(requests=10, failures=0, rps=42.0, p50_ms=1, p95_ms=2, p99_ms=3, failure_ratio=0, per_endpoint=(), files={})
     assert steady_state(result, ramp_s=2) == (42.0, [])

@@ -447,6 +447,14 @@ class LoadSampleDataTests(TestCase):
         self.assertEqual(self.snapshot(), before)
         self.assertTrue(get_user_model().objects.get(username="demo").check_password("demo-pass-123"))
 
+    def test_sync_demo_password_updates_only_a_differing_password(self):
+        self.run_command("--demo-password", "demo-pass-123")
+        same = self.run_command("--demo-password", "demo-pass-123", "--sync-demo-password")
+        self.assertIn("user demo already exists, left unchanged", same)
+        changed = self.run_command("--demo-password", "new-pass-456", "--sync-demo-password")
+        self.assertIn("updated the password of user demo", changed)
+        self.assertTrue(get_user_model().objects.get(username="demo").check_password("new-pass-456"))
+
     def test_existing_user_needs_no_password(self):
         get_user_model().objects.create_user("demo", password="kept-password-1")
         out = self.run_command()

@@ -58,6 +58,14 @@ class Command(BaseCommand):
                 "not exist yet. Defaults to $BANK_DEMO_PASSWORD, which keeps it out of ps."
             ),
         )
+        parser.add_argument(
+            "--sync-demo-password",
+            action="store_true",
+            help=(
+                f"Also set an existing '{DEMO_USERNAME}' user's password to --demo-password when it "
+                "differs (a deployment whose secrets were generated anew)."
+            ),
+        )
 
     def handle(self, *args, **options):
         User = get_user_model()
@@ -99,5 +107,14 @@ class Command(BaseCommand):
             self.stdout.write("sample data already loaded")
         if need_user:
             self.stdout.write(f"created user {DEMO_USERNAME}")
+        elif options["sync_demo_password"] and password and not self._password_matches(User, password):
+            user = User.objects.get(username=DEMO_USERNAME)
+            user.set_password(password)
+            user.save(update_fields=["password"])
+            self.stdout.write(f"updated the password of user {DEMO_USERNAME}")
         else:
             self.stdout.write(f"user {DEMO_USERNAME} already exists, left unchanged")
+
+    @staticmethod
+    def _password_matches(User, password):
+        return User.objects.get(username=DEMO_USERNAME).check_password(password)
