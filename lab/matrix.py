@@ -199,7 +199,7 @@ def measure_cell(
         "server": cell.server, "web": cell.web, "workers": cell.workers, "threads": cell.threads,
         "users": settings.users, "duration_s": settings.duration_s, "warmup_s": settings.warmup_s,
         "repeats": settings.repeats, "processes": settings.processes, "machine_cores": cores,
-        "scenario": settings.locustfile.stem, "target": target,
+        "scenario": settings.locustfile.stem, "target": target, "wrk_path": settings.wrk_path,
     })
     ramp_s = math.ceil(settings.users / settings.spawn_rate) + 1
 

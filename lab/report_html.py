@@ -96,6 +96,7 @@ def render(cells: list[CellReport], title: str, machine: dict) -> str:
             "runs": len(c.runs),
             "wrk": "—" if c.wrk_rps is None else f"{c.wrk_rps:,.0f}",
             "ratio": "—" if c.wrk_ratio is None else f"{c.wrk_ratio:.2f}",
+            "wrk_path": c.settings.get("wrk_path") or "—",
         }
         for c in cells
     ]
