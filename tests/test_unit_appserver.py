@@ -287,6 +287,7 @@ def test_gunicorn_takes_the_knobs(env, threads, worker_class):
     exec_start = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
     assert len(exec_start) == 1
     assert f"--bind 192.168.56.21:8000 --workers 5 --worker-class {worker_class} --threads {threads} " in exec_start[0]
+    assert "--keep-alive 75 " in exec_start[0]  # above nginx's 60 s upstream idle timeout
 
 
 TEMPLATE_VALUES = {
@@ -299,7 +300,7 @@ TEMPLATE_VALUES = {
     "step3_appserver/templates/bank.wsgi.j2": {"settings": SETTINGS},
     "step3_appserver/templates/gunicorn.service.j2": {
         "user": APP_USER, "current": CURRENT, "settings": SETTINGS, "venv": VENV, "port": 8000, "workers": 2,
-        "worker_class": "sync", "threads": 1,
+        "worker_class": "sync", "threads": 1, "keepalive_s": 75,
     },
 }
 

@@ -50,7 +50,7 @@ CASES: dict[str, tuple[str, dict]] = {
     "step3_appserver/templates/gunicorn.service.j2": (
         "web2",
         {"user": APP_USER, "current": CURRENT, "settings": SETTINGS, "venv": VENV, "port": APP_PORT,
-         "workers": GUNICORN_WORKERS, "worker_class": "sync", "threads": 1},
+         "workers": GUNICORN_WORKERS, "worker_class": "sync", "threads": 1, "keepalive_s": 75},
     ),
     "step3_appserver/templates/apache-ports.conf.j2": ("web2", {"port": APP_PORT}),
     "step3_appserver/templates/apache-bank.conf.j2": (

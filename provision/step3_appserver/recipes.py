@@ -22,6 +22,9 @@ APACHE_DEFAULT_SITE = "/etc/apache2/sites-enabled/000-default.conf"
 WARM_UP_SECONDS = 60
 
 
+KEEPALIVE_S = 75
+
+
 @recipe(tiers=("web",))
 def static_files(t: Target) -> None:
     """collectstatic once per release: a marker names the release the static tree was collected from."""
@@ -65,6 +68,9 @@ def gunicorn(t: Target) -> None:
         user=APP_USER, current=CURRENT, settings=SETTINGS, venv=VENV, port=APP_PORT, workers=tuning.workers,
         # The sync worker takes one request at a time; threads need the gthread worker.
         worker_class="gthread" if tuning.threads > 1 else "sync", threads=tuning.threads,
+        # gthread keeps nginx's upstream connections open: longer than nginx's 60 s idle timeout, so nginx (not
+        # Gunicorn) closes idle ones and never sends a POST down a connection Gunicorn is closing.
+        keepalive_s=KEEPALIVE_S,
     )
     if unit_changed:
         t.run("systemctl daemon-reload")
