@@ -243,8 +243,12 @@ class Target:
             did = True
         return did
 
-    def wait_for_port(self, address: str, port: int, seconds: float = 30) -> None:
-        """Services start asynchronously; checks that run right after `lab up` must find them listening."""
+    def wait_for_port(self, address: str, port: int, seconds: float = 180) -> None:
+        """Services start asynchronously; checks that run right after `lab up` must find them listening.
+
+        Generous on purpose: a healthy host answers at once, but a software-emulated VM can take a minute or
+        more to bring PostgreSQL or an app server up, and giving up early would fail a lab that is fine.
+        """
         probe = f"ss -Hltn 'sport = :{port}' | grep -q '{address}:{port}'"
         deadline = time.monotonic() + seconds
         while not self.test(probe):
