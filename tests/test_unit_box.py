@@ -23,8 +23,46 @@ EARLY_HANG = "SeaBIOS (version 1.16.2-debian-1.16.2-1)\r\nBooting from ROM...\r\
 
 
 def test_metadata_is_a_v1_libvirt_qcow2_box():
-    assert box_metadata(20) == {"provider": "libvirt", "format": "qcow2", "virtual_size": 20}
+    assert box_metadata(20, "k") == {"provider": "libvirt", "format": "qcow2", "virtual_size": 20, "lab_box_key": "k"}
     assert json.loads(json.dumps(box_metadata())) == box_metadata(box.VIRTUAL_SIZE_GB)
+
+
+def test_an_added_box_from_an_older_recipe_is_replaced(monkeypatch, tmp_path):
+    monkeypatch.setattr(box, "machine_ca_certificates", lambda: [])
+    monkeypatch.setenv("VAGRANT_HOME", str(tmp_path / "vagrant.d"))
+    monkeypatch.setattr(box.VagrantDriver, "require_vagrant", staticmethod(lambda: None))
+    listed = "1,,box-name,lab/debian12\n1,,box-provider,libvirt\n1,,box-version,0\n"
+    calls = []
+
+    def fake_run(args, **kw):
+        calls.append(args)
+        return type("R", (), {"stdout": listed if args[:3] == ["vagrant", "box", "list"] else "", "returncode": 0})()
+
+    monkeypatch.setattr(box, "run", fake_run)
+    monkeypatch.setattr(box, "build_box", lambda say, force=False: tmp_path / "built.box")
+    monkeypatch.setattr(box, "_drop_old_box_volumes", lambda say: None)
+    added = tmp_path / "vagrant.d/boxes/lab-VAGRANTSLASH-debian12/0/libvirt"
+    added.mkdir(parents=True)
+    (added / "metadata.json").write_text(json.dumps(box_metadata(key="an-older-recipe")))
+    assert box.added_box_key() == "an-older-recipe"
+    assert box.ensure_box(lambda message: None) == BOX_NAME
+    assert ["vagrant", "box", "add", "--force", "--name", BOX_NAME, str(tmp_path / "built.box")] in calls
+
+    calls.clear()
+    (added / "metadata.json").write_text(json.dumps(box_metadata(key=box.box_key())))
+    assert box.ensure_box(lambda message: None) == BOX_NAME
+    assert [c[:3] for c in calls] == [["vagrant", "box", "list"]]  # this recipe's box: reused as it is
+
+
+def test_the_box_is_key_only_with_one_host_key_made_at_first_boot(tmp_path):
+    (tmp_path / "etc/ssh").mkdir(parents=True)
+    (tmp_path / "etc/ssh/ssh_host_rsa_key").write_text("built-in key")
+    box._ssh_host_keys_at_first_boot(tmp_path)
+    assert not list((tmp_path / "etc/ssh").glob("ssh_host_*"))
+    config = (tmp_path / "etc/ssh/sshd_config.d/lab.conf").read_text()
+    assert "PasswordAuthentication no" in config and "HostKey /etc/ssh/ssh_host_ed25519_key" in config
+    unit = (tmp_path / "etc/systemd/system/ssh.service.d/lab-host-keys.conf").read_text()
+    assert "ssh-keygen -q -t ed25519" in unit and "ssh-keygen -A" not in unit
 
 
 def test_box_vagrantfile_sets_libvirt_defaults_only():

@@ -18,7 +18,7 @@ from lab.errors import (BootTimeout, BoxMissing, LibvirtDown, MissingDependency,
                         exit_code_for)
 from lab.providers import get_provider
 from lab.providers.vagrant import box, driver, libvirt, vagrantfile
-from lab.providers.vagrant.driver import VagrantDriver, known_failure, parse_ssh_config
+from lab.providers.vagrant.driver import VagrantDriver, known_failure, parse_ssh_configs
 from lab.state import LabDir
 from lab.topology import resolve
 
@@ -117,8 +117,14 @@ def test_an_unknown_failure_is_none():
     assert known_failure("Vagrant failed to initialize at a very early stage", Path("x")) is None
 
 
-def test_ssh_config_parsing_keeps_the_first_value():
+def test_ssh_config_blocks_per_vm_keep_the_first_value():
     text = textwrap.dedent("""\
+        Host lb1
+          HostName 192.168.121.5
+          User vagrant
+          Port 22
+          IdentityFile /lab/.lab/.vagrant/machines/lb1/libvirt/private_key
+
         Host web1
           HostName 192.168.121.7
           User vagrant
@@ -127,9 +133,12 @@ def test_ssh_config_parsing_keeps_the_first_value():
           IdentityFile /root/.vagrant.d/insecure_private_key
           IdentitiesOnly yes
         """)
-    settings = parse_ssh_config(text)
-    assert settings["hostname"] == "192.168.121.7" and settings["user"] == "vagrant" and settings["port"] == "22"
-    assert settings["identityfile"].endswith("web1/libvirt/private_key")
+    blocks = parse_ssh_configs(text)
+    assert set(blocks) == {"lb1", "web1"}
+    web1 = blocks["web1"]
+    assert web1["hostname"] == "192.168.121.7" and web1["user"] == "vagrant" and web1["port"] == "22"
+    assert web1["identityfile"].endswith("web1/libvirt/private_key")
+    assert blocks["lb1"]["hostname"] == "192.168.121.5"
 
 
 # -- a fake `vagrant` run by python-vagrant -------------------------------------------------------------
@@ -373,3 +382,37 @@ def test_ssh_comes_from_the_machine_on_the_management_network():
     assert facts.proxy_url is None
     topology = resolve({"lab": {"provider": "vagrant"}, "vagrant": {"provider": "virtualbox"}}, {})
     assert get_provider("vagrant").facts(topology).control_address == "10.0.2.2"
+
+
+def test_network_connections_from_its_xml():
+    assert libvirt.network_connections("<network connections='3'>\n  <name>vagrant-libvirt</name>") == 3
+    assert libvirt.network_connections("<network>\n  <name>vagrant-libvirt</name>") == 0
+
+
+def test_up_shows_vagrants_milestones_and_logs_everything(tmp_path, fake_vagrant):
+    (fake_vagrant / "up.out").write_text(
+        "Bringing machine 'lb1' up with 'libvirt' provider...\n"
+        "==> lb1: Creating image (snapshot of base box volume).\n"
+        "==> lb1: Setting up network interfaces for the domain\n"
+        "==> lb1: Waiting for SSH to become available...\n"
+        "==> lb1: Machine booted and ready!\n"
+    )
+    script = fake_vagrant.parent / "bin" / "vagrant"
+    script.write_text(script.read_text().replace(
+        "up) if", f"up) cat {fake_vagrant}/up.out; if"))
+    shown: list[str] = []
+    VagrantDriver(tmp_path, tmp_path / "vagrant.log").up("libvirt", progress=shown.append)
+    assert shown == ["lb1: Creating image (snapshot of base box volume).", "lb1: Waiting for SSH to become available...",
+                     "lb1: Machine booted and ready!"]
+    assert "Setting up network interfaces" in (tmp_path / "vagrant.log").read_text()
+
+
+def test_an_unknown_failure_shows_vagrants_first_reason():
+    text = (
+        "==> db1: An error occurred. The error will be shown after all tasks complete.\n"
+        "An error occurred while executing multiple actions in parallel.\nAny errors that occurred are shown below.\n\n"
+        "An error occurred while executing the action on the 'lb1'\nmachine. Please handle this error then try again:\n\n"
+        "Error while activating network: Call to virNetworkCreate failed: internal error: Network is already in use by interface *.\n"
+    )
+    assert driver.vagrants_reason(text) == ("lb1: Error while activating network: Call to virNetworkCreate failed: "
+                                            "internal error: Network is already in use by interface *.")

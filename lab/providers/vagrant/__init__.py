@@ -69,7 +69,6 @@ class VagrantProvider(Provider):
         }
         state["resources"] = resources
         labdir.write(state)
-        network.ensure_blackhole(topology.subnet)
         driver = VagrantDriver(labdir.path, labdir.logs / "vagrant.log")
         dropped = [name for name in previous.get("hosts", []) if name not in {h.name for h in topology.hosts}]
         for name in dropped:  # while the old Vagrantfile still defines them
@@ -83,18 +82,28 @@ class VagrantProvider(Provider):
         (labdir.path / "Vagrantfile").write_text(vagrantfile.render(topology, driver_name))
         state["resources"]["hosts"] = [h.name for h in topology.hosts]
         labdir.write(state)
-        say(f"vagrant up --provider={provider} ({len(topology.hosts)} VMs; emulated guests take minutes)")
-        driver.up(provider)
+        if provider == "libvirt" and "management_network_existed" not in previous:
+            from lab.providers.vagrant import libvirt
+
+            # Vagrant makes its management network when missing; `lab destroy` removes it only if lab made it.
+            existed = libvirt.network_bridge(vagrantfile.MANAGEMENT_NETWORK_NAME) is not None
+            state["resources"]["management_network_existed"] = existed
+            labdir.write(state)
+        elif "management_network_existed" in previous:
+            state["resources"]["management_network_existed"] = previous["management_network_existed"]
+        say(f"vagrant up --provider={provider} ({len(topology.hosts)} VMs, in parallel; log: {driver.log})")
+        # libvirt refuses to start a network whose subnet any route already covers, the lab's own blackhole
+        # included ("Network is already in use by interface *"): it goes in once the network's bridge is up.
+        network.remove_blackhole(topology.subnet)
+        driver.up(provider, progress=say)
+        network.ensure_blackhole(topology.subnet)
         states = driver.status()
         down = [h.name for h in topology.hosts if states.get(h.name) != "running"]
         if down:
             raise ProviderError(f"VMs not running after vagrant up: {', '.join(f'{n} ({states.get(n)})' for n in down)}")
-        endpoints = []
-        for host in topology.hosts:
-            settings = driver.ssh_config(host.name)
-            endpoints.append(SshEndpoint(host=host.name, address=settings["hostname"], port=int(settings["port"]),
-                                         user=settings["user"], identity_file=settings["identityfile"], host_key=None))
-        return endpoints
+        configs = driver.ssh_configs([h.name for h in topology.hosts])
+        return [SshEndpoint(host=name, address=c["hostname"], port=int(c["port"]), user=c["user"],
+                            identity_file=c["identityfile"], host_key=None) for name, c in configs.items()]
 
     def _driver_name(self, topology: Topology, provider: str, previous: dict[str, Any], say: Say) -> str:
         if provider != "libvirt":
@@ -130,6 +139,8 @@ class VagrantProvider(Provider):
             from lab.providers.vagrant import libvirt
 
             libvirt.remove_leftovers(resources["domain_prefix"], resources["libvirt_network"], say)
+            if resources.get("management_network_existed") is False:
+                libvirt.remove_unused_network(vagrantfile.MANAGEMENT_NETWORK_NAME, say)
         if resources.get("subnet"):
             network.remove_blackhole(resources["subnet"])
         shutil.rmtree(labdir.path / ".vagrant", ignore_errors=True)

@@ -27,14 +27,14 @@ BOX_FILE = "debian12-libvirt.box"
 STAMP_FILE = "debian12-libvirt.json"  # written after the box: says which recipe built it
 KERNEL_FILE = "debian12-vmlinuz"  # the box's kernel and initrd, kept for the KVM boot test
 INITRD_FILE = "debian12-initrd.img"
-RECIPE_VERSION = "2"  # bump when the build below changes, so an old box is not reused
+RECIPE_VERSION = "3"  # bump when the build below changes, so an old box is neither reused nor left added
 VIRTUAL_SIZE_GB = 20
 ROOT_LABEL = "labroot"
 PART_START = 1 << 20  # 1 MiB: sectors 1..2047 before it hold GRUB's core.img
 GUEST_PACKAGES = (
     "linux-image-cloud-amd64", "systemd-sysv", "udev", "kmod", "dbus", "libpam-systemd",
     "ifupdown", "isc-dhcp-client", "iproute2", "netbase", "openssh-server", "sudo", "rsync",
-    "python3", "ca-certificates", "procps",
+    "python3", "python3-venv", "ca-certificates", "procps",  # python3-venv: as in the local provider's rootfs
 )
 BUILD_TOOLS = {
     "debootstrap": "debootstrap",
@@ -50,6 +50,22 @@ KERNEL_ARGS = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200 net
 # Timers that would run apt behind the lab's recipes (holding dpkg's lock) or just add noise.
 MASKED_UNITS = (
     "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer", "man-db.timer",
+    "e2scrub_reap.service",  # half a minute of an emulated VM's boot, for LVM snapshots the box never has
+)
+# What dpkg leaves out in every VM: documentation and translations nobody reads on a lab host, and fewer files
+# for an emulated CPU to unpack (copyright files stay).
+DPKG_EXCLUDES = (
+    "path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\n"
+    "path-exclude /usr/share/man/*\npath-exclude /usr/share/info/*\n"
+    "path-exclude /usr/share/locale/*\npath-include /usr/share/locale/locale.alias\n"
+)
+# Key-only logins, as on every lab host, and one host key: RSA keys take an emulated VM many seconds to make.
+SSHD_CONFIG = (
+    "# lab: key-only logins; one host key (ed25519), made at first boot\n"
+    "HostKey /etc/ssh/ssh_host_ed25519_key\n"
+    "PasswordAuthentication no\n"
+    "KbdInteractiveAuthentication no\n"
+    "UseDNS no\n"
 )
 VAGRANT_KEY_GLOBS = (
     "/usr/share/vagrant/keys/vagrant.pub",
@@ -59,9 +75,12 @@ VAGRANT_KEY_GLOBS = (
 )
 
 
-def box_metadata(virtual_size_gb: int = VIRTUAL_SIZE_GB) -> dict[str, object]:
-    """metadata.json of a vagrant-libvirt box (format v1: one qcow2 disk named box.img)."""
-    return {"provider": "libvirt", "format": "qcow2", "virtual_size": virtual_size_gb}
+def box_metadata(virtual_size_gb: int = VIRTUAL_SIZE_GB, key: str = "") -> dict[str, object]:
+    """metadata.json of a vagrant-libvirt box (format v1: one qcow2 disk named box.img), naming the recipe it came from.
+
+    Vagrant keeps the file beside the added box, so lab can tell a box added from an older recipe (and replace it).
+    """
+    return {"provider": "libvirt", "format": "qcow2", "virtual_size": virtual_size_gb, "lab_box_key": key}
 
 
 def box_vagrantfile() -> str:
@@ -94,6 +113,7 @@ def box_key() -> str:
     digest = hashlib.sha256(RECIPE_VERSION.encode())
     digest.update(" ".join(GUEST_PACKAGES).encode())
     digest.update(grub_cfg().encode())
+    digest.update((DPKG_EXCLUDES + SSHD_CONFIG + " ".join(MASKED_UNITS)).encode())
     for cert in machine_ca_certificates():
         digest.update(cert.read_bytes())
     return digest.hexdigest()[:16]
@@ -126,7 +146,9 @@ def ensure_box(say: Say, rebuild: bool = False) -> str:
     VagrantDriver.require_vagrant()
     listed = run(["vagrant", "box", "list", "--machine-readable"], timeout=120).stdout
     if not rebuild and (BOX_NAME, "libvirt") in listed_boxes(listed):
-        return BOX_NAME
+        if added_box_key() == box_key():
+            return BOX_NAME
+        say(f"the added {BOX_NAME} box comes from an older recipe: replacing it")
     final, _, _ = box_paths()
     if os.geteuid() != 0 and not (final.is_file() and _complete(final, final.parent / STAMP_FILE)):
         raise BoxMissing(f"the Vagrant box {BOX_NAME} is missing: build it once as root with `sudo lab box build`")
@@ -135,6 +157,16 @@ def ensure_box(say: Say, rebuild: bool = False) -> str:
     run(["vagrant", "box", "add", "--force", "--name", BOX_NAME, str(box)], timeout=900)
     _drop_old_box_volumes(say)
     return BOX_NAME
+
+
+def added_box_key() -> str | None:
+    """The recipe key of the BOX_NAME Vagrant has added for libvirt (from the metadata.json Vagrant keeps)."""
+    home = Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")
+    metadata = home / "boxes" / BOX_NAME.replace("/", "-VAGRANTSLASH-") / "0" / "libvirt" / "metadata.json"
+    try:
+        return json.loads(metadata.read_text()).get("lab_box_key")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def box_volume_prefix() -> str:
@@ -283,6 +315,9 @@ def _customise(root: Path) -> None:
         link = root / "etc/systemd/system" / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
+    dpkg_cfg = root / "etc/dpkg/dpkg.cfg.d"
+    dpkg_cfg.mkdir(parents=True, exist_ok=True)
+    (dpkg_cfg / "lab-excludes").write_text(DPKG_EXCLUDES)
     _ssh_host_keys_at_first_boot(root)
     _vagrant_user(root)
     # The build needs the machine's DNS for apt; each VM then gets its own from DHCP.
@@ -320,11 +355,16 @@ def _ssh_host_keys_at_first_boot(root: Path) -> None:
     """Every VM from the box must get its own host keys, so none are shipped: ssh.service makes them."""
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
+    (root / "etc/ssh/sshd_config.d").mkdir(parents=True, exist_ok=True)
+    (root / "etc/ssh/sshd_config.d/lab.conf").write_text(SSHD_CONFIG)
     dropin = root / "etc/systemd/system/ssh.service.d"
     dropin.mkdir(parents=True, exist_ok=True)
-    # The empty line resets the unit's own `sshd -t`, which would fail before the keys exist.
+    # The empty line resets the unit's own `sshd -t`, which would fail before the key exists.
     (dropin / "lab-host-keys.conf").write_text(
-        "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n"
+        "[Service]\nExecStartPre=\n"
+        "ExecStartPre=/bin/sh -c 'test -s /etc/ssh/ssh_host_ed25519_key || "
+        "ssh-keygen -q -t ed25519 -N \"\" -f /etc/ssh/ssh_host_ed25519_key'\n"
+        "ExecStartPre=/usr/sbin/sshd -t\n"
     )
 
 
@@ -394,7 +434,7 @@ def _pack(disk: Path, work: Path) -> Path:
     """The .box: a tar of metadata.json, Vagrantfile and the disk as compressed qcow2 (box.img)."""
     run(["qemu-img", "convert", "-c", "-O", "qcow2", str(disk), str(work / "box.img")], timeout=1800)
     disk.unlink()
-    (work / "metadata.json").write_text(json.dumps(box_metadata(), indent=2) + "\n")
+    (work / "metadata.json").write_text(json.dumps(box_metadata(key=box_key()), indent=2) + "\n")
     (work / "Vagrantfile").write_text(box_vagrantfile())
     box = work / BOX_FILE
     # Plain tar: box.img is compressed already.

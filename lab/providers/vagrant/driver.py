@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +15,9 @@ from lab.errors import BootTimeout, BoxMissing, LabError, LibvirtDown, ProviderE
 from lab.system import gist
 
 VAGRANT_INSTALL_FIX = "install it: apt-get install vagrant vagrant-libvirt (Debian/Ubuntu), or see https://developer.hashicorp.com/vagrant/install"
-LOG_NAME = "vagrant.log"
+# The lines of `vagrant up` worth showing while it runs (the rest is in .lab/logs/vagrant.log).
+MILESTONES = re.compile(r"^==> [\w.-]+: (Creating image|Starting domain|Waiting for SSH|Machine booted and ready"
+                        r"|Machine already provisioned|Domain is already running|Machine '[\w.-]+' has a post)")
 
 
 def _machine(text: str) -> str:
@@ -67,6 +70,14 @@ KNOWN_FAILURES: tuple[tuple[str, Callable[[str, Path], LabError]], ...] = (
 )
 
 
+def vagrants_reason(text: str) -> str:
+    """The first error Vagrant reports ("... on the 'web1' machine. Please handle this error ...:" then the reason)."""
+    match = re.search(r"on the '([\w.-]+)'\s+machine\. Please handle this error then try again:\s*\n\s*(\S[^\n]*)", text)
+    if match:
+        return f"{match.group(1)}: {match.group(2).strip()}"
+    return gist(text)
+
+
 def known_failure(text: str, log: Path) -> LabError | None:
     """The lab error for a failure Vagrant described in text, or None when it is none of the known ones."""
     for pattern, make in KNOWN_FAILURES:
@@ -108,12 +119,19 @@ class VagrantDriver:
         known = known_failure(tail, self.log)
         if known is not None:
             return known
-        return ProviderError(f"{what}: {gist(tail)} (see {self.log})")
+        return ProviderError(f"{what}: {vagrants_reason(tail)} (see {self.log})")
 
-    def up(self, provider: str) -> None:
+    def up(self, provider: str, progress: Callable[[str], None] = lambda line: None) -> None:
+        """`vagrant up --no-provision` of every VM (in parallel where the provider can); milestones go to progress."""
         since = self._mark()
         try:
-            self._vagrant.up(no_provision=True, provider=provider)
+            lines = self._vagrant.up(no_provision=True, provider=provider, stream_output=True)
+            with open(self.log, "a") as log:
+                for line in lines:
+                    log.write(f"{time.strftime('%H:%M:%S')} {line}")  # when each step came: emulated VMs are slow
+                    log.flush()
+                    if MILESTONES.search(line):
+                        progress(line.strip().removeprefix("==> "))
         except subprocess.CalledProcessError:
             raise self._fail("vagrant up failed", since) from None
 
@@ -127,17 +145,22 @@ class VagrantDriver:
             raise self._fail("vagrant status reported no machines", since)
         return {s.name: vagrants_own_state(s.state, s.provider) for s in found}
 
-    def ssh_config(self, vm_name: str) -> dict[str, str]:
-        """The VM's ssh settings; multi-VM setups need the name (python-vagrant would pick none)."""
+    def ssh_configs(self, vm_names: list[str]) -> dict[str, dict[str, str]]:
+        """Each VM's ssh settings, from one `vagrant ssh-config` (Vagrant starts once, not once per VM).
+
+        python-vagrant's helpers (user(), hostname(), conf()) would need each VM's name in a multi-VM setup;
+        here every block is read by its Host line, and a VM Vagrant gave nothing usable for is an error.
+        """
         since = self._mark()
         try:
-            text = self._vagrant.ssh_config(vm_name=vm_name)
+            text = self._vagrant.ssh_config()
         except subprocess.CalledProcessError:
-            raise self._fail(f"vagrant ssh-config {vm_name} failed", since) from None
-        settings = parse_ssh_config(text)
-        if not {"hostname", "user", "port", "identityfile"} <= set(settings):
-            raise ProviderError(f"vagrant ssh-config {vm_name} gave no usable settings (see {self.log})")
-        return settings
+            raise self._fail("vagrant ssh-config failed", since) from None
+        blocks = parse_ssh_configs(text)
+        for name in vm_names:
+            if not {"hostname", "user", "port", "identityfile"} <= set(blocks.get(name, {})):
+                raise ProviderError(f"vagrant ssh-config gave no usable settings for {name} (see {self.log})")
+        return {name: blocks[name] for name in vm_names}
 
     def destroy(self, vm_name: str | None = None) -> None:
         since = self._mark()
@@ -158,11 +181,17 @@ def vagrants_own_state(state: str | None, provider: str | None) -> str:
     return LIBVIRT_STATES.get(state, state) if provider == "libvirt" else state
 
 
-def parse_ssh_config(text: str | None) -> dict[str, str]:
-    """`vagrant ssh-config VM` as lower-cased keys (the first value of each)."""
-    settings: dict[str, str] = {}
+def parse_ssh_configs(text: str | None) -> dict[str, dict[str, str]]:
+    """`vagrant ssh-config` as {VM: {lower-cased key: its first value}}, one block per Host line."""
+    blocks: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
     for line in (text or "").splitlines():
         parts = line.strip().split(None, 1)
-        if len(parts) == 2:
-            settings.setdefault(parts[0].lower(), parts[1].strip('"'))
-    return settings
+        if len(parts) != 2:
+            continue
+        key, value = parts[0].lower(), parts[1].strip('"')
+        if key == "host":
+            current = blocks.setdefault(value, {})
+        elif current is not None:
+            current.setdefault(key, value)
+    return blocks

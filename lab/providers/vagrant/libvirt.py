@@ -297,3 +297,21 @@ def remove_leftovers(domain_prefix: str, network: str, say: Say) -> None:
         say(f"removing libvirt network {network}")
         run(["virsh", "-c", SYSTEM_URI, "net-destroy", network], check=False)
         run(["virsh", "-c", SYSTEM_URI, "net-undefine", network], check=False)
+
+
+def network_connections(network_xml: str) -> int:
+    """How many running VMs use a libvirt network, from its XML (`<network connections='N'>`, absent when none)."""
+    match = re.search(r"<network\b[^>]*\bconnections=['\"](\d+)['\"]", network_xml)
+    return int(match.group(1)) if match else 0
+
+
+def remove_unused_network(network: str, say: Say) -> None:
+    """Remove a libvirt network no running VM uses (Vagrant's management network, once lab's VMs are gone)."""
+    if network_bridge(network) is None:
+        return
+    xml = run(["virsh", "-c", SYSTEM_URI, "net-dumpxml", network], check=False).stdout
+    if network_connections(xml):
+        return  # another Vagrant project's VMs still use it
+    say(f"removing libvirt network {network}")
+    run(["virsh", "-c", SYSTEM_URI, "net-destroy", network], check=False)
+    run(["virsh", "-c", SYSTEM_URI, "net-undefine", network], check=False)
