@@ -1,0 +1,159 @@
+"""A real lab on the vagrant provider: lb1 + web1 + db1 as libvirt VMs, provisioned, proved, shown, reached, destroyed.
+
+Nothing here is faked: the box is built (or reused once added), `vagrant up` boots real VMs (QEMU; plain emulation
+where KVM cannot run a guest), the lab's own recipes and checks run over the SSH Vagrant reports, and `lab destroy`
+must leave no domain, disk or network of the lab in libvirt. Emulated VMs are slow: this takes minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lab.providers.local import network
+
+NAME = "labvci"  # its own name and subnet: a developer's lab (local or vagrant) on this machine must not matter
+SYSTEM = ["virsh", "-c", "qemu:///system"]
+pytestmark = pytest.mark.integration
+
+if os.geteuid() != 0:
+    if os.environ.get("CI"):
+        raise RuntimeError("the vagrant integration test needs root in CI")
+    pytest.skip("the vagrant provider's libvirt needs root here", allow_module_level=True)
+
+
+def free_subnet() -> str:
+    # Clear of the local integration test's range (199-239), the lifecycle benchmark's (150-198),
+    # libvirt's default network (122) and vagrant-libvirt's management network (121).
+    return network.first_free_subnet(NAME, range(60, 100))
+
+
+def virsh(*args: str) -> str:
+    return subprocess.run([*SYSTEM, *args], capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+class Lab:
+    """Runs the real `lab` command line in a folder of its own, as a user would."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.subnet = free_subnet()
+        (folder / "lab.toml").write_text(f'[lab]\nname = "{NAME}"\nsubnet = "{self.subnet}"\nprovider = "vagrant"\n')
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+        self.seconds: dict[str, list[float]] = {}
+
+    def run(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "lab", *args], cwd=self.folder, env=self.env,
+                                capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        self.seconds.setdefault(args[0], []).append(round(time.monotonic() - started, 1))
+        return result
+
+    def ok(self, *args: str, timeout: float = 1800) -> str:
+        result = self.run(*args, timeout=timeout)
+        assert result.returncode == 0, f"lab {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    @property
+    def state(self) -> dict:
+        return json.loads((self.folder / ".lab" / "state.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("vagrant")
+    the_lab = Lab(folder)
+    yield the_lab
+    the_lab.run("destroy", timeout=600)  # whatever happened above, leave no VM running
+    print(f"\nvagrant integration timings (s): {json.dumps(the_lab.seconds)}")
+
+
+def test_box_is_built_or_reused(lab: Lab) -> None:
+    output = lab.ok("box", "build")
+    assert "box lab/debian12 is ready" in output
+    listed = subprocess.run(["vagrant", "box", "list", "--machine-readable"], capture_output=True, text=True,
+                            timeout=120, check=True).stdout
+    assert ",box-name,lab/debian12" in listed and ",box-provider,libvirt" in listed
+
+
+def test_up_makes_three_vms_and_provisions_them(lab: Lab) -> None:
+    output = lab.ok("up")
+    assert "0 failed" in output, output
+    resources = lab.state["resources"]
+    assert resources["vagrant_provider"] == "libvirt"
+    running = virsh("list", "--name").split()
+    assert {f"{NAME}-lb1", f"{NAME}-web1", f"{NAME}-db1"} <= set(running)
+
+
+def test_lab_test_passes_with_the_same_checks(lab: Lab) -> None:
+    junit = lab.folder / "checks.xml"
+    output = lab.ok("test", "--junit-xml", str(junit))
+    assert "all checks passed" in output
+    report = junit.read_text()
+    assert 'failures="0"' in report and 'errors="0"' in report
+    # A check of every step ran, as on the local provider (and those reading root-only files, as user vagrant).
+    for check in ("test_sshd_running_key_only[web1]", "test_pg_hba_admits_only_the_web_hosts[db1]",
+                  "test_gunicorn_enabled_and_running[web1]", "test_at_most_three_releases_kept[web1]",
+                  "test_tier_ports_open_only_to_the_tier_in_front[db1]", "test_home_page[lb1]"):
+        assert f'name="{check}"' in report, check
+
+
+def test_site_answers_through_the_balancer(lab: Lab) -> None:
+    lb = next(h for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{lb['ip']}/", timeout=30) as response:
+        assert response.status == 200
+        assert "First Bank of Lawrence" in response.read().decode()
+
+
+def test_status_shows_each_vms_state_as_vagrant_reports_it(lab: Lab) -> None:
+    rows = json.loads(lab.ok("status", "--format", "json"))
+    reported = subprocess.run(["vagrant", "status", "--machine-readable"], cwd=lab.folder / ".lab", capture_output=True,
+                              text=True, timeout=120, check=True).stdout
+    vagrants = {}
+    for line in reported.splitlines():
+        fields = line.split(",", 3)
+        if len(fields) == 4 and fields[2] == "state-human-short":
+            vagrants[fields[1]] = fields[3]
+    assert {r["name"]: r["state"] for r in rows} == vagrants == {"lb1": "running", "web1": "running", "db1": "running"}
+
+
+def test_ssh_reaches_the_vm(lab: Lab) -> None:
+    assert lab.ok("ssh", "web1", "hostname").strip() == "web1"
+
+
+def test_a_second_up_changes_nothing(lab: Lab) -> None:
+    output = lab.ok("up")
+    assert "no changes" in output, output
+
+
+def test_destroy_leaves_no_domain_volume_or_network(lab: Lab) -> None:
+    resources = lab.state["resources"]
+    lab.ok("destroy", timeout=600)
+    assert not (lab.folder / ".lab" / "state.json").exists()
+    assert not [d for d in virsh("list", "--all", "--name").split() if d.startswith(f"{NAME}-")]
+    volumes = [line.split()[0] for line in virsh("vol-list", "default").splitlines()[2:] if line.strip()]
+    assert not [v for v in volumes if v.startswith(f"{NAME}-")], volumes  # the box's base image may stay, for the next lab
+    networks = virsh("net-list", "--all", "--name").split()
+    assert resources["libvirt_network"] not in networks
+    if resources.get("management_network_existed") is False:
+        assert "vagrant-libvirt" not in networks
+    routes = subprocess.run(["ip", "-j", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    assert not [r for r in json.loads(routes) if r.get("dst") == resources["subnet"]]
+    leftovers = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if f"guest={NAME}-" in cmdline or str(lab.folder) in cmdline:
+                leftovers.append(cmdline)
+    assert not leftovers
