@@ -113,6 +113,13 @@ def test_boot_timeout_names_the_vm_that_did_not_boot():
     assert str(error).startswith("VM web1 did not boot")
 
 
+def test_boot_timeout_names_every_vm_that_did_not_boot():
+    block = ("An error occurred while executing the action on the '{}'\nmachine. Please handle this error then try again:\n\n"
+             "Timed out while waiting for the machine to boot. This means that\n")
+    text = "Any errors that occurred are shown below.\n\n" + "".join(block.format(n) for n in ("lb1", "web1", "db1"))
+    assert str(known_failure(text, Path("vagrant.log"))).startswith("VMs lb1, web1, db1 did not boot within their boot timeout")
+
+
 def test_an_unknown_failure_is_none():
     assert known_failure("Vagrant failed to initialize at a very early stage", Path("x")) is None
 

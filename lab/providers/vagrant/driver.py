@@ -45,9 +45,13 @@ def _libvirt_down(text: str, log: Path) -> LabError:
 
 
 def _boot_timeout(text: str, log: Path) -> LabError:
+    # In parallel, Vagrant reports each VM's error in a block of its own: name every VM that timed out.
+    blocks = re.split(r"An error occurred while executing the action on the '", text)[1:]
+    late = [b.split("'", 1)[0] for b in blocks if "Timed out while waiting for the machine to boot" in b]
+    who = f"VMs {', '.join(late)} did not boot within their" if len(late) > 1 else f"{_machine(text)} did not boot within its"
     return BootTimeout(
-        f"{_machine(text)} did not boot within its boot timeout (see {log}); on a busy machine, or one that "
-        "emulates its VMs, raise [vagrant] boot_timeout in lab.toml and rerun `lab up`"
+        f"{who} boot timeout (see {log}); on a busy machine, or one that emulates its VMs, "
+        "raise [vagrant] boot_timeout in lab.toml and rerun `lab up`"
     )
 
 

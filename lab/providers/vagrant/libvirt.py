@@ -52,14 +52,14 @@ def ensure_libvirt(say: Say) -> None:
     try:
         ensure_debian_packages({"vagrant": PACKAGES["vagrant"]}, say)
     except MissingDependency as error:
-        raise VagrantMissing(f"vagrant is not installed ({one_line(error)}): {VAGRANT_INSTALL_FIX}") from None
+        raise VagrantMissing(f"vagrant is not installed and lab could not install it ({one_line(error)}); {VAGRANT_INSTALL_FIX}") from None
     if not _plugin_installed():
         try:
             ensure_debian_packages({str(PLUGIN_MARKER): PLUGIN_PACKAGE}, say)
         except MissingDependency as error:
             raise VagrantProviderMissing(
-                f"the Vagrant provider libvirt is not installed ({one_line(error)}): apt-get install vagrant-libvirt, "
-                "or choose another with [vagrant] provider in lab.toml"
+                f"the Vagrant provider libvirt is not installed and lab could not install it ({one_line(error)}); "
+                "install it: apt-get install vagrant-libvirt, or choose another with [vagrant] provider in lab.toml"
             ) from None
     ensure_debian_packages({k: v for k, v in PACKAGES.items() if k != "vagrant"}, say)
     _kvm_device_for_libvirt(say)
