@@ -16,6 +16,7 @@ import pytest
 
 from lab.providers.local import network
 from lab.providers.local.paths import data_root
+from labcli import LabCli
 
 NAME = "labci"  # its own name and subnet: a developer's lab on this machine must not matter
 pytestmark = pytest.mark.integration
@@ -30,33 +31,13 @@ def free_subnet() -> str:
     return network.first_free_subnet(NAME, range(199, 240))
 
 
-class Lab:
-    """Runs the real `lab` command line in a folder of its own, as a user would."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.subnet = free_subnet()
-        (folder / "lab.toml").write_text(f'[lab]\nname = "{NAME}"\nsubnet = "{self.subnet}"\n')
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
-
-    def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "lab", *args], cwd=self.folder, env=self.env,
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-    def ok(self, *args: str, timeout: float = 900) -> str:
-        result = self.run(*args, timeout=timeout)
-        assert result.returncode == 0, f"lab {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
-        return result.stdout
-
-    @property
-    def state(self) -> dict:
-        return json.loads((self.folder / ".lab" / "state.json").read_text())
+Lab = LabCli
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("integration")
-    the_lab = Lab(folder)
+    the_lab = LabCli(folder, NAME, free_subnet())
     yield the_lab
     the_lab.run("destroy", timeout=120)  # whatever happened above, leave nothing running
 

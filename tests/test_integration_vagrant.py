@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from lab.providers.local import network
+from labcli import LabCli
 
 NAME = "labvci"  # its own name and subnet: a developer's lab (local or vagrant) on this machine must not matter
 SYSTEM = ["virsh", "-c", "qemu:///system"]
@@ -39,37 +38,13 @@ def virsh(*args: str) -> str:
     return subprocess.run([*SYSTEM, *args], capture_output=True, text=True, timeout=60, check=True).stdout
 
 
-class Lab:
-    """Runs the real `lab` command line in a folder of its own, as a user would."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.subnet = free_subnet()
-        (folder / "lab.toml").write_text(f'[lab]\nname = "{NAME}"\nsubnet = "{self.subnet}"\nprovider = "vagrant"\n')
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
-        self.seconds: dict[str, list[float]] = {}
-
-    def run(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-        started = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", "lab", *args], cwd=self.folder, env=self.env,
-                                capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        self.seconds.setdefault(args[0], []).append(round(time.monotonic() - started, 1))
-        return result
-
-    def ok(self, *args: str, timeout: float = 1800) -> str:
-        result = self.run(*args, timeout=timeout)
-        assert result.returncode == 0, f"lab {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
-        return result.stdout
-
-    @property
-    def state(self) -> dict:
-        return json.loads((self.folder / ".lab" / "state.json").read_text())
+Lab = LabCli
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("vagrant")
-    the_lab = Lab(folder)
+    the_lab = LabCli(folder, NAME, free_subnet(), provider="vagrant", timeout=1800)
     yield the_lab
     the_lab.run("destroy", timeout=600)  # whatever happened above, leave no VM running
     print(f"\nvagrant integration timings (s): {json.dumps(the_lab.seconds)}")
