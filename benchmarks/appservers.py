@@ -14,25 +14,14 @@ import json
 import os
 import platform
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
+from labrun import BenchLab
+
 from lab.matrix import run_wrk
-from lab.providers.local import network
 
 NAME = "labshootout"
 STATIC_FILE = "/static/accounts/site.css"
-
-
-def lab(folder: Path, env: dict[str, str], *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "lab", *args], cwd=folder, env=env, capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        raise SystemExit(f"lab {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
-    return result.stdout
 
 
 def summary(results: Path) -> dict:
@@ -68,10 +57,6 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root: the local provider needs it")
 
-    folder = Path(tempfile.mkdtemp(prefix="lab-shootout-"))
-    subnet = network.first_free_subnet(NAME, range(120, 150))
-    (folder / "lab.toml").write_text(f'[lab]\nname = "{NAME}"\nsubnet = "{subnet}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
     report: dict = {
         "benchmark": "app servers through nginx: Gunicorn vs Apache + mod_wsgi",
         "topology": f"lb1 + web1..{options.web} + db1",
@@ -79,17 +64,17 @@ def main() -> None:
         "settings": {"users": options.users, "duration_s": options.duration, "repeats": options.repeats},
         "scenarios": {},
     }
-    try:
-        lab(folder, env, "up", f"--web={options.web}")
+    with BenchLab(NAME, range(120, 150), keep=options.keep) as lab:
+        lab.output("up", f"--web={options.web}")
         for scenario in ("hello", "mix"):
-            output = lab(folder, env, "bench", f"--web={options.web}", "--server=gunicorn,mod_wsgi", "--scenario", scenario,
-                         "--reference-wrk", "--users", str(options.users), "--duration", str(options.duration),
-                         "--repeats", str(options.repeats))
+            output = lab.output("bench", f"--web={options.web}", "--server=gunicorn,mod_wsgi", "--scenario", scenario,
+                                "--reference-wrk", "--users", str(options.users), "--duration", str(options.duration),
+                                "--repeats", str(options.repeats))
             found = re.search(r"report: (\S+)/report\.html", output)
             if not found:
                 raise SystemExit(f"lab bench printed no report path:\n{output[-2000:]}")
             report["scenarios"][scenario] = summary(Path(found.group(1)))
-        lb = next(h for h in json.loads(lab(folder, env, "status", "--format", "json")) if h["tier"] == "lb")
+        lb = next(h for h in json.loads(lab.output("status", "--format", "json")) if h["tier"] == "lb")
         static_rps = run_wrk(f"http://{lb['ip']}{STATIC_FILE}", options.users, options.duration)
         hello = report["scenarios"]["hello"]
         report["nginx_static_file_wrk_rps"] = static_rps
@@ -97,10 +82,6 @@ def main() -> None:
             server: round(static_rps / hello[server]["wrk_rps"], 1) for server in ("gunicorn", "mod_wsgi")
             if hello.get(server, {}).get("wrk_rps")
         }
-    finally:
-        if not options.keep:
-            subprocess.run([sys.executable, "-m", "lab", "destroy"], cwd=folder, env=env, capture_output=True)
-            shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(report, indent=2))
 
 

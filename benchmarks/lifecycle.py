@@ -10,31 +10,14 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from lab.providers.local import network
+from labrun import BenchLab
 
 NAME = "labbench"
-
-
-def free_subnet() -> str:
-    return network.first_free_subnet(NAME, range(150, 199))
-
-
-def timed(folder: Path, env: dict[str, str], *args: str) -> tuple[float, str]:
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "lab", *args], cwd=folder, env=env, capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"lab {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
-    return seconds, result.stdout
 
 
 def changes_in(output: str) -> int:
@@ -53,26 +36,22 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("run as root: the local provider needs it")
 
-    folder = Path(tempfile.mkdtemp(prefix="lab-bench-"))
     cache = Path(tempfile.mkdtemp(prefix="lab-bench-cache-", dir="/var/tmp"))
-    (folder / "lab.toml").write_text(f'[lab]\nname = "{NAME}"\nsubnet = "{free_subnet()}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
-    env["LAB_CACHE_DIR"] = str(cache)  # empty: the first up builds the rootfs and downloads every package
+    # An empty cache folder: the first up builds the rootfs and downloads every package.
     up = ("up", f"--web={options.web}")
     runs: dict[str, list[float]] = {"cold_up": [], "warm_up": [], "converged_up": [], "test": [], "destroy": []}
     converged_changes: list[int] = []
     try:
-        runs["cold_up"].append(timed(folder, env, *up)[0])
-        for _ in range(options.repeats):
-            seconds, output = timed(folder, env, *up)
-            runs["converged_up"].append(seconds)
-            converged_changes.append(changes_in(output))
-            runs["test"].append(timed(folder, env, "test")[0])
-            runs["destroy"].append(timed(folder, env, "destroy")[0])
-            runs["warm_up"].append(timed(folder, env, *up)[0])
+        with BenchLab(NAME, range(150, 199), extra_env={"LAB_CACHE_DIR": str(cache)}) as lab:
+            runs["cold_up"].append(lab.timed(*up)[0])
+            for _ in range(options.repeats):
+                seconds, output = lab.timed(*up)
+                runs["converged_up"].append(seconds)
+                converged_changes.append(changes_in(output))
+                runs["test"].append(lab.timed("test")[0])
+                runs["destroy"].append(lab.timed("destroy")[0])
+                runs["warm_up"].append(lab.timed(*up)[0])
     finally:
-        subprocess.run([sys.executable, "-m", "lab", "destroy"], cwd=folder, env=env, capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
         if not options.keep_cold_cache:
             subprocess.run(["rm", "-rf", "--one-file-system", str(cache)])
     report = {

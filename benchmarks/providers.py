@@ -15,28 +15,14 @@ import json
 import os
 import platform
 import re
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from lab.providers.local import network
+from labrun import BenchLab
 
 NAMES = {"local": "labpbl", "vagrant": "labpbv"}
 THIRDS = {"local": range(100, 120), "vagrant": range(120, 150)}
-
-
-def timed(folder: Path, env: dict[str, str], *args: str, timeout: float = 3600) -> tuple[float, str]:
-    started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "lab", *args], cwd=folder, env=env, capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=timeout)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"lab {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
-    return seconds, result.stdout
 
 
 def provisioning_seconds(output: str) -> float:
@@ -46,24 +32,16 @@ def provisioning_seconds(output: str) -> float:
 
 
 def one_lab(provider: str, repeats: int) -> dict[str, object]:
-    name = NAMES[provider]
-    folder = Path(tempfile.mkdtemp(prefix=f"lab-providers-{provider}-"))
-    subnet = network.first_free_subnet(name, THIRDS[provider])
-    (folder / "lab.toml").write_text(f'[lab]\nname = "{name}"\nsubnet = "{subnet}"\nprovider = "{provider}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
     runs: dict[str, list[float]] = {"up": [], "make_hosts": [], "provision": [], "converged_up": [], "test": [], "destroy": []}
-    try:
+    with BenchLab(NAMES[provider], THIRDS[provider], provider=provider) as lab:
         for _ in range(repeats):
-            seconds, output = timed(folder, env, "up")
+            seconds, output = lab.timed("up")
             runs["up"].append(seconds)
             runs["provision"].append(provisioning_seconds(output))
             runs["make_hosts"].append(seconds - runs["provision"][-1])
-            runs["converged_up"].append(timed(folder, env, "up")[0])
-            runs["test"].append(timed(folder, env, "test")[0])
-            runs["destroy"].append(timed(folder, env, "destroy")[0])
-    finally:
-        subprocess.run([sys.executable, "-m", "lab", "destroy"], cwd=folder, env=env, capture_output=True, timeout=900)
-        shutil.rmtree(folder, ignore_errors=True)
+            runs["converged_up"].append(lab.timed("up")[0])
+            runs["test"].append(lab.timed("test")[0])
+            runs["destroy"].append(lab.timed("destroy")[0])
     return {
         "seconds": {k: [round(v, 1) for v in values] for k, values in runs.items()},
         "median_seconds": {k: round(statistics.median(values), 1) for k, values in runs.items()},

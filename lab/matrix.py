@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 
 from lab.bench import BenchResult, BenchSettings, run_locust
 from lab.errors import BenchError, LabError
+from lab.system import gist
 
 Say = Callable[[str], None]
 NOISE = 0.10  # run-to-run spread measured on this kind of machine: differences below it mean little
@@ -251,7 +252,7 @@ def run_wrk(url: str, connections: int, duration_s: int) -> float:
         raise BenchError(f"wrk did not finish within {duration_s + 30} s") from None
     found = re.search(r"Requests/sec:\s+([0-9.]+)", result.stdout)
     if result.returncode != 0 or not found:
-        raise BenchError(f"wrk failed: {(result.stderr or result.stdout).strip().splitlines()[-1:] or result.returncode}")
+        raise BenchError(f"wrk failed (exit {result.returncode}): {gist(result.stderr + result.stdout)}")
     return float(found.group(1))
 
 

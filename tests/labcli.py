@@ -1,4 +1,4 @@
-"""The `lab` command line run as a user would, in a folder of its own: shared by the integration tests."""
+"""The `lab` command line as tests drive it: in a child process in a folder of its own, or in process through main()."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from lab.cli import main
 
 
 class LabCli:
@@ -37,3 +39,22 @@ class LabCli:
     @property
     def state(self) -> dict:
         return json.loads((self.folder / ".lab" / "state.json").read_text())
+
+
+def run_main(args: list[str], capfd) -> tuple[int, str, str]:
+    """main()'s exit code (0 when it returns), stdout and stderr; never a traceback."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("lab: error: ")
+    return lines[0]

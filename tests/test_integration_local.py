@@ -31,9 +31,6 @@ def free_subnet() -> str:
     return network.first_free_subnet(NAME, range(199, 240))
 
 
-Lab = LabCli
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("integration")
@@ -42,7 +39,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     the_lab.run("destroy", timeout=120)  # whatever happened above, leave nothing running
 
 
-def test_ctrl_c_during_up_then_up_converges(lab: Lab) -> None:
+def test_ctrl_c_during_up_then_up_converges(lab: LabCli) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "lab", "up", "--web=2"], cwd=lab.folder, env=lab.env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -68,19 +65,19 @@ def test_ctrl_c_during_up_then_up_converges(lab: Lab) -> None:
     assert "0 failed" in output
 
 
-def test_second_up_changes_nothing(lab: Lab) -> None:
+def test_second_up_changes_nothing(lab: LabCli) -> None:
     output = lab.ok("up", "--web=2")
     assert "no changes" in output
 
 
-def test_lab_test_passes_and_writes_junit(lab: Lab) -> None:
+def test_lab_test_passes_and_writes_junit(lab: LabCli) -> None:
     junit = lab.folder / "checks.xml"
     output = lab.ok("test", "--junit-xml", str(junit))
     assert "all checks passed" in output
     assert 'failures="0"' in junit.read_text()
 
 
-def test_site_answers_through_the_balancer(lab: Lab) -> None:
+def test_site_answers_through_the_balancer(lab: LabCli) -> None:
     lb = next(h for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://{lb['ip']}/", timeout=10) as response:
@@ -88,13 +85,13 @@ def test_site_answers_through_the_balancer(lab: Lab) -> None:
         assert "First Bank of Lawrence" in response.read().decode()
 
 
-def test_status_and_ssh(lab: Lab) -> None:
+def test_status_and_ssh(lab: LabCli) -> None:
     rows = json.loads(lab.ok("status", "--format", "json"))
     assert {r["name"]: r["state"] for r in rows} == {"lb1": "running", "web1": "running", "web2": "running", "db1": "running"}
     assert lab.ok("ssh", "web1", "hostname").strip() == "web1"
 
 
-def test_a_failing_check_is_named(lab: Lab) -> None:
+def test_a_failing_check_is_named(lab: LabCli) -> None:
     lab.ok("ssh", "web2", "systemctl", "stop", "gunicorn")
     result = lab.run("test", "--tier", "web")
     assert result.returncode == 12
@@ -104,11 +101,11 @@ def test_a_failing_check_is_named(lab: Lab) -> None:
     lab.ok("up", "--web=2")  # converges back
 
 
-def latest_run(lab: Lab) -> Path:
+def latest_run(lab: LabCli) -> Path:
     return sorted((lab.folder / ".lab" / "results").iterdir())[-1]
 
 
-def test_bench_through_the_balancer(lab: Lab) -> None:
+def test_bench_through_the_balancer(lab: LabCli) -> None:
     output = lab.ok("bench", "--web=2", "--duration", "10", "--users", "10", timeout=300)
     assert "gunicorn web×2" in output
     run = latest_run(lab)
@@ -121,7 +118,7 @@ def test_bench_through_the_balancer(lab: Lab) -> None:
     assert list(run.glob("*/run1/*.csv"))
 
 
-def test_bench_compares_both_app_servers_in_one_run(lab: Lab) -> None:
+def test_bench_compares_both_app_servers_in_one_run(lab: LabCli) -> None:
     output = lab.ok("bench", "--server=gunicorn,mod_wsgi", "--scenario", "hello", "--reference-wrk", "--users", "10",
                     "--duration", "5", "--warmup", "2", "--repeats", "2", timeout=600)
     assert "switching the lab to mod_wsgi web×2" in output
@@ -134,7 +131,7 @@ def test_bench_compares_both_app_servers_in_one_run(lab: Lab) -> None:
     assert "mod_wsgi web×2" in compared and "+0.0%" in compared
 
 
-def test_bench_marks_the_cell_when_the_balancer_dies_mid_run(lab: Lab) -> None:
+def test_bench_marks_the_cell_when_the_balancer_dies_mid_run(lab: LabCli) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "lab", "bench", "--users", "5", "--duration", "4", "--warmup", "0", "--repeats", "3"],
         cwd=lab.folder, env=lab.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
@@ -154,7 +151,7 @@ def test_bench_marks_the_cell_when_the_balancer_dies_mid_run(lab: Lab) -> None:
     lab.ok("test", "--tier", "lb")
 
 
-def test_a_clashing_subnet_is_refused_and_makes_nothing(lab: Lab, tmp_path: Path) -> None:
+def test_a_clashing_subnet_is_refused_and_makes_nothing(lab: LabCli, tmp_path: Path) -> None:
     env = dict(lab.env, LAB_NAME="labclash", LAB_SUBNET=lab.subnet)  # the running lab's own subnet
     result = subprocess.run([sys.executable, "-m", "lab", "up"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 5, result.stderr
@@ -163,7 +160,7 @@ def test_a_clashing_subnet_is_refused_and_makes_nothing(lab: Lab, tmp_path: Path
     assert not (data_root() / "labclash").exists()
 
 
-def test_destroy_leaves_nothing_behind(lab: Lab) -> None:
+def test_destroy_leaves_nothing_behind(lab: LabCli) -> None:
     resources = lab.state["resources"]
     lab.ok("destroy", timeout=120)
     assert not (lab.folder / ".lab" / "state.json").exists()

@@ -38,9 +38,6 @@ def virsh(*args: str) -> str:
     return subprocess.run([*SYSTEM, *args], capture_output=True, text=True, timeout=60, check=True).stdout
 
 
-Lab = LabCli
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("vagrant")
@@ -50,7 +47,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     print(f"\nvagrant integration timings (s): {json.dumps(the_lab.seconds)}")
 
 
-def test_box_is_built_or_reused(lab: Lab) -> None:
+def test_box_is_built_or_reused(lab: LabCli) -> None:
     output = lab.ok("box", "build")
     assert "box lab/debian12 is ready" in output
     listed = subprocess.run(["vagrant", "box", "list", "--machine-readable"], capture_output=True, text=True,
@@ -58,7 +55,7 @@ def test_box_is_built_or_reused(lab: Lab) -> None:
     assert ",box-name,lab/debian12" in listed and ",box-provider,libvirt" in listed
 
 
-def test_up_makes_three_vms_and_provisions_them(lab: Lab) -> None:
+def test_up_makes_three_vms_and_provisions_them(lab: LabCli) -> None:
     output = lab.ok("up")
     assert "0 failed" in output, output
     resources = lab.state["resources"]
@@ -67,7 +64,7 @@ def test_up_makes_three_vms_and_provisions_them(lab: Lab) -> None:
     assert {f"{NAME}-lb1", f"{NAME}-web1", f"{NAME}-db1"} <= set(running)
 
 
-def test_lab_test_passes_with_the_same_checks(lab: Lab) -> None:
+def test_lab_test_passes_with_the_same_checks(lab: LabCli) -> None:
     junit = lab.folder / "checks.xml"
     output = lab.ok("test", "--junit-xml", str(junit))
     assert "all checks passed" in output
@@ -80,7 +77,7 @@ def test_lab_test_passes_with_the_same_checks(lab: Lab) -> None:
         assert f'name="{check}"' in report, check
 
 
-def test_site_answers_through_the_balancer(lab: Lab) -> None:
+def test_site_answers_through_the_balancer(lab: LabCli) -> None:
     lb = next(h for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://{lb['ip']}/", timeout=30) as response:
@@ -88,7 +85,7 @@ def test_site_answers_through_the_balancer(lab: Lab) -> None:
         assert "First Bank of Lawrence" in response.read().decode()
 
 
-def test_status_shows_each_vms_state_as_vagrant_reports_it(lab: Lab) -> None:
+def test_status_shows_each_vms_state_as_vagrant_reports_it(lab: LabCli) -> None:
     rows = json.loads(lab.ok("status", "--format", "json"))
     reported = subprocess.run(["vagrant", "status", "--machine-readable"], cwd=lab.folder / ".lab", capture_output=True,
                               text=True, timeout=120, check=True).stdout
@@ -100,16 +97,16 @@ def test_status_shows_each_vms_state_as_vagrant_reports_it(lab: Lab) -> None:
     assert {r["name"]: r["state"] for r in rows} == vagrants == {"lb1": "running", "web1": "running", "db1": "running"}
 
 
-def test_ssh_reaches_the_vm(lab: Lab) -> None:
+def test_ssh_reaches_the_vm(lab: LabCli) -> None:
     assert lab.ok("ssh", "web1", "hostname").strip() == "web1"
 
 
-def test_a_second_up_changes_nothing(lab: Lab) -> None:
+def test_a_second_up_changes_nothing(lab: LabCli) -> None:
     output = lab.ok("up")
     assert "no changes" in output, output
 
 
-def test_destroy_leaves_no_domain_volume_or_network(lab: Lab) -> None:
+def test_destroy_leaves_no_domain_volume_or_network(lab: LabCli) -> None:
     resources = lab.state["resources"]
     lab.ok("destroy", timeout=600)
     assert not (lab.folder / ".lab" / "state.json").exists()

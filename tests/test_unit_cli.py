@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from lab import cli as cli_module
 from lab.cli import cli, main
 from lab.errors import NotUp
+from labcli import one_error_line, run_main
 
 VERBS = {"up", "status", "test", "bench", "ssh", "destroy"}
 
@@ -61,25 +62,6 @@ def no_lab(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LAB_DIR", str(tmp_path / ".lab"))
     return tmp_path
-
-
-def run_main(args: list[str], capfd) -> tuple[int, str, str]:
-    """main()'s exit code (0 when it returns), stdout and stderr; never a traceback."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    out, err = capfd.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("lab: error: ")
-    return lines[0]
 
 
 def test_unknown_verb_is_a_usage_error(no_lab, capfd):

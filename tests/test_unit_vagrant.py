@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli import main
 from lab.errors import (BootTimeout, BoxMissing, LibvirtDown, MissingDependency, VagrantMissing, VagrantProviderMissing,
                         exit_code_for)
 from lab.providers import get_provider
@@ -23,6 +22,7 @@ from lab.state import LabDir
 from lab.topology import resolve
 
 import lab.providers.vagrant as vagrant_provider
+from labcli import one_error_line, run_main
 
 # What Vagrant 2.3.4 and vagrant-libvirt 0.11.2 print (their locale files, filled in as they fill them in).
 BOX_NOT_FOUND = """\
@@ -202,22 +202,8 @@ def machine(monkeypatch):
     return calls
 
 
-def run_main(args, capfd):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else 1
-    out, err = capfd.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
 
 
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("lab: error: ")
-    return lines[0]
 
 
 def test_box_missing_from_vagrant_up(project, fake_vagrant, machine, capfd):
@@ -295,7 +281,8 @@ def test_libvirtd_not_running_when_up_starts_it_and_it_stays_down(monkeypatch):
     assert "virtlogd" in started and "libvirtd" in started
 
 
-def test_libvirtd_not_running_for_status(project, fake_vagrant, monkeypatch, capfd):
+def a_vagrant_lab_that_is_up(project: Path) -> None:
+    """.lab/ as `lab up --provider=vagrant` leaves it (libvirt), without any VM behind it."""
     labdir = LabDir(project / ".lab")
     topology = resolve({"lab": {"name": "unit", "subnet": "192.168.57.0/24", "provider": "vagrant"}}, {})
     state = labdir.new_state(topology)
@@ -304,6 +291,10 @@ def test_libvirtd_not_running_for_status(project, fake_vagrant, monkeypatch, cap
     labdir.ensure()
     labdir.write(state)
     (labdir.path / "Vagrantfile").write_text("# rendered\n")
+
+
+def test_libvirtd_not_running_for_status(project, fake_vagrant, monkeypatch, capfd):
+    a_vagrant_lab_that_is_up(project)
     monkeypatch.setattr(libvirt, "_libvirt_answers", lambda: False)
     code, _, err = run_main(["status"], capfd)
     assert code == 18
@@ -311,14 +302,7 @@ def test_libvirtd_not_running_for_status(project, fake_vagrant, monkeypatch, cap
 
 
 def test_status_shows_vagrants_own_states(project, fake_vagrant, monkeypatch, capfd):
-    labdir = LabDir(project / ".lab")
-    topology = resolve({"lab": {"name": "unit", "subnet": "192.168.57.0/24", "provider": "vagrant"}}, {})
-    state = labdir.new_state(topology)
-    state["status"] = "up"
-    state["resources"] = {"vagrant_provider": "libvirt"}
-    labdir.ensure()
-    labdir.write(state)
-    (labdir.path / "Vagrantfile").write_text("# rendered\n")
+    a_vagrant_lab_that_is_up(project)
     (fake_vagrant / "status.txt").write_text(STATUS)
     monkeypatch.setattr(libvirt, "_libvirt_answers", lambda: True)
     code, out, _ = run_main(["status", "--format", "json"], capfd)
