@@ -18,7 +18,8 @@ from lab.providers.local import network
 from lab.providers.local.paths import data_root
 from labcli import LabCli
 
-NAME = "labci"  # its own name and subnet: a developer's lab on this machine must not matter
+NAME = os.environ.get("TEST_LAB_NAME", "labci")  # its own name and subnet: a developer's lab on this machine must not matter
+# TEST_LAB_NAME: two runs of this test can share one machine (each gets its own lab name and so its own subnet).
 pytestmark = pytest.mark.integration
 
 if os.geteuid() != 0:

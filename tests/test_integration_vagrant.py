@@ -18,7 +18,8 @@ import pytest
 from lab.providers.local import network
 from labcli import LabCli
 
-NAME = "labvci"  # its own name and subnet: a developer's lab (local or vagrant) on this machine must not matter
+NAME = os.environ.get("TEST_LAB_NAME", "labvci")  # its own name and subnet: a developer's lab (local or vagrant) on this machine must not matter
+# TEST_LAB_NAME: two runs of this test can share one machine (each gets its own lab name and so its own subnet).
 SYSTEM = ["virsh", "-c", "qemu:///system"]
 pytestmark = pytest.mark.integration
 
