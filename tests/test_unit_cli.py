@@ -227,12 +227,15 @@ def test_local_provider_without_root_is_refused_before_anything_is_made(tmp_path
 
 
 @pytest.mark.parametrize(("args", "code", "needles"), [
-    (["bench", "--server=nginx"], 2, ("nginx", "gunicorn", "mod_wsgi")),
+    (["bench", "--server=nginx"], 3, ("--server", "nginx", "gunicorn", "mod_wsgi")),  # as `lab up --app-server`
     (["bench", "--server=,"], 2, ("--server",)),
+    (["bench", "--server=gunicorn,"], 2, ("--server", "empty item")),
+    (["bench", "--web=1,,2"], 2, ("--web", "empty item")),
     (["bench", "--web=0"], 3, ("--web", "1 to 9")),
     (["bench", "--web=1,x"], 2, ("--web", "x")),
     (["bench", "--duration=0"], 2, ("--duration", "1 to 900")),
-    (["bench", "--workers=0"], 2, ("--workers",)),
+    (["bench", "--workers=0"], 3, ("--workers", "1 to 16")),  # as lab.toml's [appserver] workers
+    (["bench", "--threads=99"], 3, ("--threads", "1 to 32")),
 ])
 def test_bench_bad_input_is_refused_before_touching_a_lab(no_lab, capfd, args, code, needles):
     result, _, err = run_main(args, capfd)
