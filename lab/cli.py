@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lab import lifecycle
@@ -163,7 +164,7 @@ def test(tiers: list[str] | None, junit_xml: Path | None, step: int | None, verb
     def skipped(checks: list[SkippedCheck]) -> None:
         if verbose:
             for check in checks:
-                console.print(f"  [magenta]skipped[/] {check.check}: {check.reason}", markup=True)
+                console.print(f"  [magenta]skipped[/] {escape(check.check)}: {escape(check.reason)}")
         say(f"{len(checks)} check(s) skipped: they do not apply to this lab"
             + ("" if verbose else " (`lab test -v` names them and says why)"))
 
