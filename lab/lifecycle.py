@@ -78,16 +78,16 @@ class UpPlan:
     choices: dict[str, Any]  # written to the state file: applied again by the next `lab up`
     kept: dict[str, Any]  # remembered choices that this run applies though no flag repeated them
     inferred: bool  # kept was read off a lab made before lab remembered choices
-    defaults: Topology  # what lab.toml, LAB_* and the built-in defaults give alone
+    defaults: Topology | None  # what lab.toml, LAB_* and the built-in defaults give alone (None: not a valid lab)
 
     def keeping(self) -> str:
         """One line saying what is kept, why, and how to change it."""
         what = " and ".join(_choice_words(key, value) for key, value in self.kept.items())
         flags = " ".join(choice_flag(key, value) for key, value in self.kept.items())
         why = "as the lab was made" if self.inferred else f"from your earlier `lab up {flags}`"
-        theirs = Overrides.describing(self.defaults).choices()
+        theirs = Overrides.describing(self.defaults).choices() if self.defaults else {}
         back = " ".join(choice_flag(key, theirs[key]) for key in self.kept if key in theirs)
-        return f"keeping {what} {why}; `{back or '--forget'}` or `--forget` goes back to what lab.toml/LAB_* say"
+        return f"keeping {what} {why}; {f'`{back}` or ' if back else ''}`--forget` goes back to what lab.toml/LAB_* say"
 
 
 def _choice_words(key: str, value: Any) -> str:
@@ -109,10 +109,13 @@ def plan_up(project: Project, flags: Overrides, state: dict[str, Any] | None, fo
     def resolved(choices: dict[str, Any]) -> Topology:
         return resolve(file_data, os.environ, Overrides.from_choices(choices))
 
-    defaults = resolved({})
+    def resolves(choices: dict[str, Any]) -> Topology | None:
+        try:
+            return resolved(choices)
+        except TopologyError:  # e.g. lab.toml's [hosts.web3] needs the remembered --web=3 to be a valid lab
+            return None
+
     given = flags.choices()
-    for key, value in given.items():
-        resolved({key: value})  # each flag checked on its own first, so the error names the flag given
     inferred = False
     earlier: dict[str, Any] = {}
     if state is not None and not forget:
@@ -120,9 +123,18 @@ def plan_up(project: Project, flags: Overrides, state: dict[str, Any] | None, fo
         if earlier is None:  # a lab made before lab remembered choices: keep it as its topology records it
             earlier, inferred = Overrides.describing(Topology.from_dict(state["topology"])).choices(), True
     wanted = {**earlier, **given}
-    choices = {key: value for key, value in wanted.items() if resolved({key: value}) != defaults}
+    try:
+        topology = resolved(wanted)
+    except TopologyError as error:
+        if not set(earlier) - set(given) or resolves(given) is None:
+            raise  # this command's own flags (or lab.toml, LAB_*) are wrong: the error names the flag or key
+        raise TopologyError(f"{one_line(error)} (a choice remembered in {project.labdir.state_file}; "
+                            "`lab up --forget` drops it)") from None
+    # A choice is remembered only if the lab would differ without it: one equal to lab.toml/LAB_* lets them govern.
+    choices = {key: value for key, value in wanted.items()
+               if resolves({k: v for k, v in wanted.items() if k != key}) != topology}
     kept = {key: value for key, value in choices.items() if key not in given}
-    return UpPlan(resolved(choices), choices, kept, inferred and bool(kept), defaults)
+    return UpPlan(topology, choices, kept, inferred and bool(kept), resolves({}))
 
 
 def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[RecipeResult], None],

@@ -152,6 +152,27 @@ def test_a_lab_made_before_choices_were_remembered_is_kept_as_it_was_made(projec
     assert plan.keeping().startswith("keeping web×2 and mod_wsgi as the lab was made; `--web=1 --app-server=gunicorn`")
 
 
+def test_lab_toml_that_needs_a_remembered_choice_still_resolves(project):
+    (project.root / "lab.toml").write_text('[hosts.web3]\nmemory = 1024\n')  # only valid with three web hosts
+    plan = plan_up(project, Overrides(web=3), None)
+    assert plan.choices == {"web": 3} and plan.defaults is None
+    state = write_state(project, plan.topology, plan.choices)
+    plan = plan_up(project, Overrides(app_server="mod_wsgi"), state)
+    assert webs(plan.topology) == ["web1", "web2", "web3"] and plan.topology.host("web3").memory_mb == 1024
+    assert plan.choices == {"web": 3, "app_server": "mod_wsgi"} and plan.kept == {"web": 3}
+    assert plan.keeping() == ("keeping web×3 from your earlier `lab up --web=3`; `--forget` goes back to what "
+                              "lab.toml/LAB_* say")
+
+
+def test_a_bad_remembered_choice_names_the_state_file_and_the_way_out(project):
+    state = write_state(project, linux(), {"web": 0})  # edited by hand
+    with pytest.raises(TopologyError, match="--web") as caught:
+        plan_up(project, Overrides(app_server="mod_wsgi"), state)
+    assert str(project.labdir.state_file) in str(caught.value) and "--forget" in str(caught.value)
+    assert plan_up(project, Overrides(), state, forget=True).choices == {}
+    assert plan_up(project, Overrides(web=2), state).choices == {"web": 2}  # a flag replaces it
+
+
 @pytest.mark.parametrize("remembered", [None, {"web": 2}])
 def test_a_bad_flag_is_refused_with_its_name_whatever_is_remembered(project, remembered):
     state = write_state(project, linux(Overrides(web=2)), remembered)
