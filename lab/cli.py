@@ -16,7 +16,7 @@ from rich.table import Table
 
 from lab import lifecycle
 from lab.errors import LabError, UsageError, exit_code_for, one_line
-from lab.recipes import RecipeResult, discover_steps
+from lab.recipes import RecipeResult
 from lab.report import comparison_table, matrix_table
 from lab.topology import TIERS, Overrides
 from lab.verify import SkippedCheck
@@ -51,9 +51,8 @@ def web_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def step_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    steps = ", ".join(f"{step.number} {step.folder.name.split('_', 1)[1]}" for step in discover_steps())
     return click.option("--step", type=int, default=None, metavar="K",
-                        help=f"Only the workshop's steps up to K ({steps}).")(func)
+                        help=f"Only the workshop's steps up to K ({lifecycle.step_names()}).")(func)
 
 
 def _note_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:

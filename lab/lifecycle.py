@@ -19,7 +19,7 @@ from lab.providers.base import HostFacts
 from lab.recipes import ConvergeReport, RecipeResult
 from lab.remote import RemoteHost, render_known_hosts, render_ssh_config
 from lab.report_html import render as render_report
-from lab.services import probe as probe_services, services_of
+from lab.services import DOWN, UNKNOWN, probe as probe_services, services_of
 from lab.state import LabDir, write_private
 from lab.system import ensure_debian_packages
 from lab.topology import (APP_SERVERS, APPSERVER_THREADS, APPSERVER_WORKERS, DEFAULT_THREADS, AppServerSettings,
@@ -60,14 +60,15 @@ class HostStatus:
     services: dict[str, str]  # the tier's main units: "up", "down" or "unknown" (the host did not answer)
 
 
+def step_names() -> str:
+    """The workshop's steps as found in provision/stepN_name/: "1 bootstrap, 2 database, ..."."""
+    return ", ".join(f"{step.number} {step.folder.name.split('_', 1)[1]}" for step in recipes_module.discover_steps())
+
+
 def check_step(max_step: int | None) -> None:
     """`--step K` names one of the workshop's steps (the provision/stepN_* folders), or is not given."""
-    if max_step is None:
-        return
-    steps = recipes_module.discover_steps()
-    if max_step not in [step.number for step in steps]:
-        names = ", ".join(f"{step.number} {step.folder.name.split('_', 1)[1]}" for step in steps)
-        raise UsageError(f"--step must be one of the workshop's steps: {names} (got {max_step})")
+    if max_step is not None and max_step not in [step.number for step in recipes_module.discover_steps()]:
+        raise UsageError(f"--step must be one of the workshop's steps: {step_names()} (got {max_step})")
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def status(project: Project, services: bool = True) -> list[HostStatus]:
     for h in topology.hosts:
         units = services_of(topology, h.tier) if services else ()
         # A host that is not running runs nothing; a running one that was not asked (no ssh_config yet) is unknown.
-        found = probed.get(h.name) or {unit: "unknown" if h.name in running else "down" for unit in units}
+        found = probed.get(h.name) or {unit: UNKNOWN if h.name in running else DOWN for unit in units}
         rows.append(HostStatus(h.name, h.tier, h.ip, states.get(h.name, "unknown"), found))
     return rows
 
