@@ -61,6 +61,15 @@ def test_status_says_a_stopped_service_is_down_and_up_heals_it(lab: LabCli) -> N
     assert services(lab) == ALL_UP
 
 
+def test_lab_test_counts_the_skipped_checks_and_v_names_them(lab: LabCli) -> None:
+    plain = lab.ok("test", "--tier", "web")
+    assert re.search(r"lab: \d+ check\(s\) skipped: they do not apply to this lab \(`lab test -v` names them", plain)
+    verbose = lab.ok("test", "--tier", "web", "-v")
+    for web in ("web1", "web2"):
+        assert f"skipped step3_appserver/test_web.py::test_apache_enabled_and_running[{web}]: this lab runs gunicorn" \
+            in verbose
+
+
 def test_creds_sign_in_to_the_site(lab: LabCli) -> None:
     values = dict(line.split(":", 1) for line in lab.ok("creds").splitlines())
     values = {key: value.strip() for key, value in values.items()}
