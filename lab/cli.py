@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lab import lifecycle
@@ -18,6 +19,7 @@ from lab.errors import LabError, UsageError, exit_code_for, one_line
 from lab.recipes import RecipeResult
 from lab.report import comparison_table, matrix_table
 from lab.topology import TIERS, Overrides
+from lab.verify import SkippedCheck
 
 # Wide enough for the bench tables when output goes to a file or CI log (rich assumes 80 columns there).
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 150)
@@ -49,19 +51,27 @@ def web_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def step_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--step", type=int, default=None, metavar="K",
-        help="Only the workshop's steps 1..K (1 bootstrap, 2 database, 3 app servers, 4 deploy, 5 balancer).",
-    )(func)
+    return click.option("--step", type=int, default=None, metavar="K",
+                        help=f"Only the workshop's steps up to K ({lifecycle.step_names()}).")(func)
+
+
+def _note_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """--debug wherever it is given: main() reads the choice from the context object it passed in."""
+    if value:
+        ctx.ensure_object(dict)["debug"] = True
+
+
+def debug_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--debug", is_flag=True, expose_value=False, callback=_note_debug,
+                        help="Show tracebacks instead of one-line errors.")(func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, envvar="LAB_DEBUG", help="Show tracebacks instead of one-line errors.")
+@click.option("--debug", is_flag=True, envvar="LAB_DEBUG", expose_value=False, callback=_note_debug,
+              help="Show tracebacks instead of one-line errors (also LAB_DEBUG=1; every verb takes it too).")
 @click.version_option(package_name="lab", prog_name="lab")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli() -> None:
     """Build the Django Deployment Workshop's production stack on this machine, provision it, prove it, load-test it."""
-    ctx.obj = {"debug": debug}
 
 
 @cli.command()
@@ -69,37 +79,95 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--provider", default=None, metavar="NAME", help="local (systemd-nspawn, default on Linux) or vagrant.")
 @click.option("--app-server", default=None, metavar="NAME",
               help="What serves the site on the web hosts: gunicorn (default) or mod_wsgi (Apache); switches in place.")
+@click.option("--forget", is_flag=True,
+              help="Drop the choices remembered from earlier flags: lab.toml and LAB_* decide again.")
 @step_option
 @click.option("-v", "--verbose", is_flag=True, help="List unchanged recipes too.")
-def up(web: int | None, provider: str | None, app_server: str | None, step: int | None, verbose: bool) -> None:
-    """Create or start the lab's hosts and converge every recipe (safe to run again)."""
+@debug_option
+def up(web: int | None, provider: str | None, app_server: str | None, forget: bool, step: int | None,
+       verbose: bool) -> None:
+    """Create or start the lab's hosts and converge every recipe (safe to run again).
+
+    Flags are remembered: after `lab up --web=2`, a plain `lab up` keeps web1 and web2 (and says so) until another
+    flag changes it or `--forget` hands the choice back to lab.toml and LAB_*.
+    """
     report = lifecycle.up(project(), Overrides(web=web, provider=provider, app_server=app_server), say,
-                          functools.partial(show_result, verbose=verbose), max_step=step)
+                          functools.partial(show_result, verbose=verbose), max_step=step, forget=forget)
     say(report.summary())
+
+
+def _services_cell(services: dict[str, str]) -> str:
+    colours = {"up": "green", "down": "red"}
+    return ", ".join(f"{unit} [{colours.get(state, 'yellow')}]{state}[/]" for unit, state in services.items())
 
 
 @cli.command()
 @click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", help="Output format.")
+@debug_option
 def status(output: str) -> None:
-    """Show each host: tier, IP and state."""
-    rows = lifecycle.status(project())
+    """Show each host: tier, IP, state and whether its main services are up; then the site's URL."""
+    here = project()
+    rows = lifecycle.status(here)
     if output == "json":
         click.echo(json.dumps([row.__dict__ for row in rows], indent=2))
         return
-    table = Table("host", "tier", "ip", "state")
+    table = Table("host", "tier", "ip", "state", "services")
     for row in rows:
-        table.add_row(row.name, row.tier, row.ip, f"[{'green' if row.state == 'running' else 'red'}]{row.state}[/]")
+        table.add_row(row.name, row.tier, row.ip, f"[{'green' if row.state == 'running' else 'red'}]{row.state}[/]",
+                      _services_cell(row.services))
     console.print(table)
+    say(f"site: {lifecycle.site_url(here.labdir.topology())}/  (`lab creds` shows the demo user's login)")
 
 
 @cli.command()
-@click.option("--tier", "tiers", multiple=True, metavar="TIER", help=f"Only these tiers ({', '.join(TIERS)}); repeatable.")
+@debug_option
+def creds() -> None:
+    """Show the site's URL and its demo user's login: the name, and the password this lab made for it.
+
+    The password is this lab's own, kept in .lab/secrets.toml (mode 0600, never in git); this is the one
+    command that prints it.
+    """
+    login = lifecycle.creds(project())
+    for label, value in (("site", login.url), ("sign in", login.login_url), ("user", login.username),
+                         ("password", login.password)):
+        click.echo(f"{label + ':':<10}{value}")
+
+
+def split_items(flag: str, value: str) -> list[str]:
+    """Split "a,b" into ["a", "b"]; an empty item ("1,,2", "gunicorn,") is a mistake, not nothing."""
+    items = [item.strip() for item in value.split(",")]
+    if not all(items):
+        raise click.BadParameter(f"{value!r} has an empty item; give a comma-separated list like a,b",
+                                 param_hint=f"'{flag}'")
+    return items
+
+
+def _tiers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str] | None:
+    return [tier for value in values for tier in split_items("--tier", value)] or None
+
+
+@cli.command()
+@click.option("--tier", "tiers", multiple=True, metavar="TIER", callback=_tiers,
+              help=f"Only these tiers ({', '.join(TIERS)}); repeatable, or comma-separated.")
 @click.option("--junit-xml", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write a JUnit XML report.")
 @step_option
-def test(tiers: tuple[str, ...], junit_xml: Path | None, step: int | None) -> None:
-    """Prove every tier with testinfra, and the site end to end through the balancer."""
-    split = [t for value in tiers for t in value.split(",") if t]
-    lifecycle.test(project(), split or None, junit_xml, step)
+@click.option("-v", "--verbose", is_flag=True, help="Name the skipped checks and why they were skipped.")
+@debug_option
+def test(tiers: list[str] | None, junit_xml: Path | None, step: int | None, verbose: bool) -> None:
+    """Prove every tier with testinfra, and the site end to end through the balancer.
+
+    Checks for what this lab does not run (e.g. Apache's, on a Gunicorn lab) are skipped: pytest prints them as
+    `s`, and `-v` names them with the reason.
+    """
+
+    def skipped(checks: list[SkippedCheck]) -> None:
+        if verbose:
+            for check in checks:
+                console.print(f"  [magenta]skipped[/] {escape(check.check)}: {escape(check.reason)}")
+        say(f"{len(checks)} check(s) skipped: they do not apply to this lab"
+            + ("" if verbose else " (`lab test -v` names them and says why)"))
+
+    lifecycle.test(project(), tiers, junit_xml, step, on_skipped=skipped)
     say("all checks passed")
 
 
@@ -109,13 +177,11 @@ def _list(kind: Callable[[str], Any]) -> Callable[[Any, Any, str | None], tuple 
     def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
         if value is None:
             return None
+        items = split_items(param.opts[0], value)
         try:
-            items = tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+            return tuple(kind(item) for item in items)
         except ValueError:
-            items = ()
-        if not items:
-            raise click.BadParameter(f"{value!r} is not a comma-separated list of {kind.__name__}s")
-        return items
+            raise click.BadParameter(f"{value!r} is not a comma-separated list of {kind.__name__}s") from None
 
     return parse
 
@@ -136,9 +202,14 @@ def _list(kind: Callable[[str], Any]) -> Callable[[Any, Any, str | None], tuple 
 @click.option("--compare", nargs=2, metavar="RUN_A RUN_B", default=None, help="Print the deltas between two earlier runs and exit.")
 @click.option("--fail-under-rps", type=float, default=None, help="Exit 14 if any configuration's median req/s is below this.")
 @click.option("--max-p95-ms", type=float, default=None, help="Exit 14 if any configuration's median p95 is above this.")
+@debug_option
 def bench(servers, webs, workers, threads, users, spawn_rate, duration, warmup, repeats, processes, scenario,
           reference_wrk, compare, fail_under_rps, max_p95_ms) -> None:
-    """Load-test the site through the balancer with Locust: one configuration, or a matrix compared side by side."""
+    """Load-test the site through the balancer with Locust: one configuration, or a matrix compared side by side.
+
+    When it switches the lab (another server, web count, workers or threads), it puts the lab back as it found it
+    afterwards, also after a failure or Ctrl-C.
+    """
     if compare:
         console.print(comparison_table(lifecycle.compare(project(), *compare)))
         return
@@ -153,17 +224,33 @@ def bench(servers, webs, workers, threads, users, spawn_rate, duration, warmup, 
     lifecycle.check_thresholds(run.cells, fail_under_rps, max_p95_ms)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.argument("host")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def ssh(host: str, command: tuple[str, ...]) -> None:
-    """Open a shell on HOST, or run COMMAND there."""
+@debug_option
+@click.pass_context
+def ssh(ctx: click.Context, host: str, command: tuple[str, ...]) -> None:
+    """Open a shell on HOST, or run COMMAND there.
+
+    lab's options go before HOST (`lab ssh --debug web1`); everything after HOST is the command for HOST, passed on
+    as it is (`lab ssh web1 ls -la /srv`). As no program is called --help, `lab ssh web1 --help` shows this help;
+    any other option right after HOST is refused (put it before HOST). `lab ssh web1 -- CMD` runs CMD as it is.
+    """
+    if command and command[0] == "--":  # `lab ssh web1 -- CMD`: CMD as it is, even if it starts with "-"
+        command = command[1:]
+    elif command and command[0] in ctx.help_option_names:
+        click.echo(ctx.get_help())
+        return
+    elif command and command[0].startswith("-"):
+        raise UsageError(f"`lab ssh {host} {command[0]}`: lab's options go before HOST (`lab ssh {command[0]} {host}`); "
+                         "after HOST comes the command to run there")
     argv = lifecycle.ssh_command(project(), host, command)
     sys.stdout.flush()
     os.execvp(argv[0], argv)
 
 
 @cli.command()
+@debug_option
 def destroy() -> None:
     """Remove every host, network, proxy and disk of the lab (keeps .lab/results and the caches)."""
     if lifecycle.destroy(project(), say):
@@ -173,12 +260,14 @@ def destroy() -> None:
 
 
 @cli.group()
+@debug_option
 def box() -> None:
     """Vagrant boxes lab builds itself (for offline workshops and CI)."""
 
 
 @box.command("build")
 @click.option("--rebuild", is_flag=True, help="Build and add the box again even if Vagrant already has it.")
+@debug_option
 def box_build(rebuild: bool) -> None:
     """Build the Debian 12 box for vagrant-libvirt locally (nothing from Vagrant Cloud) and add it to Vagrant."""
     from lab.providers.vagrant import box as boxes, libvirt
@@ -190,9 +279,11 @@ def box_build(rebuild: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; the one place exceptions become exit codes."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args or os.environ.get("LAB_DEBUG") == "1"
+    # Filled in while the command line is parsed: --debug counts where click reads it as lab's option (not after
+    # `lab ssh HOST`, where it belongs to the remote command).
+    options = {"debug": os.environ.get("LAB_DEBUG") == "1"}
     try:
-        cli.main(args=args, prog_name="lab", standalone_mode=False)
+        cli.main(args=args, prog_name="lab", standalone_mode=False, obj=options)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.exceptions.NoArgsIsHelpError as error:
@@ -208,12 +299,12 @@ def main(argv: list[str] | None = None) -> None:
         # Not sys.exit: that would wait for worker threads still blocked on remote commands.
         os._exit(exit_code_for(KeyboardInterrupt()))
     except LabError as error:
-        if debug:
+        if options["debug"]:
             raise
         errors.print(f"lab: error: {one_line(error)}", markup=False)
         sys.exit(exit_code_for(error))
     except Exception as error:
-        if debug:
+        if options["debug"]:
             raise
         errors.print(f"lab: internal error ({type(error).__name__}): {one_line(error)}; rerun with --debug", markup=False)
         sys.exit(exit_code_for(error))

@@ -7,25 +7,30 @@ import os
 import subprocess
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from lab import recipes as recipes_module
 from lab import verify
 from lab.bench import timestamped_results_dir
-from lab.errors import BenchError, LabBusy, NotUp, ThresholdMissed, UsageError
+from lab.errors import BenchError, LabBusy, NotUp, ThresholdMissed, TopologyError, UsageError, one_line
 from lab.matrix import Cell, CellReport, MatrixSettings, compare_cells, measure_cell
 from lab.providers import get_provider
 from lab.providers.base import HostFacts
 from lab.recipes import ConvergeReport, RecipeResult
 from lab.remote import RemoteHost, render_known_hosts, render_ssh_config
 from lab.report_html import render as render_report
+from lab.services import DOWN, UNKNOWN, probe as probe_services, services_of
 from lab.state import LabDir, write_private
 from lab.system import ensure_debian_packages
 from lab.topology import (APP_SERVERS, APPSERVER_THREADS, APPSERVER_WORKERS, DEFAULT_THREADS, AppServerSettings,
-                          Overrides, Topology, load_file, resolve, with_web_count)
+                          Overrides, Topology, choice_flag, load_file, resolve, with_web_count)
 
 Say = Callable[[str], None]
 CONFIG_FILE = "lab.toml"
+# The site's demo user, made by app/accounts/management/commands/load_sample_data.py (DEMO_USERNAME there; a unit
+# test keeps the two equal); its password is the lab's own secret "demo_password" in .lab/secrets.toml.
+DEMO_USERNAME = "demo"
+LOGIN_PATH = "/accounts/login/"
 
 
 @dataclass(frozen=True)
@@ -52,13 +57,104 @@ class HostStatus:
     tier: str
     ip: str
     state: str
+    services: dict[str, str]  # the tier's main units: "up", "down" or "unknown" (the host did not answer)
+
+
+def step_names() -> str:
+    """The workshop's steps as found in provision/stepN_name/: "1 bootstrap, 2 database, ..."."""
+    return ", ".join(f"{step.number} {step.folder.name.split('_', 1)[1]}" for step in recipes_module.discover_steps())
+
+
+def check_step(max_step: int | None) -> None:
+    """`--step K` names one of the workshop's steps (the provision/stepN_* folders), or is not given."""
+    if max_step is not None and max_step not in [step.number for step in recipes_module.discover_steps()]:
+        raise UsageError(f"--step must be one of the workshop's steps: {step_names()} (got {max_step})")
+
+
+@dataclass(frozen=True)
+class UpPlan:
+    """What `lab up` builds: the topology, the choices it remembers, and the remembered ones it keeps unasked."""
+
+    topology: Topology
+    choices: dict[str, Any]  # written to the state file: applied again by the next `lab up`
+    kept: dict[str, Any]  # remembered choices that this run applies though no flag repeated them
+    inferred: bool  # kept was read off a lab made before lab remembered choices
+    defaults: Topology | None  # what lab.toml, LAB_* and the built-in defaults give alone (None: not a valid lab)
+
+    def keeping(self) -> str:
+        """One line saying what is kept, why, and how to change it."""
+        what = " and ".join(_choice_words(key, value) for key, value in self.kept.items())
+        flags = " ".join(choice_flag(key, value) for key, value in self.kept.items())
+        why = "as the lab was made" if self.inferred else f"from your earlier `lab up {flags}`"
+        theirs = Overrides.describing(self.defaults).choices() if self.defaults else {}
+        back = " ".join(choice_flag(key, theirs[key]) for key in self.kept if key in theirs)
+        return f"keeping {what} {why}; {f'`{back}` or ' if back else ''}`--forget` goes back to what lab.toml/LAB_* say"
+
+
+def _choice_words(key: str, value: Any) -> str:
+    """web×2, lb×2, mod_wsgi: a choice as `lab status` and `lab bench` would name it."""
+    if key == "web" or key.startswith("counts."):
+        return f"{key.rpartition('.')[2]}×{value}"
+    return str(value)
+
+
+def plan_up(project: Project, flags: Overrides, state: dict[str, Any] | None, forget: bool = False) -> UpPlan:
+    """Resolve the lab `lab up` builds: defaults → lab.toml → LAB_* → remembered choices → this command's flags.
+
+    Remembered choices beat LAB_*: an exported variable is a standing setting like lab.toml, while a flag given to
+    this lab was a decision about it; a stale `export LAB_WEB=1` must not shrink a lab made with `--web=2`. A choice
+    that equals what lab.toml and LAB_* give is not remembered, so a later change to lab.toml takes effect.
+    """
+    file_data = load_file(project.root / CONFIG_FILE)
+
+    def resolved(choices: dict[str, Any]) -> Topology:
+        return resolve(file_data, os.environ, Overrides.from_choices(choices))
+
+    def resolves(choices: dict[str, Any]) -> Topology | None:
+        try:
+            return resolved(choices)
+        except TopologyError:  # e.g. lab.toml's [hosts.web3] needs the remembered --web=3 to be a valid lab
+            return None
+
+    given = flags.choices()
+    inferred = False
+    earlier: dict[str, Any] = {}
+    if state is not None and not forget:
+        earlier = state["choices"]
+        if earlier is None:  # a lab made before lab remembered choices: keep it as its topology records it
+            earlier, inferred = Overrides.describing(Topology.from_dict(state["topology"])).choices(), True
+    wanted = {**earlier, **given}
+    try:
+        topology = resolved(wanted)
+    except TopologyError as error:
+        if not set(earlier) - set(given) or resolves(given) is None:
+            raise  # this command's own flags (or lab.toml, LAB_*) are wrong: the error names the flag or key
+        raise TopologyError(f"{one_line(error)} (a choice remembered in {project.labdir.state_file}; "
+                            "`lab up --forget` drops it)") from None
+    # A choice is remembered only if the lab would differ without it: one equal to lab.toml/LAB_* lets them govern.
+    choices = {key: value for key, value in wanted.items()
+               if resolves({k: v for k, v in wanted.items() if k != key}) != topology}
+    kept = {key: value for key, value in choices.items() if key not in given}
+    return UpPlan(topology, choices, kept, inferred and bool(kept), resolves({}))
 
 
 def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[RecipeResult], None],
-       max_step: int | None = None, topology: Topology | None = None) -> ConvergeReport:
-    """Create or start every host, then converge every recipe up to max_step. Safe to repeat and to interrupt."""
-    topology = topology or project.topology(overrides)
+       max_step: int | None = None, topology: Topology | None = None, forget: bool = False) -> ConvergeReport:
+    """Create or start every host, then converge every recipe up to max_step. Safe to repeat and to interrupt.
+
+    Without `topology`, the lab is what plan_up() resolves (earlier flags kept); with it (as `lab bench` switches
+    the lab), exactly that topology is built and the remembered choices stay as they were.
+    """
+    check_step(max_step)
     labdir = project.labdir
+    existing = labdir.read() if labdir.exists() else None
+    if topology is None:
+        plan = plan_up(project, overrides, existing, forget)
+        if plan.kept:
+            say(plan.keeping())
+        topology, choices = plan.topology, plan.choices
+    else:
+        choices = existing["choices"] if existing else {}
     provider = get_provider(topology.provider)
     _same_lab(labdir, topology)
     provider.preflight(topology, labdir, say)  # before anything is written: refusals leave nothing behind
@@ -66,6 +162,7 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
         state = _same_lab(labdir, topology)
         state = state or labdir.new_state(topology)
         state["topology"] = topology.to_dict()
+        state["choices"] = choices
         state["status"] = "creating"
         labdir.write(state)
         endpoints = provider.up(topology, labdir, state, say)
@@ -100,23 +197,58 @@ def _running_lab(project: Project) -> tuple[dict, Topology]:
     return state, Topology.from_dict(state["topology"])
 
 
-def status(project: Project) -> list[HostStatus]:
+def status(project: Project, services: bool = True) -> list[HostStatus]:
+    """Each host's state in the provider's words and, for running hosts, whether its tier's main services are up."""
     state = project.labdir.read()
     states = get_provider(state["provider"]).status(project.labdir, state)
     topology = Topology.from_dict(state["topology"])
-    return [HostStatus(h.name, h.tier, h.ip, states.get(h.name, "unknown")) for h in topology.hosts]
+    running = [h.name for h in topology.hosts if states.get(h.name) == "running"]
+    probed = probe_services(project.labdir, topology, running) if services and project.labdir.ssh_config.exists() else {}
+    rows = []
+    for h in topology.hosts:
+        units = services_of(topology, h.tier) if services else ()
+        # A host that is not running runs nothing; a running one that was not asked (no ssh_config yet) is unknown.
+        found = probed.get(h.name) or {unit: UNKNOWN if h.name in running else DOWN for unit in units}
+        rows.append(HostStatus(h.name, h.tier, h.ip, states.get(h.name, "unknown"), found))
+    return rows
+
+
+def site_url(topology: Topology) -> str:
+    """The site as a browser on this machine reaches it: through the balancer."""
+    return f"http://{topology.tier('lb')[0].ip}"
+
+
+@dataclass(frozen=True)
+class Login:
+    """Where and as whom to sign in to the lab's site (`lab creds`)."""
+
+    url: str
+    login_url: str
+    username: str
+    password: str
+
+
+def creds(project: Project) -> Login:
+    """The site's URL and its demo user's login; the password is this lab's own, kept in .lab/secrets.toml."""
+    topology = Topology.from_dict(project.labdir.read()["topology"])
+    url = site_url(topology)
+    return Login(f"{url}/", url + LOGIN_PATH, DEMO_USERNAME, project.labdir.secrets()["demo_password"])
 
 
 def facts_of(state: dict, topology: Topology) -> HostFacts:
     return get_provider(state["provider"]).facts(topology)
 
 
-def test(project: Project, tiers: Iterable[str] | None, junit_xml: Path | None, max_step: int | None = None) -> None:
+def test(project: Project, tiers: Iterable[str] | None, junit_xml: Path | None, max_step: int | None = None,
+         on_skipped: Callable[[list[verify.SkippedCheck]], None] | None = None) -> None:
+    """Run the checks of steps 1..max_step; on_skipped hears which checks were skipped and why."""
+    check_step(max_step)
     state, topology = _running_lab(project)
-    not_running = [s.name for s in status(project) if s.state != "running"]
+    not_running = [s.name for s in status(project, services=False) if s.state != "running"]
     if not_running:
         raise NotUp(f"hosts not running: {', '.join(not_running)}; run `lab up`")
-    verify.run_checks(project.labdir, topology, facts_of(state, topology), tiers, junit_xml, max_step)
+    verify.run_checks(project.labdir, topology, facts_of(state, topology), tiers, junit_xml, max_step,
+                      on_skipped=on_skipped)
 
 
 def ssh_command(project: Project, host: str, command: Iterable[str]) -> list[str]:
@@ -186,8 +318,8 @@ def _check_bench_request(request: BenchRequest) -> None:
     if request.scenario not in SCENARIOS:
         raise UsageError(f"unknown scenario {request.scenario!r}; scenarios: {', '.join(SCENARIOS)}")
     for server in request.servers or ():
-        if server not in APP_SERVERS:
-            raise UsageError(f"unknown server {server!r}; servers: {', '.join(APP_SERVERS)}")
+        if server not in APP_SERVERS:  # the same exit code (3) as `lab up --app-server` and lab.toml's app_server
+            raise TopologyError(f"--server must be one of {', '.join(APP_SERVERS)} (got {server!r})")
     bounds = {"--users": (request.users, 1, MAX_USERS), "--duration": (request.duration_s, 1, MAX_DURATION_S),
               "--repeats": (request.repeats, 1, 10), "--warmup": (request.warmup_s, 0, 120), "--processes": (request.processes, 1, 4)}
     for flag, (value, low, high) in bounds.items():
@@ -197,8 +329,8 @@ def _check_bench_request(request: BenchRequest) -> None:
         with_web_count(resolve({}, {}), web)  # the same range check as `lab up --web`
     for flag, values, (low, high) in (("--workers", request.workers, APPSERVER_WORKERS), ("--threads", request.threads, APPSERVER_THREADS)):
         for value in values:
-            if value is not None and not low <= value <= high:
-                raise UsageError(f"{flag} must be from {low} to {high} (got {value})")
+            if value is not None and not low <= value <= high:  # topology values, as lab.toml's [appserver] ones
+                raise TopologyError(f"{flag} must be from {low} to {high} (got {value})")
 
 
 def bench(project: Project, request: BenchRequest, say: Say, on_result: Callable[[RecipeResult], None]) -> BenchRun:
@@ -224,22 +356,30 @@ def bench(project: Project, request: BenchRequest, say: Say, on_result: Callable
     provider = get_provider(state["provider"])
     results_dir = timestamped_results_dir(project.labdir.path)
     reports = []
-    for cell in cells:
-        wanted = replace(
-            with_web_count(current, cell.web), app_server=cell.server,
-            appserver=AppServerSettings(workers=cell.workers or current.appserver.workers,
-                                        threads=cell.threads or DEFAULT_THREADS[cell.server]),
-        )
-        if wanted != current:
-            say(f"switching the lab to {cell.label}")
-            up(project, Overrides(), say, on_result, topology=wanted)
-            current = wanted
-        target = f"http://{current.tier('lb')[0].ip}"
-        resolved = replace(cell, workers=current.appserver.workers, threads=current.appserver.threads)
-        reports.append(measure_cell(
-            resolved, target, settings, results_dir / cell.label.replace(" ", "_").replace("×", "x"),
-            lambda: provider.cpu_seconds(project.labdir, project.labdir.read()), say, os.cpu_count() or 1,
-        ))
+    found, switched = current, False
+    try:
+        for cell in cells:
+            wanted = replace(
+                with_web_count(current, cell.web), app_server=cell.server,
+                appserver=AppServerSettings(workers=cell.workers or current.appserver.workers,
+                                            threads=cell.threads or DEFAULT_THREADS[cell.server]),
+            )
+            if wanted != current:
+                say(f"switching the lab to {cell.label}")
+                switched = True
+                up(project, Overrides(), say, on_result, topology=wanted)
+                current = wanted
+            resolved = replace(cell, workers=current.appserver.workers, threads=current.appserver.threads)
+            reports.append(measure_cell(
+                resolved, site_url(current), settings, results_dir / cell.label.replace(" ", "_").replace("×", "x"),
+                lambda: provider.cpu_seconds(project.labdir, project.labdir.read()), say, os.cpu_count() or 1,
+            ))
+    except BaseException:  # a failed switch, or Ctrl-C mid-matrix: put the lab back as far as possible, then stop
+        if switched:
+            _put_back(project, found, say, on_result, after_error=True)
+        raise
+    if switched:
+        _put_back(project, found, say, on_result)
     machine = {"cores": os.cpu_count() or 1}
     (results_dir / "results.json").write_text(json.dumps(
         {"cells": [r.to_dict() for r in reports], "machine": machine, "request": asdict(request)}, indent=2, default=str))
@@ -247,6 +387,28 @@ def bench(project: Project, request: BenchRequest, say: Say, on_result: Callable
     if all(r.error for r in reports):
         raise BenchError(f"every cell failed; first: {reports[0].cell.label}: {reports[0].error} (report in {results_dir})")
     return BenchRun(reports, results_dir)
+
+
+def topology_label(topology: Topology) -> str:
+    """gunicorn web×2 workers=2 threads=1: the lab's app server setup as `lab bench` names its configurations."""
+    return Cell(topology.app_server, topology.count("web"), topology.appserver.workers, topology.appserver.threads).label
+
+
+def _put_back(project: Project, found: Topology, say: Say, on_result: Callable[[RecipeResult], None],
+              after_error: bool = False) -> None:
+    """Return the lab to the configuration `lab bench` found it in (server, web count, workers, threads)."""
+    label = topology_label(found)
+    say(f"putting the lab back as it was: {label}" + (" (Ctrl-C again leaves it as it is)" if after_error else ""))
+    try:
+        up(project, Overrides(), say, on_result, topology=found)
+    except (Exception, KeyboardInterrupt) as error:
+        if not after_error:
+            raise
+        # The error that stopped the bench is the one to report; this one only says what is left to do.
+        why = "interrupted" if isinstance(error, KeyboardInterrupt) else one_line(error)
+        say(f"could not put the lab back ({why}); `lab up` returns it to lab.toml and your remembered flags")
+        return
+    say(f"the lab is back as it was: {label}")
 
 
 def compare(project: Project, first: str, second: str) -> list[dict]:

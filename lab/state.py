@@ -18,8 +18,12 @@ from typing import Any, Iterator
 from lab.errors import LabBusy, NotUp, ProviderError
 from lab.topology import Topology
 
-STATE_VERSION = 1
-STATE_KEYS = ("version", "name", "provider", "status", "topology", "resources", "created_at", "updated_at")
+STATE_VERSION = 2
+# "choices": what the user chose with `lab up` flags (topology.Overrides.choices()), applied again by later runs.
+STATE_KEYS = ("version", "name", "provider", "status", "topology", "resources", "created_at", "updated_at", "choices")
+# Version 1 (before lab remembered flags) had no "choices": None stands for "not recorded", and `lab up` then
+# keeps the lab as its topology records it.
+VERSION_1_KEYS = tuple(key for key in STATE_KEYS if key != "choices")
 STATUSES = ("creating", "up", "destroying")
 SECRET_NAMES = ("django_secret_key", "db_password", "demo_password")
 
@@ -84,7 +88,9 @@ class LabDir:
             data = json.loads(self.state_file.read_text())
         except (OSError, ValueError) as error:
             raise ProviderError(f"{self.state_file} is unreadable ({error}); fix or remove it by hand") from None
-        if sorted(data) != sorted(STATE_KEYS):
+        if isinstance(data, dict) and data.get("version") == 1 and sorted(data) == sorted(VERSION_1_KEYS):
+            data = dict(data, version=STATE_VERSION, choices=None)
+        if not isinstance(data, dict) or sorted(data) != sorted(STATE_KEYS) or data["version"] != STATE_VERSION:
             raise ProviderError(f"{self.state_file} has unexpected keys; it was written by another version of lab")
         return data
 
@@ -100,7 +106,7 @@ class LabDir:
         data = dict(data, updated_at=_now())
         write_private(self.state_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
-    def new_state(self, topology: Topology) -> dict[str, Any]:
+    def new_state(self, topology: Topology, choices: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
             "name": topology.name,
@@ -110,6 +116,7 @@ class LabDir:
             "resources": {},
             "created_at": _now(),
             "updated_at": _now(),
+            "choices": dict(choices or {}),
         }
 
     def ensure_key(self) -> str:

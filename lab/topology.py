@@ -7,7 +7,7 @@ import os
 import re
 import sys
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -145,12 +145,57 @@ class Topology:
 
 @dataclass(frozen=True)
 class Overrides:
-    """Values given on the command line; None means "not given"."""
+    """Values chosen on the command line, or remembered from an earlier `lab up`; None (or empty) means "not chosen".
+
+    Every field is a scalar or a mapping of scalars; choices() flattens them ("web", "counts.lb") so the state file
+    can keep what the user chose without knowing each field, and flags added later are remembered with no more code.
+    """
 
     web: int | None = None
     provider: str | None = None
     counts: Mapping[str, int] = field(default_factory=dict)
     app_server: str | None = None
+
+    def choices(self) -> dict[str, Any]:
+        """Each chosen value on its own, as plain data: {"web": 2, "app_server": "mod_wsgi", "counts.lb": 2}."""
+        chosen: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, Mapping):
+                chosen.update({f"{item.name}.{key}": inner for key, inner in value.items()})
+            elif value is not None:
+                chosen[item.name] = value
+        return chosen
+
+    @classmethod
+    def from_choices(cls, choices: Mapping[str, Any]) -> "Overrides":
+        """The inverse of choices(); keys this version of lab does not know (a flag since removed) are dropped."""
+        mappings = {item.name for item in fields(cls) if item.default_factory is not MISSING}
+        scalars = {item.name for item in fields(cls)} - mappings
+        values: dict[str, Any] = {name: {} for name in mappings}
+        for key, value in choices.items():
+            name, _, inner = key.partition(".")
+            if name in mappings and inner:
+                values[name][inner] = value
+            elif name in scalars and not inner:
+                values[name] = value
+        return cls(**values)
+
+    def over(self, earlier: "Overrides") -> "Overrides":
+        """These choices on top of earlier ones: this command's flags over the remembered choices."""
+        return Overrides.from_choices({**earlier.choices(), **self.choices()})
+
+    @classmethod
+    def describing(cls, topology: "Topology") -> "Overrides":
+        """The choices that ask for exactly this topology's own values (what an existing lab was made with)."""
+        return cls(web=topology.count("web"), provider=topology.provider, app_server=topology.app_server,
+                   counts={tier: topology.count(tier) for tier in TIERS if tier != "web"})
+
+
+def choice_flag(key: str, value: Any) -> str:
+    """The command-line flag that makes a choice: "web" → --web=2, "counts.lb" → --lb=2, "app_server" → --app-server=…"""
+    name = key.partition(".")[2] if "." in key else key
+    return f"--{name.replace('_', '-')}={value}"
 
 
 def load_file(path: Path) -> dict[str, Any]:

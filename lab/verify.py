@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pytest
 
@@ -23,6 +24,14 @@ def check_files(max_step: int | None = None) -> list[Path]:
     return files
 
 
+@dataclass(frozen=True)
+class SkippedCheck:
+    """A check that did not apply to this lab, and pytest's reason (e.g. "this lab runs gunicorn")."""
+
+    check: str
+    reason: str
+
+
 def run_checks(
     labdir: LabDir,
     topology: Topology,
@@ -31,15 +40,16 @@ def run_checks(
     junit_xml: Path | None = None,
     max_step: int | None = None,
     extra_args: Iterable[str] = (),
+    on_skipped: Callable[[list[SkippedCheck]], None] | None = None,
 ) -> None:
-    """Run the checks; ChecksFailed names the failing ones."""
+    """Run the checks; ChecksFailed names the failing ones. on_skipped hears the skipped ones, pass or fail."""
     chosen = list(tiers) if tiers else list(TIERS)
     unknown = [t for t in chosen if t not in TIERS]
     if unknown:
         raise TopologyError(f"unknown tier {unknown[0]!r}; tiers: {', '.join(TIERS)}")
     if not labdir.ssh_config.exists():
         raise NotUp(f"the lab in {labdir.path} has no ssh_config: run `lab up` first")
-    failures = _FailureCollector()
+    failures = _OutcomeCollector()
     args = [
         "-p", "no:pytest11.testinfra",  # lab gives the `host` fixture itself, per tier
         "-p", "no:cacheprovider", "-q", "--no-header", "-o", "console_output_style=classic",
@@ -50,6 +60,8 @@ def run_checks(
     ]
     context = checkplugin.CheckContext(labdir, topology, facts, frozenset(chosen))
     code = pytest.main(args, plugins=[checkplugin, context, failures])
+    if failures.skipped and on_skipped:
+        on_skipped(failures.skipped)
     if code == pytest.ExitCode.OK:
         return
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
@@ -65,13 +77,26 @@ def failure_summary(failed: list[str], shown: int = 6) -> str:
     return f"{len(failed)} check(s) failed: {names}"
 
 
-class _FailureCollector:
+def check_name(report: pytest.TestReport) -> str:
+    """The check as `lab test` names it, e.g. "step3_appserver/test_web.py::test_gunicorn_…[web2]", whatever the rootdir."""
+    path = Path(report.location[0])
+    return f"{path.parent.name}/{path.name}::{report.nodeid.rsplit('::', 1)[-1]}"
+
+
+def skip_reason(report: pytest.TestReport) -> str:
+    """The reason given to pytest.skip(), without pytest's "Skipped: " prefix."""
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "")
+    return reason.removeprefix("Skipped: ")
+
+
+class _OutcomeCollector:
     def __init__(self) -> None:
         self.failed: list[str] = []
+        self.skipped: list[SkippedCheck] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.failed:
-            # "step3_appserver/test_web.py::test_gunicorn_enabled_and_running[web2]", whatever pytest's rootdir
-            check = report.nodeid.rsplit("::", 1)[-1]
-            path = Path(report.location[0])
-            self.failed.append(f"{path.parent.name}/{path.name}::{check}")
+            self.failed.append(check_name(report))
+        elif report.skipped:
+            self.skipped.append(SkippedCheck(check_name(report), skip_reason(report)))

@@ -1,19 +1,27 @@
 """Unit tests for lab.cli: every command's --help, and main() turning each error into one stderr line and its exit code."""
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
+from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from lab import cli as cli_module
+from lab import lifecycle
 from lab.cli import cli, main
-from lab.errors import NotUp
+from lab.errors import NotUp, TopologyError
+from lab.recipes import discover_steps
+from lab.state import LabDir
+from lab.topology import Overrides, resolve
+from lab.verify import SkippedCheck
 from labcli import one_error_line, run_main
 
-VERBS = {"up", "status", "test", "bench", "ssh", "destroy"}
+VERBS = {"up", "status", "creds", "test", "bench", "ssh", "destroy"}
 
 
 def words(text: str) -> str:
@@ -125,7 +133,8 @@ def test_malformed_lab_toml_is_a_config_error(no_lab, capfd):
     assert not (no_lab / ".lab").exists()
 
 
-@pytest.mark.parametrize("args", [["test"], ["status"], ["status", "--format=json"], ["ssh", "web1"], ["ssh", "web1", "uptime"]])
+@pytest.mark.parametrize("args", [["test"], ["status"], ["status", "--format=json"], ["ssh", "web1"], ["ssh", "web1", "uptime"],
+                                  ["creds"]])
 def test_commands_needing_a_lab_say_there_is_none(no_lab, capfd, args):
     code, out, err = run_main(args, capfd)
     assert code == 7
@@ -227,12 +236,15 @@ def test_local_provider_without_root_is_refused_before_anything_is_made(tmp_path
 
 
 @pytest.mark.parametrize(("args", "code", "needles"), [
-    (["bench", "--server=nginx"], 2, ("nginx", "gunicorn", "mod_wsgi")),
+    (["bench", "--server=nginx"], 3, ("--server", "nginx", "gunicorn", "mod_wsgi")),  # as `lab up --app-server`
     (["bench", "--server=,"], 2, ("--server",)),
+    (["bench", "--server=gunicorn,"], 2, ("--server", "empty item")),
+    (["bench", "--web=1,,2"], 2, ("--web", "empty item")),
     (["bench", "--web=0"], 3, ("--web", "1 to 9")),
     (["bench", "--web=1,x"], 2, ("--web", "x")),
     (["bench", "--duration=0"], 2, ("--duration", "1 to 900")),
-    (["bench", "--workers=0"], 2, ("--workers",)),
+    (["bench", "--workers=0"], 3, ("--workers", "1 to 16")),  # as lab.toml's [appserver] workers
+    (["bench", "--threads=99"], 3, ("--threads", "1 to 32")),
 ])
 def test_bench_bad_input_is_refused_before_touching_a_lab(no_lab, capfd, args, code, needles):
     result, _, err = run_main(args, capfd)
@@ -252,3 +264,227 @@ def test_bench_compare_of_missing_runs_is_a_usage_error(no_lab, capfd):
     code, _, err = run_main(["bench", "--compare", "20260101-000000", "20260102-000000"], capfd)
     assert code == 2
     assert "no bench results in" in one_error_line(err)
+
+
+# -- inputs are checked where they enter ------------------------------------------------------------
+
+
+STEPS = discover_steps()
+
+
+@pytest.mark.parametrize("args", [["up", "--step", "9"], ["up", "--step", "0"], ["up", "--step=-1"],
+                                  ["test", "--step", "9"], ["test", "--step", "0"]])
+def test_a_step_that_does_not_exist_is_refused_before_anything_is_made(no_lab, capfd, args):
+    code, out, err = run_main(args, capfd)
+    assert code == 2
+    line = one_error_line(err)
+    assert "--step" in line and f"(got {args[-1].split('=')[-1]})" in line
+    for step in STEPS:  # the steps named are the ones in provision/, found, not written down
+        assert f"{step.number} {step.folder.name.split('_', 1)[1]}" in line
+    assert out == "" and not (no_lab / ".lab").exists()
+
+
+def test_every_step_that_exists_is_accepted():
+    for step in STEPS:
+        lifecycle.check_step(step.number)
+    lifecycle.check_step(None)
+    assert len(STEPS) >= 5
+
+
+@pytest.mark.parametrize("verb", ["up", "test"])
+def test_step_help_lists_the_steps_found(verb):
+    result = CliRunner().invoke(cli, [verb, "--help"])
+    for step in STEPS:
+        assert f"{step.number} {step.folder.name.split('_', 1)[1]}" in words(result.output)
+
+
+@pytest.mark.parametrize(("args", "flag"), [(["test", "--tier", "web,,db"], "--tier"), (["test", "--tier=web,"], "--tier"),
+                                            (["bench", "--threads=1,,4"], "--threads"), (["bench", "--workers=,2"], "--workers")])
+def test_empty_list_items_are_refused(no_lab, capfd, args, flag):
+    code, _, err = run_main(args, capfd)
+    assert code == 2
+    line = one_error_line(err)
+    assert flag in line and "empty item" in line
+
+
+def test_an_unknown_app_server_has_one_exit_code_from_flags_and_lab_toml(no_lab, capfd):
+    results = [run_main(args, capfd) for args in (["up", "--app-server=uwsgi"], ["bench", "--server=gunicorn,uwsgi"])]
+    (no_lab / "lab.toml").write_text('[lab]\napp_server = "uwsgi"\n')
+    results.append(run_main(["up"], capfd))
+    assert [code for code, _, _ in results] == [3, 3, 3]
+    for (_, _, err), where in zip(results, ["--app-server", "--server", "lab.app_server"]):
+        line = one_error_line(err)
+        assert where in line and "'uwsgi'" in line and "gunicorn, mod_wsgi" in line
+    assert not (no_lab / ".lab").exists()
+
+
+# -- --debug anywhere; tracebacks only with it --------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["--debug", "up", "--web=0"], ["up", "--debug", "--web=0"], ["up", "--web=0", "--debug"]])
+def test_debug_is_accepted_anywhere_before_or_after_the_verb(no_lab, args):
+    with pytest.raises(TopologyError, match="--web"):
+        main(args)
+
+
+@pytest.mark.parametrize("args", [["ssh", "--debug", "web1"], ["status", "--debug"], ["test", "--debug"],
+                                  ["creds", "--debug"], ["bench", "--debug"]])
+def test_debug_after_any_verb_shows_the_traceback(no_lab, args):
+    with pytest.raises(NotUp):
+        main(args)
+
+
+def test_without_debug_the_same_error_is_one_line(no_lab, capfd):
+    code, _, err = run_main(["ssh", "web1"], capfd)
+    assert code == 7 and "no lab in" in one_error_line(err)
+
+
+def test_lab_debug_in_the_environment_shows_the_traceback(no_lab, monkeypatch):
+    monkeypatch.setenv("LAB_DEBUG", "1")
+    with pytest.raises(NotUp):
+        main(["status"])
+
+
+# -- lab ssh: lab's options before HOST, the remote command after it -----------------------------------
+
+
+@pytest.fixture
+def fake_ssh(no_lab, monkeypatch):
+    """lab ssh with the lab's ssh command line faked: records what would be exec'd."""
+    ran: list[list[str]] = []
+
+    def run(program, argv):
+        ran.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli_module.lifecycle, "ssh_command", lambda project, host, command: ["ssh", host, *command])
+    monkeypatch.setattr(cli_module.os, "execvp", run)
+    return ran
+
+
+@pytest.mark.parametrize(("args", "argv"), [
+    (["ssh", "web1"], ["ssh", "web1"]),
+    (["ssh", "web1", "ls", "-la", "/srv"], ["ssh", "web1", "ls", "-la", "/srv"]),
+    (["ssh", "web1", "systemctl", "status", "--help"], ["ssh", "web1", "systemctl", "status", "--help"]),
+    (["ssh", "--debug", "web1", "uptime"], ["ssh", "web1", "uptime"]),
+    (["ssh", "web1", "--", "--version"], ["ssh", "web1", "--version"]),
+])
+def test_ssh_passes_everything_after_host_to_the_host(fake_ssh, capfd, args, argv):
+    code, _, err = run_main(args, capfd)
+    assert code == 0 and err == ""
+    assert fake_ssh == [argv]
+
+
+@pytest.mark.parametrize("args", [["ssh", "--help"], ["ssh", "web1", "--help"], ["ssh", "web1", "-h"]])
+def test_ssh_help_before_or_right_after_host_shows_the_help(fake_ssh, capfd, args):
+    code, out, _ = run_main(args, capfd)
+    assert code == 0 and fake_ssh == []
+    assert out.startswith("Usage: lab ssh [OPTIONS] HOST [COMMAND]...")
+    assert "options go before HOST" in words(out) and "lab ssh web1 --help" in words(out)
+
+
+@pytest.mark.parametrize("option", ["--debug", "-v", "--format=json"])
+def test_ssh_refuses_an_option_right_after_host(fake_ssh, capfd, option):
+    code, out, err = run_main(["ssh", "web1", option], capfd)
+    assert code == 2 and out == "" and fake_ssh == []
+    line = one_error_line(err)
+    assert f"`lab ssh {option} web1`" in line
+
+
+def test_ssh_refuses_an_unknown_option_before_host(fake_ssh, capfd):
+    code, _, err = run_main(["ssh", "--colour", "web1"], capfd)
+    assert code == 2 and "--colour" in one_error_line(err) and fake_ssh == []
+
+
+# -- lab status, lab creds, lab test's skipped checks -------------------------------------------------
+
+
+def write_lab(folder) -> LabDir:
+    labdir = LabDir(folder / ".lab")
+    labdir.ensure()
+    labdir.write(dict(labdir.new_state(resolve({}, {}, Overrides(web=2), platform="linux")), status="up"))
+    labdir.ssh_config.write_text("# the lab's ssh_config\n")
+    return labdir
+
+
+class StatusProvider:
+    def status(self, labdir, state):
+        return {"lb1": "running", "web1": "running", "web2": "running", "db1": "stopped"}
+
+
+@pytest.fixture
+def status_lab(no_lab, monkeypatch):
+    write_lab(no_lab)
+    asked: list[list[str]] = []
+
+    def probe(labdir, topology, hosts):
+        asked.append(list(hosts))
+        return {"lb1": {"nginx": "up"}, "web1": {"gunicorn": "up"}, "web2": {"gunicorn": "down"}}
+
+    monkeypatch.setattr(cli_module.lifecycle, "get_provider", lambda name: StatusProvider())
+    monkeypatch.setattr(cli_module.lifecycle, "probe_services", probe)
+    return asked
+
+
+def test_status_shows_each_hosts_services_the_site_and_where_the_login_is(status_lab, capfd):
+    code, out, _ = run_main(["status"], capfd)
+    assert code == 0
+    assert status_lab == [["lb1", "web1", "web2"]]  # a stopped host is not asked
+    rows = {line.split()[1]: line for line in out.splitlines() if re.match(r"^\W+(lb|web|db)\d", line)}
+    assert "nginx up" in rows["lb1"] and "gunicorn up" in rows["web1"]
+    assert "running" in rows["web2"] and "gunicorn down" in rows["web2"]
+    assert "stopped" in rows["db1"] and "postgresql@15-main down" in rows["db1"]
+    assert "site: http://192.168.56.11/" in out and "`lab creds`" in out
+
+
+def test_status_json_includes_the_services(status_lab, capfd):
+    code, out, _ = run_main(["status", "--format", "json"], capfd)
+    assert code == 0
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["web2"] == {"name": "web2", "tier": "web", "ip": "192.168.56.22", "state": "running",
+                            "services": {"gunicorn": "down"}}
+    assert rows["db1"]["services"] == {"postgresql@15-main": "down"}
+
+
+def test_creds_shows_the_site_and_this_labs_demo_login(no_lab, capfd):
+    labdir = write_lab(no_lab)
+    code, out, err = run_main(["creds"], capfd)
+    assert code == 0 and err == ""
+    values = {key: value.strip() for key, value in (line.split(":", 1) for line in out.splitlines())}
+    assert values == {"site": "http://192.168.56.11/", "sign in": "http://192.168.56.11/accounts/login/",
+                      "user": "demo", "password": labdir.secrets()["demo_password"]}
+    assert stat.S_IMODE(labdir.secrets_file.stat().st_mode) == 0o600
+
+
+def test_creds_names_the_apps_own_demo_user_and_the_secret_stays_out_of_git():
+    root = Path(__file__).resolve().parent.parent
+    command = (root / "app/accounts/management/commands/load_sample_data.py").read_text()
+    assert f'DEMO_USERNAME = "{lifecycle.DEMO_USERNAME}"' in command
+    assert ".lab/" in (root / ".gitignore").read_text().split()
+
+
+SKIPPED = [SkippedCheck("step3_appserver/test_web.py::test_apache_enabled_and_running[web1]", "this lab runs gunicorn"),
+           SkippedCheck("step3_appserver/test_web.py::test_apache_enabled_and_running[web2]", "this lab runs gunicorn")]
+
+
+@pytest.fixture
+def skipping_checks(no_lab, monkeypatch):
+    def fake_test(project, tiers, junit_xml, max_step=None, on_skipped=None):
+        on_skipped(SKIPPED)
+
+    monkeypatch.setattr(cli_module.lifecycle, "test", fake_test)
+
+
+def test_lab_test_counts_the_skipped_checks_and_says_how_to_see_them(skipping_checks, capfd):
+    code, out, _ = run_main(["test"], capfd)
+    assert code == 0
+    assert "2 check(s) skipped: they do not apply to this lab (`lab test -v` names them and says why)" in out
+    assert "test_apache" not in out
+
+
+def test_lab_test_verbose_names_each_skipped_check_and_why(skipping_checks, capfd):
+    code, out, _ = run_main(["test", "-v"], capfd)
+    assert code == 0
+    for check in SKIPPED:
+        assert f"skipped {check.check}: this lab runs gunicorn" in out
+    assert "2 check(s) skipped" in out and "`lab test -v`" not in out

@@ -11,7 +11,7 @@ import tomllib
 import pytest
 
 from lab.errors import LabBusy, NotUp, ProviderError
-from lab.state import SECRET_NAMES, STATE_KEYS, LabDir, write_private
+from lab.state import SECRET_NAMES, STATE_KEYS, STATE_VERSION, LabDir, write_private
 from lab.topology import Overrides, resolve
 
 
@@ -104,6 +104,53 @@ def test_read_of_corrupt_state_raises_provider_error(labdir):
     labdir.ensure()
     labdir.state_file.write_text("{not json")
     with pytest.raises(ProviderError, match="unreadable"):
+        labdir.read()
+
+
+def test_new_state_remembers_no_choices_unless_given(labdir, topology):
+    assert labdir.new_state(topology)["choices"] == {}
+    assert labdir.new_state(topology, {"web": 2})["choices"] == {"web": 2}
+    assert labdir.new_state(topology)["version"] == STATE_VERSION == 2
+
+
+def test_choices_round_trip_through_the_state_file(labdir, topology):
+    labdir.ensure()
+    labdir.write(labdir.new_state(topology, {"web": 2, "app_server": "mod_wsgi", "counts.lb": 2}))
+    assert labdir.read()["choices"] == {"web": 2, "app_server": "mod_wsgi", "counts.lb": 2}
+
+
+def version_1_state(labdir, topology) -> dict:
+    """A state file as lab wrote it before it remembered choices."""
+    old = {key: value for key, value in labdir.new_state(topology).items() if key != "choices"}
+    return dict(old, version=1, status="up")
+
+
+def test_a_version_1_state_file_is_read_with_choices_not_recorded(labdir, topology):
+    labdir.ensure()
+    old = version_1_state(labdir, topology)
+    labdir.state_file.write_text(json.dumps(old))
+    state = labdir.read()
+    assert state["choices"] is None and state["version"] == STATE_VERSION
+    assert {k: v for k, v in state.items() if k not in ("choices", "version")} == {k: v for k, v in old.items() if k != "version"}
+    assert labdir.topology() == topology
+    labdir.write(state)  # written back as the current version, still "not recorded" until `lab up` decides
+    assert json.loads(labdir.state_file.read_text())["version"] == STATE_VERSION
+    assert labdir.read()["choices"] is None
+
+
+@pytest.mark.parametrize("change", [{"version": 3}, {"version": 3, "choices": {}}, {"version": 1, "choices": {}},
+                                    {"version": 2}])
+def test_read_of_state_from_another_version_raises_provider_error(labdir, topology, change):
+    labdir.ensure()
+    labdir.state_file.write_text(json.dumps(dict(version_1_state(labdir, topology), **change)))
+    with pytest.raises(ProviderError, match="another version of lab"):
+        labdir.read()
+
+
+def test_read_of_state_that_is_not_an_object_raises_provider_error(labdir):
+    labdir.ensure()
+    labdir.state_file.write_text("[1, 2]")
+    with pytest.raises(ProviderError, match="another version of lab"):
         labdir.read()
 
 

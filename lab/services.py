@@ -1,0 +1,63 @@
+"""Each tier's main services (the one map of them), and whether they are up on a running lab, asked over its ssh_config."""
+
+from __future__ import annotations
+
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable
+
+from lab.state import LabDir
+from lab.topology import Topology
+from provision.step2_database.recipes import PG_VERSION
+from provision.step3_appserver.recipes import SERVER_UNITS
+
+APP_SERVER = "<app server>"  # stands for the lab's app server unit, which depends on the lab (gunicorn or apache2)
+# The systemd units that make a tier do its job; a later tier spec can take this over as one field per tier.
+# db: the cluster's own unit (postgresql.service is a wrapper that stays "active" when the cluster is down).
+TIER_SERVICES: dict[str, tuple[str, ...]] = {
+    "lb": ("nginx",),
+    "web": (APP_SERVER,),
+    "db": (f"postgresql@{PG_VERSION}-main",),
+}
+PROBE_TIMEOUT_S = 8.0  # per host, all hosts at once: `lab status` answers within this even when a host hangs
+UP, DOWN, UNKNOWN = "up", "down", "unknown"
+
+
+def services_of(topology: Topology, tier: str) -> tuple[str, ...]:
+    """The units that tier runs in this lab, in display order."""
+    unit = SERVER_UNITS[topology.app_server]
+    return tuple(unit if name == APP_SERVER else name for name in TIER_SERVICES.get(tier, ()))
+
+
+def probe_command(labdir: LabDir, host: str, units: Iterable[str]) -> list[str]:
+    """One short ssh: `systemctl is-active` prints one word per unit, in order, and needs no root."""
+    return ["ssh", "-F", str(labdir.ssh_config), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", host,
+            "systemctl", "is-active", *units]
+
+
+def read_states(units: tuple[str, ...], output: str) -> dict[str, str]:
+    """up/down per unit from `systemctl is-active`'s answer; unknown when it did not answer for each unit."""
+    words = output.split()
+    if len(words) != len(units):
+        return {unit: UNKNOWN for unit in units}
+    return {unit: UP if word == "active" else DOWN for unit, word in zip(units, words)}
+
+
+def probe(labdir: LabDir, topology: Topology, hosts: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Each named host's main services, up/down (unknown when the host does not answer in time), asked in parallel."""
+    wanted = {name: services_of(topology, topology.host(name).tier) for name in hosts}
+    wanted = {name: units for name, units in wanted.items() if units}
+
+    def ask(name: str) -> dict[str, str]:
+        units = wanted[name]
+        try:
+            done = subprocess.run(probe_command(labdir, name, units), capture_output=True, text=True,
+                                  stdin=subprocess.DEVNULL, timeout=PROBE_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired):
+            return {unit: UNKNOWN for unit in units}
+        return read_states(units, done.stdout)
+
+    if not wanted:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+        return dict(zip(wanted, pool.map(ask, wanted)))

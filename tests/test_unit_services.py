@@ -1,0 +1,79 @@
+"""Unit tests for lab.services: the tier → services map, and the probe `lab status` runs (a fake `ssh` plays the hosts)."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from lab import services
+from lab.services import TIER_SERVICES, probe, read_states, services_of
+from lab.state import LabDir
+from lab.topology import TIERS, Overrides, resolve
+
+GUNICORN = resolve({}, {}, Overrides(web=2), platform="linux")
+MOD_WSGI = resolve({}, {}, Overrides(web=2, app_server="mod_wsgi"), platform="linux")
+
+# Plays each host: the last argument before `systemctl` is the host; web2 has its app server stopped, db1 hangs.
+FAKE_SSH = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/calls"
+while [ "$1" != systemctl ]; do host=$1; shift; done
+shift 2
+case $host in
+  db1) sleep 5 ;;
+  web2) for unit in "$@"; do echo inactive; done; exit 3 ;;
+  *) for unit in "$@"; do echo active; done ;;
+esac
+"""
+
+
+def test_every_tier_has_its_main_services():
+    assert set(TIER_SERVICES) == set(TIERS)
+    assert services_of(GUNICORN, "lb") == ("nginx",)
+    assert services_of(GUNICORN, "web") == ("gunicorn",)
+    assert services_of(MOD_WSGI, "web") == ("apache2",)
+    assert services_of(GUNICORN, "db") == ("postgresql@15-main",)  # the cluster, not the wrapper that stays active
+    assert services_of(GUNICORN, "cache") == ()
+
+
+@pytest.mark.parametrize(("output", "states"), [
+    ("active\n", {"nginx": "up"}),
+    ("inactive\n", {"nginx": "down"}),
+    ("failed\n", {"nginx": "down"}),
+    ("activating\n", {"nginx": "down"}),
+    ("", {"nginx": "unknown"}),
+    ("active\nactive\n", {"nginx": "unknown"}),
+])
+def test_read_states(output, states):
+    assert read_states(("nginx",), output) == states
+
+
+@pytest.fixture
+def fake_hosts(tmp_path, monkeypatch) -> LabDir:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(FAKE_SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(services, "PROBE_TIMEOUT_S", 1.5)
+    labdir = LabDir(tmp_path / ".lab")
+    labdir.ensure()
+    labdir.ssh_config.write_text("")
+    return labdir
+
+
+def test_probe_asks_every_host_at_once_over_the_labs_ssh_config(fake_hosts):
+    started = time.monotonic()
+    found = probe(fake_hosts, GUNICORN, ["lb1", "web1", "web2", "db1"])
+    took = time.monotonic() - started
+    assert found == {"lb1": {"nginx": "up"}, "web1": {"gunicorn": "up"}, "web2": {"gunicorn": "down"},
+                     "db1": {"postgresql@15-main": "unknown"}}  # db1 did not answer within the timeout
+    assert took < 3  # in parallel: one timeout, not one per host
+    calls = (fake_hosts.path.parent / "bin" / "calls").read_text().splitlines()
+    assert len(calls) == 4
+    assert all(call.startswith(f"-F {fake_hosts.ssh_config} -o BatchMode=yes") for call in calls)
+
+
+def test_probe_asks_for_the_labs_own_app_server(fake_hosts):
+    assert probe(fake_hosts, MOD_WSGI, ["web1"]) == {"web1": {"apache2": "up"}}
+    assert probe(fake_hosts, MOD_WSGI, []) == {}
