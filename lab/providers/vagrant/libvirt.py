@@ -18,13 +18,13 @@ from lab.errors import LibvirtDown, MissingDependency, VagrantMissing, VagrantPr
 from lab.providers.base import Say
 from lab.providers.vagrant.driver import VAGRANT_INSTALL_FIX
 from lab.providers.local.paths import cache_root
-from lab.machine_packages import ensure_feature
+from lab.machine_packages import ensure_feature, packages
 from lab.system import gist, run
 
 Driver = Literal["kvm", "qemu"]
 
 PLUGIN_PACKAGE = "vagrant-libvirt"  # its package in the manifest's feature "vagrant-libvirt" (lab/machine-packages.toml)
-PLUGIN_MARKER = Path("/usr/share/vagrant-plugins/plugins.d/vagrant-libvirt.json")
+PLUGIN_MARKER = Path(next(iter(packages("vagrant-libvirt", only=[PLUGIN_PACKAGE]))))  # the file the manifest says proves it
 SYSTEM_URI = "qemu:///system"
 POOL = "default"  # vagrant-libvirt's storage pool unless a Vagrantfile names another
 DAEMON_TIMEOUT = 30.0
