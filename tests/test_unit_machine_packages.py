@@ -316,3 +316,31 @@ def test_an_unfinished_lab_up_says_to_run_lab_up_again(tmp_path, monkeypatch, ca
     line = one_error_line(err)
     assert code == NotUp.exit_code == 7
     assert "did not finish" in line and "lab up" in line and "lab destroy" in line and "creating" not in line
+
+
+# -- scripts/fresh-machine.sh: what it refuses before touching anything ------------------------------------------------
+
+FRESH = REPO / "scripts" / "fresh-machine.sh"
+
+
+def fresh_machine(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(FRESH), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+
+
+def test_fresh_machine_keeps_what_the_base_image_needs():
+    keep = re.search(r"^KEEP=\(([^)]*)\)", FRESH.read_text(), re.MULTILINE)
+    assert keep and {"python3", "openssh-client", "git", "ca-certificates"} <= set(keep.group(1).split())
+    assert subprocess.run(["bash", "-n", str(FRESH)]).returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="fresh-machine.sh runs as root only")
+@pytest.mark.parametrize(("args", "needle"), [
+    ((), "pass --yes"),                      # no terminal to ask: refuses rather than removes
+    (("--bogus",), "unknown option --bogus"),
+    (("--lab", "Not A Name"), "--lab needs a lab's name"),
+    (("--lab", "x", "--run"), "--run needs the whole machine"),
+])
+def test_fresh_machine_refuses_before_removing_anything(args, needle):
+    result = fresh_machine(*args)
+    assert result.returncode == 2 and needle in result.stderr
+    assert "removing" not in result.stdout
