@@ -21,7 +21,7 @@ from lab.remote import RemoteHost, render_known_hosts, render_ssh_config
 from lab.report_html import render as render_report
 from lab.services import DOWN, UNKNOWN, probe as probe_services, services_of
 from lab.state import LabDir, write_private
-from lab.system import ensure_debian_packages
+from lab.machine_packages import ensure_feature
 from lab.topology import (APP_SERVERS, APPSERVER_THREADS, APPSERVER_WORKERS, DEFAULT_THREADS, AppServerSettings,
                           Overrides, Topology, choice_flag, load_file, resolve, with_web_count)
 
@@ -192,6 +192,8 @@ def _same_lab(labdir: LabDir, topology: Topology) -> dict | None:
 
 def _running_lab(project: Project) -> tuple[dict, Topology]:
     state = project.labdir.read()
+    if state["status"] == "creating":
+        raise NotUp(f"the last `lab up` in {project.labdir.path} did not finish: run `lab up` again (or `lab destroy`)")
     if state["status"] != "up":
         raise NotUp(f"the lab in {project.labdir.path} is {state['status']}, not up: run `lab up`")
     return state, Topology.from_dict(state["topology"])
@@ -352,7 +354,7 @@ def bench(project: Project, request: BenchRequest, say: Say, on_result: Callable
         wrk_path=SCENARIO_PATHS[request.scenario] if request.reference_wrk else None,
     )
     if request.reference_wrk:
-        ensure_debian_packages({"wrk": "wrk"}, say)
+        ensure_feature("bench-wrk", say)
     provider = get_provider(state["provider"])
     results_dir = timestamped_results_dir(project.labdir.path)
     reports = []

@@ -45,9 +45,21 @@ def require_root(what: str) -> None:
         raise NeedsRoot(f"{what} must run as root (try: sudo lab ...)")
 
 
+def missing_packages(packages: dict[str, str]) -> list[str]:
+    """The Debian packages whose proof is missing; packages maps what proves a package is there → the package.
+
+    A proof is a program (on PATH or in /usr/sbin, /sbin), an absolute path, or python3:MODULE (a module the
+    machine's python3 imports): the forms lab/machine-packages.toml uses.
+    """
+    return sorted({package for proof, package in packages.items() if not _have(proof)})
+
+
 def ensure_debian_packages(packages: dict[str, str], say: Say) -> None:
-    """Install the Debian packages whose program is missing; packages maps program → package."""
-    missing = sorted({package for program, package in packages.items() if not _have(program)})
+    """Install, without their Recommends, the Debian packages whose proof is missing (see missing_packages).
+
+    Callers pass a feature's packages from lab/machine-packages.toml (lab.machine_packages.ensure_feature).
+    """
+    missing = missing_packages(packages)
     if not missing:
         return
     if shutil.which("apt-get") is None:
@@ -92,6 +104,12 @@ def _apt_install(missing: list[str], env: dict[str, str]) -> subprocess.Complete
 
 
 def _have(program: str) -> bool:
+    if program.startswith("python3:"):
+        python3 = shutil.which("python3")
+        module = program.removeprefix("python3:")
+        return python3 is not None and subprocess.run(
+            [python3, "-c", f"import {module}"], capture_output=True, stdin=subprocess.DEVNULL
+        ).returncode == 0
     if program.startswith("/"):
         return os.path.exists(program)
     return shutil.which(program) is not None or any(

@@ -5,16 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v python3 >/dev/null || need_apt+=(python3)
-python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
-command -v ssh >/dev/null || need_apt+=(openssh-client)
-if [[ ${1:-} == --for-tests ]]; then
-  command -v chromium >/dev/null || need_apt+=(chromium)
-fi
-if ((${#need_apt[@]})); then
-  echo "setup: installing ${need_apt[*]} (apt)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+# Machine packages come from lab/machine-packages.toml (features "lab", and "tests" for --for-tests), read by
+# `python3 -m lab.machine_packages` (standard library only); python3 itself is installed first, to read it.
+# Like lab, without Recommends: the manifest names every package needed.
+apt_install() {
+  echo "setup: installing $* (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+command -v python3 >/dev/null || apt_install python3
+features=(lab)
+[[ ${1:-} == --for-tests ]] && features+=(tests)
+need_apt=$(python3 -m lab.machine_packages missing "${features[@]}") || {
+  echo "setup: cannot read lab/machine-packages.toml with $(command -v python3) (lab needs Python 3.11 or later)" >&2
+  exit 1
+}
+if [[ -n $need_apt ]]; then
+  # shellcheck disable=SC2086  # one package a line
+  apt_install $need_apt
 fi
 
 stamp=".venv/.lab-installed"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import machine_packages
 from lab.errors import (BootTimeout, BoxMissing, LibvirtDown, MissingDependency, VagrantMissing, VagrantProviderMissing,
                         exit_code_for)
 from lab.providers import get_provider
@@ -324,7 +325,7 @@ def test_vagrant_missing_and_not_installable(project, monkeypatch, capfd):
     def no_apt(packages, say):
         raise MissingDependency(f"lab needs {', '.join(sorted(set(packages.values())))} and cannot install them here (no apt-get)")
 
-    monkeypatch.setattr(libvirt, "ensure_debian_packages", no_apt)
+    monkeypatch.setattr(machine_packages, "ensure_debian_packages", no_apt)
     code, _, err = run_main(["up"], capfd)
     assert code == 15
     line = one_error_line(err)
@@ -337,7 +338,7 @@ def test_vagrant_libvirt_plugin_missing_and_not_installable(monkeypatch):
         if "vagrant-libvirt" in wanted.values():
             raise MissingDependency("could not install vagrant-libvirt: E: Unable to locate package vagrant-libvirt")
 
-    monkeypatch.setattr(libvirt, "ensure_debian_packages", packages)
+    monkeypatch.setattr(machine_packages, "ensure_debian_packages", packages)
     monkeypatch.setattr(libvirt, "_plugin_installed", lambda: False)
     with pytest.raises(VagrantProviderMissing) as caught:
         libvirt.ensure_libvirt(lambda message: None)

@@ -52,9 +52,10 @@ def vagrant_cli() -> str:
     if shutil.which("vagrant") is None:
         if os.geteuid() != 0:
             pytest.skip("vagrant is not installed (and installing it needs root)")
-        from lab.system import ensure_debian_packages
+        from lab.machine_packages import ensure_feature
 
-        ensure_debian_packages({"vagrant": "vagrant", "/usr/share/vagrant-plugins/plugins.d/vagrant-libvirt.json": "vagrant-libvirt"}, print)
+        ensure_feature("vagrant", print)
+        ensure_feature("vagrant-libvirt", print, only=["vagrant-libvirt"])
     return shutil.which("vagrant") or pytest.fail("vagrant did not install")
 
 

@@ -16,18 +16,10 @@ from lab.providers.local import machines, network, proxy
 from lab.providers.local.paths import cache_root, data_root, short_id
 from lab.providers.local.rootfs import ensure_rootfs
 from lab.state import LabDir
-from lab.system import ensure_debian_packages, require_root
+from lab.machine_packages import ensure_feature
+from lab.system import require_root
 from lab.topology import Topology
 
-# program → Debian package, installed on first use when missing
-MACHINE_PACKAGES = {
-    "debootstrap": "debootstrap",
-    "systemd-nspawn": "systemd-container",
-    "squid": "squid",
-    "ip": "iproute2",
-    "ssh": "openssh-client",
-    "ssh-keygen": "openssh-client",
-}
 WHEELS_IN_HOST = "/var/cache/lab/wheels"
 
 
@@ -58,7 +50,7 @@ class LocalProvider(Provider):
 
     def preflight(self, topology: Topology, labdir: LabDir, say: Say) -> None:
         require_root("the local provider")
-        ensure_debian_packages(MACHINE_PACKAGES, say)
+        ensure_feature("local", say)  # lab/machine-packages.toml
         _disable_packaged_squid()
         root = data_root() / topology.name
         owner_file = root / "owner"

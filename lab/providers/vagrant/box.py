@@ -20,7 +20,8 @@ from lab.providers.local.paths import cache_root
 from lab.providers.local.rootfs import MIRROR, SOURCES, SUITE, machine_ca_certificates
 from lab.providers.vagrant.driver import VagrantDriver
 from lab.providers.vagrant.libvirt import POOL, SYSTEM_URI
-from lab.system import ensure_debian_packages, gist, require_root, run
+from lab.machine_packages import ensure_feature
+from lab.system import gist, require_root, run
 
 BOX_NAME = "lab/debian12"
 BOX_FILE = "debian12-libvirt.box"
@@ -36,14 +37,6 @@ GUEST_PACKAGES = (
     "ifupdown", "isc-dhcp-client", "iproute2", "netbase", "openssh-server", "sudo", "rsync",
     "python3", "python3-venv", "ca-certificates", "procps",  # python3-venv: as in the local provider's rootfs
 )
-BUILD_TOOLS = {
-    "debootstrap": "debootstrap",
-    "grub-mkimage": "grub-common",
-    "/usr/lib/grub/i386-pc/boot.img": "grub-pc-bin",
-    "qemu-img": "qemu-utils",
-    "mkfs.ext4": "e2fsprogs",
-    "sfdisk": "fdisk",
-}
 GRUB_DIR = Path("/usr/lib/grub/i386-pc")
 GRUB_MODULES = ("biosdisk", "part_msdos", "ext2", "normal", "linux", "serial", "terminal", "echo", "search")
 KERNEL_ARGS = f"root=LABEL={ROOT_LABEL} ro console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0"
@@ -217,7 +210,7 @@ def build_box(say: Say, cache_dir: Path | None = None, force: bool = False) -> P
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not force and _complete(final, boxes / STAMP_FILE):
             return final
-        ensure_debian_packages(BUILD_TOOLS, say)
+        ensure_feature("box-build", say)  # lab/machine-packages.toml
         for stale in boxes.glob(".build-*"):
             _remove_build_dir(stale)  # an earlier build was interrupted
         say(f"building the Debian {SUITE} Vagrant box (about 2 minutes; cached in {boxes})")

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from lab.errors import BootTimeout, BoxMissing, LabError, LibvirtDown, ProviderError, VagrantMissing, VagrantProviderMissing
+from lab.errors import (BootTimeout, BoxMissing, LabError, LibvirtDown, MissingDependency, ProviderError, VagrantMissing,
+                        VagrantProviderMissing)
+from lab.machine_packages import package_providing
 from lab.system import gist
 
 VAGRANT_INSTALL_FIX = "install it: apt-get install vagrant vagrant-libvirt (Debian/Ubuntu), or see https://developer.hashicorp.com/vagrant/install"
@@ -64,8 +66,19 @@ def _provider_missing(text: str, log: Path) -> LabError:
     )
 
 
+def _program_missing(text: str, log: Path) -> LabError:
+    # libvirt's words when a program it runs is not installed, e.g. for its NAT network
+    # ("Call to virNetworkCreate failed: Unable to find 'dnsmasq' binary in $PATH").
+    program = re.findall(r"Unable to find '([^']+)' binary", text)[-1]
+    package = package_providing(program)
+    fix = (f"install the Debian package {package} (apt-get install --no-install-recommends {package})" if package
+           else f"install the package that provides {program}")
+    return MissingDependency(f"libvirt cannot find the program {program}: {fix}, then run `lab up` again (see {log})")
+
+
 # Vagrant's own words for the failures users hit, each mapped to its error (and exit code) and the fix.
 KNOWN_FAILURES: tuple[tuple[str, Callable[[str, Path], LabError]], ...] = (
+    (r"Unable to find '[^']+' binary", _program_missing),
     (r"box '[^']+' (could not be found|does not exist|isn't installed for the provider)|could not find the box", _box_missing),
     (r"virConnectOpen|Failed to connect socket|Error while connecting to Libvirt", _libvirt_down),
     (r"Timed out while waiting for the machine to boot|wait_for timeout .* was exceeded", _boot_timeout),

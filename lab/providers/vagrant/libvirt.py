@@ -18,19 +18,13 @@ from lab.errors import LibvirtDown, MissingDependency, VagrantMissing, VagrantPr
 from lab.providers.base import Say
 from lab.providers.vagrant.driver import VAGRANT_INSTALL_FIX
 from lab.providers.local.paths import cache_root
-from lab.system import ensure_debian_packages, gist, run
+from lab.machine_packages import ensure_feature, packages
+from lab.system import gist, run
 
 Driver = Literal["kvm", "qemu"]
 
-PACKAGES = {
-    "vagrant": "vagrant",
-    "virsh": "libvirt-clients",
-    "libvirtd": "libvirt-daemon-system",
-    "qemu-system-x86_64": "qemu-system-x86",
-    "qemu-img": "qemu-utils",
-}
-PLUGIN_PACKAGE = "vagrant-libvirt"
-PLUGIN_MARKER = Path("/usr/share/vagrant-plugins/plugins.d/vagrant-libvirt.json")
+PLUGIN_PACKAGE = "vagrant-libvirt"  # its package in the manifest's feature "vagrant-libvirt" (lab/machine-packages.toml)
+PLUGIN_MARKER = Path(next(iter(packages("vagrant-libvirt", only=[PLUGIN_PACKAGE]))))  # the file the manifest says proves it
 SYSTEM_URI = "qemu:///system"
 POOL = "default"  # vagrant-libvirt's storage pool unless a Vagrantfile names another
 DAEMON_TIMEOUT = 30.0
@@ -48,20 +42,22 @@ BOOTED_MARKERS = (
 
 
 def ensure_libvirt(say: Say) -> None:
-    """Install vagrant, vagrant-libvirt, libvirt and QEMU when missing, and start libvirt's daemons when stopped."""
+    """Install the manifest's features "vagrant" and "vagrant-libvirt" (vagrant-libvirt, libvirt, QEMU, dnsmasq for
+    libvirt's NAT network...) where missing, and start libvirt's daemons when stopped."""
     try:
-        ensure_debian_packages({"vagrant": PACKAGES["vagrant"]}, say)
+        ensure_feature("vagrant", say)
     except MissingDependency as error:
         raise VagrantMissing(f"vagrant is not installed and lab could not install it ({one_line(error)}); {VAGRANT_INSTALL_FIX}") from None
     if not _plugin_installed():
         try:
-            ensure_debian_packages({str(PLUGIN_MARKER): PLUGIN_PACKAGE}, say)
+            ensure_feature("vagrant-libvirt", say, only=[PLUGIN_PACKAGE])
         except MissingDependency as error:
             raise VagrantProviderMissing(
                 f"the Vagrant provider libvirt is not installed and lab could not install it ({one_line(error)}); "
                 "install it: apt-get install vagrant-libvirt, or choose another with [vagrant] provider in lab.toml"
             ) from None
-    ensure_debian_packages({k: v for k, v in PACKAGES.items() if k != "vagrant"}, say)
+    # Not the plugin's package again: `vagrant plugin install vagrant-libvirt` is as good (see _plugin_installed).
+    ensure_feature("vagrant-libvirt", say, without=[PLUGIN_PACKAGE])
     _kvm_device_for_libvirt(say)
     start_libvirt(say)
 
