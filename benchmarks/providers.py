@@ -93,7 +93,7 @@ def main() -> None:
 
 def _libvirt_driver() -> str:
     try:
-        from lab.providers.local.paths import cache_root
+        from lab.machine.paths import cache_root
 
         return json.loads((cache_root() / "libvirt-driver.json").read_text()).get("driver", "unknown")
     except (OSError, ValueError):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from lab import hostcheck
-from lab.providers.base import HostFacts
+from lab.hosts import HostFacts
 from lab.state import LabDir
 from lab.topology import Host, Topology
 

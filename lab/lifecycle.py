@@ -15,7 +15,7 @@ from lab.bench import timestamped_results_dir
 from lab.errors import BenchError, LabBusy, NotUp, ThresholdMissed, UsageError
 from lab.matrix import Cell, CellReport, MatrixSettings, compare_cells, measure_cell
 from lab.providers import get_provider
-from lab.providers.base import HostFacts
+from lab.hosts import HostFacts
 from lab.recipes import ConvergeReport, RecipeResult
 from lab.remote import RemoteHost, render_known_hosts, render_ssh_config
 from lab.report_html import render as render_report

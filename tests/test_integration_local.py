@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.providers.local import network
-from lab.providers.local.paths import data_root
+from lab.machine import network
+from lab.machine.paths import data_root
 from labcli import LabCli
 
 NAME = os.environ.get("TEST_LAB_NAME", "labci")  # its own name and subnet: a developer's lab on this machine must not matter

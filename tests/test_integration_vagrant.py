@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.providers.local import network
+from lab.machine import network
 from labcli import LabCli
 
 NAME = os.environ.get("TEST_LAB_NAME", "labvci")  # its own name and subnet: a developer's lab (local or vagrant) on this machine must not matter

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from lab import cli as cli_module
 from lab.cli import cli, main
 from lab.errors import TopologyError
-from lab.providers.base import HostFacts
+from lab.hosts import HostFacts
 from lab.recipes import Recipe, Target, converge
 from lab.remote import CommandResult
 from lab.topology import APP_SERVERS, AppServerSettings, Overrides, Topology, resolve, with_web_count

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from lab.errors import ProvisionFailed
-from lab.providers.base import HostFacts
+from lab.hosts import HostFacts
 from lab.recipes import ConvergeReport, Recipe, RecipeResult, converge, gist, load_recipes, raise_for_failures
 from lab.remote import CommandResult
 from lab.topology import Overrides, resolve

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from lab.providers.base import HostFacts
+from lab.hosts import HostFacts
 from lab.providers.local import proxy
 from lab.recipes import PROVISION_DIR, Recipe, converge
 from lab.topology import Overrides, resolve

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabBusy, ProviderError
-from lab.providers.base import HostFacts, Provider, Say, SshEndpoint
-from lab.providers.local import machines, network, proxy
-from lab.providers.local.paths import cache_root, data_root, short_id
+from lab.hosts import HostFacts, SshEndpoint
+from lab.machine import network
+from lab.machine.paths import cache_root, data_root, short_id
+from lab.providers.base import Provider
+from lab.providers.local import machines, proxy
 from lab.providers.local.rootfs import ensure_rootfs
 from lab.state import LabDir
-from lab.system import ensure_debian_packages, require_root
+from lab.system import Say, ensure_debian_packages, require_root
 from lab.topology import Topology
 
 # program → Debian package, installed on first use when missing
