@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +67,3 @@ def lab(request: pytest.FixtureRequest) -> Topology:
 @pytest.fixture(scope="session")
 def facts(request: pytest.FixtureRequest) -> HostFacts:
     return _context(request.config).facts
-
-
-@pytest.fixture(scope="session")
-def lab_network(lab: Topology) -> ipaddress.IPv4Network:
-    return ipaddress.IPv4Network(lab.subnet)

@@ -186,3 +186,9 @@ def test_providers_do_not_reach_into_each_other():
             if own and other and own != "base" and other not in ("base", own):
                 crossings.append(f"{module} imports {target} (line {line})")
     assert not crossings, "; ".join(crossings)
+
+
+def test_the_test_helpers_are_not_part_of_lab_itself():
+    """lab.testing (the runner of tests and benchmarks) imports lab.cli; nothing of lab's own may import it back."""
+    graph = import_graph()
+    assert [module for module, targets in graph.items() if "lab.testing" in targets] == []

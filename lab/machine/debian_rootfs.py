@@ -17,6 +17,7 @@ deb {MIRROR} {SUITE}-updates main
 deb http://deb.debian.org/debian-security {SUITE}-security main
 """
 LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")
+MACHINE_RESOLV_CONF = Path("/etc/resolv.conf")
 CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8"}
 
 
@@ -52,7 +53,7 @@ def build(target: Path, packages: Sequence[str], masked_units: Sequence[str], wh
     # The build needs the machine's DNS for apt; hosts then get theirs from their provider (or none).
     resolv = target / "etc/resolv.conf"
     resolv.unlink(missing_ok=True)
-    shutil.copyfile("/etc/resolv.conf", resolv)
+    shutil.copyfile(MACHINE_RESOLV_CONF, resolv)
     try:
         chroot(target, what, "apt-get", "update", "-qq")
         chroot(target, what, "apt-get", "-y", "-qq", "upgrade")
