@@ -20,11 +20,10 @@ from lab.recipes import ConvergeReport, RecipeResult
 from lab.remote import RemoteHost, render_known_hosts, render_ssh_config
 from lab.report_html import render as render_report
 from lab.state import LabDir, write_private
-from lab.system import ensure_debian_packages
+from lab.system import Say, ensure_debian_packages
 from lab.topology import (APP_SERVERS, APPSERVER_THREADS, APPSERVER_WORKERS, DEFAULT_THREADS, AppServerSettings,
                           Overrides, Topology, load_file, resolve, with_web_count)
 
-Say = Callable[[str], None]
 CONFIG_FILE = "lab.toml"
 
 
