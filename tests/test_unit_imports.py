@@ -4,8 +4,9 @@ Every module is parsed with ast, never imported. An edge A → B means A's code 
 statement is: at module level, inside a function (a deferred import still ties A to B: it only moves the cycle
 from import time to call time), or under `if TYPE_CHECKING:` (a dependency for annotations is still one: A cannot
 be read, or moved, without B). `from P import m` is an edge to P.m when m is a module, else to P, whose code supplies
-the name. Not counted: the parent packages Python initialises on the way to a submodule (`import a.b.c` runs a/__init__
-and a/b/__init__ first), since every package whose __init__ imports its own children would then be a cycle.
+the name. The packages Python initialises on the way (`import a.b.c` runs a/__init__ and a/b/__init__ first) count
+too, but for the importing module's own packages: they are initialised before it runs (or are importing it), and
+every package whose __init__ imports its own children would otherwise be a cycle.
 """
 from __future__ import annotations
 
@@ -55,8 +56,12 @@ def imported_modules(name: str, path: Path, modules: set[str]) -> dict[str, int]
         for target in targets:
             while target and target not in modules:
                 target = target.rpartition(".")[0]  # `import lab.x.y` of a non-module: its nearest module
-            if target and target != name:
-                found.setdefault(target, node.lineno)
+            parts = target.split(".")
+            for depth in range(1, len(parts) + 1):
+                package_or_module = ".".join(parts[:depth])
+                own = name == package_or_module or name.startswith(package_or_module + ".")
+                if package_or_module in modules and not own:
+                    found.setdefault(package_or_module, node.lineno)
     return found
 
 
@@ -133,7 +138,7 @@ def test_the_graph_sees_every_kind_of_import(tmp_path):
     module = tmp_path / "example.py"
     module.write_text(source)
     modules = {"lab", "lab.errors", "lab.providers", "lab.providers.base", "lab.system", "lab.bench", "lab.topology"}
-    assert set(imported_modules("lab.example", module, modules)) == modules - {"lab", "lab.providers"}
+    assert set(imported_modules("lab.example", module, modules)) == modules - {"lab"}  # lab.providers: base's package
 
 
 def test_find_cycles_names_each_cycle():
