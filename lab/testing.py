@@ -32,7 +32,6 @@ class ScratchLab:
     def __init__(self, folder: Path, name: str, subnet: str, provider: str | None = None,
                  extra_env: Mapping[str, str] | None = None, timeout: float = 900) -> None:
         self.folder = folder
-        self.name = name
         self.subnet = subnet
         self.timeout = timeout
         provider_line = f'provider = "{provider}"\n' if provider else ""

@@ -14,12 +14,13 @@ import pytest
 from click.testing import CliRunner
 
 from lab import cli as cli_module
-from lab.cli import cli, main
+from lab.cli import cli
 from lab.errors import TopologyError
 from lab.hosts import HostFacts
 from lab.recipes import Target
 from lab.remote import CommandResult
 from lab.testing import linux_topology as linux
+from lab.testing import one_error_line, run_main
 from lab.topology import APP_SERVERS, AppServerSettings, Overrides, Topology, with_web_count
 from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, VENV
 from provision.step2_database.recipes import SETTINGS
@@ -160,11 +161,9 @@ def test_up_help_offers_every_app_server():
 
 
 def test_up_with_unknown_app_server_is_a_topology_error(no_lab, capfd):
-    with pytest.raises(SystemExit) as done:
-        main(["up", "--app-server=uwsgi"])
-    assert done.value.code == 3
-    _, err = capfd.readouterr()
-    assert err.strip() == "lab: error: --app-server must be one of gunicorn, mod_wsgi (got 'uwsgi')"
+    code, _, err = run_main(["up", "--app-server=uwsgi"], capfd)
+    assert code == 3
+    assert one_error_line(err) == "lab: error: --app-server must be one of gunicorn, mod_wsgi (got 'uwsgi')"
     assert not (no_lab / ".lab").exists()
 
 
