@@ -16,9 +16,8 @@ import platform
 import re
 from pathlib import Path
 
-from labrun import BenchLab
-
 from lab.matrix import run_wrk
+from lab.testing import benchmark_main, scratch_lab
 
 NAME = "labshootout"
 STATIC_FILE = "/static/accounts/site.css"
@@ -64,17 +63,17 @@ def main() -> None:
         "settings": {"users": options.users, "duration_s": options.duration, "repeats": options.repeats},
         "scenarios": {},
     }
-    with BenchLab(NAME, range(120, 150), keep=options.keep) as lab:
-        lab.output("up", f"--web={options.web}")
+    with scratch_lab(NAME, range(120, 150), keep=options.keep, timeout=3600) as lab:
+        lab.ok("up", f"--web={options.web}")
         for scenario in ("hello", "mix"):
-            output = lab.output("bench", f"--web={options.web}", "--server=gunicorn,mod_wsgi", "--scenario", scenario,
+            output = lab.ok("bench", f"--web={options.web}", "--server=gunicorn,mod_wsgi", "--scenario", scenario,
                                 "--reference-wrk", "--users", str(options.users), "--duration", str(options.duration),
                                 "--repeats", str(options.repeats))
             found = re.search(r"report: (\S+)/report\.html", output)
             if not found:
                 raise SystemExit(f"lab bench printed no report path:\n{output[-2000:]}")
             report["scenarios"][scenario] = summary(Path(found.group(1)))
-        lb = next(h for h in json.loads(lab.output("status", "--format", "json")) if h["tier"] == "lb")
+        lb = next(h for h in json.loads(lab.ok("status", "--format", "json")) if h["tier"] == "lb")
         static_rps = run_wrk(f"http://{lb['ip']}{STATIC_FILE}", options.users, options.duration)
         hello = report["scenarios"]["hello"]
         report["nginx_static_file_wrk_rps"] = static_rps
@@ -86,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    benchmark_main(main)

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from labrun import BenchLab
+from lab.testing import benchmark_main, scratch_lab
 
 NAME = "labbench"
 
@@ -42,7 +42,7 @@ def main() -> None:
     runs: dict[str, list[float]] = {"cold_up": [], "warm_up": [], "converged_up": [], "test": [], "destroy": []}
     converged_changes: list[int] = []
     try:
-        with BenchLab(NAME, range(150, 199), extra_env={"LAB_CACHE_DIR": str(cache)}) as lab:
+        with scratch_lab(NAME, range(150, 199), extra_env={"LAB_CACHE_DIR": str(cache)}, timeout=3600) as lab:
             runs["cold_up"].append(lab.timed(*up)[0])
             for _ in range(options.repeats):
                 seconds, output = lab.timed(*up)
@@ -72,4 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    benchmark_main(main)

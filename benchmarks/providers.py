@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 
-from labrun import BenchLab
+from lab.testing import benchmark_main, scratch_lab
 
 NAMES = {"local": "labpbl", "vagrant": "labpbv"}
 THIRDS = {"local": range(100, 120), "vagrant": range(120, 150)}
@@ -33,7 +33,7 @@ def provisioning_seconds(output: str) -> float:
 
 def one_lab(provider: str, repeats: int) -> dict[str, object]:
     runs: dict[str, list[float]] = {"up": [], "make_hosts": [], "provision": [], "converged_up": [], "test": [], "destroy": []}
-    with BenchLab(NAMES[provider], THIRDS[provider], provider=provider) as lab:
+    with scratch_lab(NAMES[provider], THIRDS[provider], provider=provider, timeout=3600) as lab:
         for _ in range(repeats):
             seconds, output = lab.timed("up")
             runs["up"].append(seconds)
@@ -93,7 +93,7 @@ def main() -> None:
 
 def _libvirt_driver() -> str:
     try:
-        from lab.providers.local.paths import cache_root
+        from lab.machine.paths import cache_root
 
         return json.loads((cache_root() / "libvirt-driver.json").read_text()).get("driver", "unknown")
     except (OSError, ValueError):
@@ -101,4 +101,4 @@ def _libvirt_driver() -> str:
 
 
 if __name__ == "__main__":
-    main()
+    benchmark_main(main)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Mapping, NamedTuple
 
 from lab.errors import BenchError
-from lab.report import result_to_dict
 
 # The hard limit on one run is duration_s + this. It covers interpreter and
 # locustfile start-up, STOP_TIMEOUT_S and writing the reports.
@@ -108,6 +107,22 @@ def settings_to_dict(settings: BenchSettings) -> dict[str, Any]:
         "locustfile": str(settings.locustfile.resolve()),
         "results_dir": str(settings.results_dir.resolve()),
         "processes": settings.processes,
+    }
+
+
+def result_to_dict(result: BenchResult) -> dict[str, Any]:
+    """A BenchResult as plain JSON types (paths as strings, rows as dicts)."""
+    return {
+        "requests": result.requests,
+        "failures": result.failures,
+        "failure_ratio": result.failure_ratio,
+        "rps": result.rps,
+        "p50_ms": result.p50_ms,
+        "p95_ms": result.p95_ms,
+        "p99_ms": result.p99_ms,
+        "per_endpoint": [row._asdict() for row in result.per_endpoint],
+        "errors": [reason._asdict() for reason in result.errors],
+        "files": {key: str(Path(path)) for key, path in result.files.items()},
     }
 
 

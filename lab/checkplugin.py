@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from lab import hostcheck
-from lab.providers.base import HostFacts
+from lab.hosts import HostFacts
 from lab.state import LabDir
 from lab.topology import Host, Topology
 
@@ -68,8 +67,3 @@ def lab(request: pytest.FixtureRequest) -> Topology:
 @pytest.fixture(scope="session")
 def facts(request: pytest.FixtureRequest) -> HostFacts:
     return _context(request.config).facts
-
-
-@pytest.fixture(scope="session")
-def lab_network(lab: Topology) -> ipaddress.IPv4Network:
-    return ipaddress.IPv4Network(lab.subnet)

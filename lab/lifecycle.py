@@ -15,17 +15,17 @@ from lab.bench import timestamped_results_dir
 from lab.errors import BenchError, LabBusy, NotUp, ThresholdMissed, TopologyError, UsageError, one_line
 from lab.matrix import Cell, CellReport, MatrixSettings, compare_cells, measure_cell
 from lab.providers import get_provider
-from lab.providers.base import HostFacts
+from lab.hosts import HostFacts
 from lab.recipes import ConvergeReport, RecipeResult
 from lab.remote import RemoteHost, render_known_hosts, render_ssh_config
 from lab.report_html import render as render_report
 from lab.services import DOWN, UNKNOWN, probe as probe_services, services_of
 from lab.state import LabDir, write_private
 from lab.machine_packages import ensure_feature
+from lab.system import Say
 from lab.topology import (APP_SERVERS, APPSERVER_THREADS, APPSERVER_WORKERS, DEFAULT_THREADS, AppServerSettings,
                           Overrides, Topology, choice_flag, load_file, resolve, with_web_count)
 
-Say = Callable[[str], None]
 CONFIG_FILE = "lab.toml"
 # The site's demo user, made by app/accounts/management/commands/load_sample_data.py (DEMO_USERNAME there; a unit
 # test keeps the two equal); its password is the lab's own secret "demo_password" in .lab/secrets.toml.

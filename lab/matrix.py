@@ -15,9 +15,8 @@ from typing import Callable, Iterable
 
 from lab.bench import BenchResult, BenchSettings, run_locust
 from lab.errors import BenchError, LabError
-from lab.system import gist
+from lab.system import Say, gist
 
-Say = Callable[[str], None]
 NOISE = 0.10  # run-to-run spread measured on this kind of machine: differences below it mean little
 GENERATOR_SATURATED = 0.85  # cores per Locust process: past this, Locust (not the servers) sets the pace
 MACHINE_SATURATED = 0.90

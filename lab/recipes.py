@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import jinja2
 
 from lab.errors import ProvisionFailed
-from lab.providers.base import HostFacts
+from lab.hosts import HostFacts
 from lab.remote import CommandResult, RemoteHost
 from lab.system import gist
 from lab.topology import Host, Topology

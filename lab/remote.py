@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import paramiko
 from fabric import Config, Connection
 
-from lab.providers.base import SshEndpoint
+from lab.hosts import SshEndpoint
 from lab.state import LabDir
 
 COMMAND_ENV = "DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

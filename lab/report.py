@@ -1,31 +1,10 @@
-"""Presentation of load-test results: a rich table for the terminal and a JSON-ready dict."""
+"""Presentation of load-test results: rich tables for the terminal."""
 from __future__ import annotations
-
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
 
-if TYPE_CHECKING:
-    # Only for annotations: lab.bench imports this module at run time.
-    from lab.bench import BenchResult, EndpointStats
-
-
-def result_to_dict(result: BenchResult) -> dict[str, Any]:
-    """A BenchResult as plain JSON types (paths as strings, rows as dicts)."""
-    return {
-        "requests": result.requests,
-        "failures": result.failures,
-        "failure_ratio": result.failure_ratio,
-        "rps": result.rps,
-        "p50_ms": result.p50_ms,
-        "p95_ms": result.p95_ms,
-        "p99_ms": result.p99_ms,
-        "per_endpoint": [row._asdict() for row in result.per_endpoint],
-        "errors": [reason._asdict() for reason in result.errors],
-        "files": {key: str(Path(path)) for key, path in result.files.items()},
-    }
+from lab.bench import BenchResult, EndpointStats
 
 
 def _failures_cell(failures: int, requests: int) -> Text:

@@ -10,7 +10,7 @@ import pytest
 
 from lab import checkplugin
 from lab.errors import ChecksFailed, NotUp, TopologyError
-from lab.providers.base import HostFacts
+from lab.hosts import HostFacts
 from lab.recipes import discover_steps
 from lab.state import LabDir
 from lab.topology import TIERS, Topology

@@ -22,11 +22,12 @@ from lab.bench import (
     parse_failures_csv,
     parse_stats_csv,
     parse_stats_json,
+    result_to_dict,
     run_locust,
     timestamped_results_dir,
 )
 from lab.errors import BenchError, LabError
-from lab.report import bench_table, result_to_dict
+from lab.report import bench_table
 
 REPO = Path(__file__).resolve().parents[1]
 MIX = REPO / "loadtests" / "locustfile.py"

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -14,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.providers.local import network
-from lab.providers.local.paths import data_root
-from labcli import LabCli
+from lab.machine.paths import data_root
+from lab.testing import ScratchLab, scratch_lab
 
 NAME = os.environ.get("TEST_LAB_NAME", "labci")  # its own name and subnet: a developer's lab on this machine must not matter
 # TEST_LAB_NAME: two runs of this test can share one machine (each gets its own lab name and so its own subnet).
@@ -28,21 +26,15 @@ if os.geteuid() != 0:
     pytest.skip("the local provider needs root", allow_module_level=True)
 
 
-def free_subnet() -> str:
-    return network.first_free_subnet(NAME, range(199, 240))
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("integration")
-    the_lab = LabCli(folder, NAME, free_subnet())
-    yield the_lab
-    the_lab.run("destroy", timeout=120)  # whatever happened above, leave nothing running
+    with scratch_lab(NAME, range(199, 240), folder=tmp_path_factory.mktemp("integration")) as the_lab:
+        yield the_lab
 
 
-def test_ctrl_c_during_up_then_up_converges(lab: LabCli) -> None:
+def test_ctrl_c_during_up_then_up_converges(lab: ScratchLab) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "lab", "up", "--web=2"], cwd=lab.folder, env=lab.env, text=True,
+        lab.command("up", "--web=2"), cwd=lab.folder, env=lab.env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
     )
     provisioning = threading.Event()
@@ -66,19 +58,19 @@ def test_ctrl_c_during_up_then_up_converges(lab: LabCli) -> None:
     assert "0 failed" in output
 
 
-def test_second_up_changes_nothing(lab: LabCli) -> None:
+def test_second_up_changes_nothing(lab: ScratchLab) -> None:
     output = lab.ok("up", "--web=2")
     assert "no changes" in output
 
 
-def test_lab_test_passes_and_writes_junit(lab: LabCli) -> None:
+def test_lab_test_passes_and_writes_junit(lab: ScratchLab) -> None:
     junit = lab.folder / "checks.xml"
     output = lab.ok("test", "--junit-xml", str(junit))
     assert "all checks passed" in output
     assert 'failures="0"' in junit.read_text()
 
 
-def test_site_answers_through_the_balancer(lab: LabCli) -> None:
+def test_site_answers_through_the_balancer(lab: ScratchLab) -> None:
     lb = next(h for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://{lb['ip']}/", timeout=10) as response:
@@ -86,13 +78,13 @@ def test_site_answers_through_the_balancer(lab: LabCli) -> None:
         assert "First Bank of Lawrence" in response.read().decode()
 
 
-def test_status_and_ssh(lab: LabCli) -> None:
+def test_status_and_ssh(lab: ScratchLab) -> None:
     rows = json.loads(lab.ok("status", "--format", "json"))
     assert {r["name"]: r["state"] for r in rows} == {"lb1": "running", "web1": "running", "web2": "running", "db1": "running"}
     assert lab.ok("ssh", "web1", "hostname").strip() == "web1"
 
 
-def test_a_failing_check_is_named(lab: LabCli) -> None:
+def test_a_failing_check_is_named(lab: ScratchLab) -> None:
     lab.ok("ssh", "web2", "systemctl", "stop", "gunicorn")
     result = lab.run("test", "--tier", "web")
     assert result.returncode == 12
@@ -102,11 +94,11 @@ def test_a_failing_check_is_named(lab: LabCli) -> None:
     lab.ok("up", "--web=2")  # converges back
 
 
-def latest_run(lab: LabCli) -> Path:
+def latest_run(lab: ScratchLab) -> Path:
     return sorted((lab.folder / ".lab" / "results").iterdir())[-1]
 
 
-def test_bench_through_the_balancer(lab: LabCli) -> None:
+def test_bench_through_the_balancer(lab: ScratchLab) -> None:
     output = lab.ok("bench", "--web=2", "--duration", "10", "--users", "10", timeout=300)
     assert "gunicorn web×2" in output
     run = latest_run(lab)
@@ -119,7 +111,7 @@ def test_bench_through_the_balancer(lab: LabCli) -> None:
     assert list(run.glob("*/run1/*.csv"))
 
 
-def test_bench_compares_both_app_servers_in_one_run(lab: LabCli) -> None:
+def test_bench_compares_both_app_servers_in_one_run(lab: ScratchLab) -> None:
     output = lab.ok("bench", "--server=gunicorn,mod_wsgi", "--scenario", "hello", "--reference-wrk", "--users", "10",
                     "--duration", "5", "--warmup", "2", "--repeats", "2", timeout=600)
     assert "switching the lab to mod_wsgi web×2" in output
@@ -132,9 +124,9 @@ def test_bench_compares_both_app_servers_in_one_run(lab: LabCli) -> None:
     assert "mod_wsgi web×2" in compared and "+0.0%" in compared
 
 
-def test_bench_marks_the_cell_when_the_balancer_dies_mid_run(lab: LabCli) -> None:
+def test_bench_marks_the_cell_when_the_balancer_dies_mid_run(lab: ScratchLab) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "lab", "bench", "--users", "5", "--duration", "4", "--warmup", "0", "--repeats", "3"],
+        lab.command("bench", "--users", "5", "--duration", "4", "--warmup", "0", "--repeats", "3"),
         cwd=lab.folder, env=lab.env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
     )
     lines = []
@@ -152,16 +144,16 @@ def test_bench_marks_the_cell_when_the_balancer_dies_mid_run(lab: LabCli) -> Non
     lab.ok("test", "--tier", "lb")
 
 
-def test_a_clashing_subnet_is_refused_and_makes_nothing(lab: LabCli, tmp_path: Path) -> None:
+def test_a_clashing_subnet_is_refused_and_makes_nothing(lab: ScratchLab, tmp_path: Path) -> None:
     env = dict(lab.env, LAB_NAME="labclash", LAB_SUBNET=lab.subnet)  # the running lab's own subnet
-    result = subprocess.run([sys.executable, "-m", "lab", "up"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = subprocess.run(lab.command("up"), cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 5, result.stderr
     assert result.stderr.count("\n") == 1 and "overlaps" in result.stderr
     assert not (tmp_path / ".lab").exists()
     assert not (data_root() / "labclash").exists()
 
 
-def test_destroy_leaves_nothing_behind(lab: LabCli) -> None:
+def test_destroy_leaves_nothing_behind(lab: ScratchLab) -> None:
     resources = lab.state["resources"]
     lab.ok("destroy", timeout=120)
     assert not (lab.folder / ".lab" / "state.json").exists()

@@ -11,8 +11,7 @@ import urllib.request
 
 import pytest
 
-from lab.providers.local import network
-from labcli import LabCli
+from lab.testing import ScratchLab, scratch_lab
 
 NAME = os.environ.get("TEST_LAB_NAME", "labremember")  # its own name and subnet: other labs on this machine must not matter
 pytestmark = pytest.mark.integration
@@ -28,19 +27,17 @@ ALL_UP = {"lb1": {"nginx": "up"}, "web1": {"gunicorn": "up"}, "web2": {"gunicorn
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("remember")
-    the_lab = LabCli(folder, NAME, network.first_free_subnet(NAME, range(100, 120)))
-    yield the_lab
-    the_lab.run("destroy", timeout=120)  # whatever happened above, leave nothing running
+    with scratch_lab(NAME, range(100, 120), folder=tmp_path_factory.mktemp("remember")) as the_lab:
+        yield the_lab
 
 
-def services(lab: LabCli) -> dict[str, dict[str, str]]:
+def services(lab: ScratchLab) -> dict[str, dict[str, str]]:
     rows = json.loads(lab.ok("status", "--format", "json"))
     assert all(row["state"] == "running" for row in rows), rows
     return {row["name"]: row["services"] for row in rows}
 
 
-def test_a_plain_up_keeps_what_an_earlier_flag_chose(lab: LabCli) -> None:
+def test_a_plain_up_keeps_what_an_earlier_flag_chose(lab: ScratchLab) -> None:
     lab.ok("up", "--web=2")
     output = lab.ok("up")
     assert "keeping web×2 from your earlier `lab up --web=2`; `--web=1`" in output
@@ -50,7 +47,7 @@ def test_a_plain_up_keeps_what_an_earlier_flag_chose(lab: LabCli) -> None:
     assert services(lab) == ALL_UP
 
 
-def test_status_says_a_stopped_service_is_down_and_up_heals_it(lab: LabCli) -> None:
+def test_status_says_a_stopped_service_is_down_and_up_heals_it(lab: ScratchLab) -> None:
     lab.ok("ssh", "web2", "systemctl", "stop", "gunicorn")
     assert services(lab) == dict(ALL_UP, web2={"gunicorn": "down"})
     table = lab.ok("status")
@@ -61,7 +58,7 @@ def test_status_says_a_stopped_service_is_down_and_up_heals_it(lab: LabCli) -> N
     assert services(lab) == ALL_UP
 
 
-def test_lab_test_counts_the_skipped_checks_and_v_names_them(lab: LabCli) -> None:
+def test_lab_test_counts_the_skipped_checks_and_v_names_them(lab: ScratchLab) -> None:
     plain = lab.ok("test", "--tier", "web")
     assert re.search(r"lab: \d+ check\(s\) skipped: they do not apply to this lab \(`lab test -v` names them", plain)
     verbose = lab.ok("test", "--tier", "web", "-v")
@@ -70,7 +67,7 @@ def test_lab_test_counts_the_skipped_checks_and_v_names_them(lab: LabCli) -> Non
             in verbose
 
 
-def test_creds_sign_in_to_the_site(lab: LabCli) -> None:
+def test_creds_sign_in_to_the_site(lab: ScratchLab) -> None:
     values = dict(line.split(":", 1) for line in lab.ok("creds").splitlines())
     values = {key: value.strip() for key, value in values.items()}
     assert values["user"] == "demo" and len(values["password"]) >= 24
@@ -86,7 +83,7 @@ def test_creds_sign_in_to_the_site(lab: LabCli) -> None:
     assert any(cookie.name == "sessionid" for cookie in jar)
 
 
-def test_bench_puts_the_lab_back_as_it_found_it(lab: LabCli) -> None:
+def test_bench_puts_the_lab_back_as_it_found_it(lab: ScratchLab) -> None:
     output = lab.ok("bench", "--server=gunicorn,mod_wsgi", "--duration", "3", "--warmup", "1", "--repeats", "1",
                     "--users", "4", "--scenario", "hello", timeout=900)
     assert "switching the lab to mod_wsgi web×2" in output

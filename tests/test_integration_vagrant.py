@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.providers.local import network
-from labcli import LabCli
+from lab.testing import ScratchLab, scratch_lab
 
 NAME = os.environ.get("TEST_LAB_NAME", "labvci")  # its own name and subnet: a developer's lab (local or vagrant) on this machine must not matter
 # TEST_LAB_NAME: two runs of this test can share one machine (each gets its own lab name and so its own subnet).
@@ -29,26 +28,21 @@ if os.geteuid() != 0:
     pytest.skip("the vagrant provider's libvirt needs root here", allow_module_level=True)
 
 
-def free_subnet() -> str:
-    # Clear of the local integration test's range (199-239), the lifecycle benchmark's (150-198),
-    # libvirt's default network (122) and vagrant-libvirt's management network (121).
-    return network.first_free_subnet(NAME, range(60, 100))
-
-
 def virsh(*args: str) -> str:
     return subprocess.run([*SYSTEM, *args], capture_output=True, text=True, timeout=60, check=True).stdout
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("vagrant")
-    the_lab = LabCli(folder, NAME, free_subnet(), provider="vagrant", timeout=1800)
-    yield the_lab
-    the_lab.run("destroy", timeout=600)  # whatever happened above, leave no VM running
-    print(f"\nvagrant integration timings (s): {json.dumps(the_lab.seconds)}")
+    # Subnets clear of the local integration test's range (199-239), the lifecycle benchmark's (150-198),
+    # libvirt's default network (122) and vagrant-libvirt's management network (121).
+    with scratch_lab(NAME, range(60, 100), folder=tmp_path_factory.mktemp("vagrant"), provider="vagrant",
+                     timeout=1800) as the_lab:
+        yield the_lab
+    print(f"\nvagrant integration timings (s): {json.dumps(the_lab.seconds)}")  # `lab destroy` included
 
 
-def test_box_is_built_or_reused(lab: LabCli) -> None:
+def test_box_is_built_or_reused(lab: ScratchLab) -> None:
     output = lab.ok("box", "build")
     assert "box lab/debian12 is ready" in output
     listed = subprocess.run(["vagrant", "box", "list", "--machine-readable"], capture_output=True, text=True,
@@ -56,7 +50,7 @@ def test_box_is_built_or_reused(lab: LabCli) -> None:
     assert ",box-name,lab/debian12" in listed and ",box-provider,libvirt" in listed
 
 
-def test_up_makes_three_vms_and_provisions_them(lab: LabCli) -> None:
+def test_up_makes_three_vms_and_provisions_them(lab: ScratchLab) -> None:
     output = lab.ok("up")
     assert "0 failed" in output, output
     resources = lab.state["resources"]
@@ -65,7 +59,7 @@ def test_up_makes_three_vms_and_provisions_them(lab: LabCli) -> None:
     assert {f"{NAME}-lb1", f"{NAME}-web1", f"{NAME}-db1"} <= set(running)
 
 
-def test_lab_test_passes_with_the_same_checks(lab: LabCli) -> None:
+def test_lab_test_passes_with_the_same_checks(lab: ScratchLab) -> None:
     junit = lab.folder / "checks.xml"
     output = lab.ok("test", "--junit-xml", str(junit))
     assert "all checks passed" in output
@@ -78,7 +72,7 @@ def test_lab_test_passes_with_the_same_checks(lab: LabCli) -> None:
         assert f'name="{check}"' in report, check
 
 
-def test_site_answers_through_the_balancer(lab: LabCli) -> None:
+def test_site_answers_through_the_balancer(lab: ScratchLab) -> None:
     lb = next(h for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://{lb['ip']}/", timeout=30) as response:
@@ -86,7 +80,7 @@ def test_site_answers_through_the_balancer(lab: LabCli) -> None:
         assert "First Bank of Lawrence" in response.read().decode()
 
 
-def test_status_shows_each_vms_state_as_vagrant_reports_it(lab: LabCli) -> None:
+def test_status_shows_each_vms_state_as_vagrant_reports_it(lab: ScratchLab) -> None:
     rows = json.loads(lab.ok("status", "--format", "json"))
     reported = subprocess.run(["vagrant", "status", "--machine-readable"], cwd=lab.folder / ".lab", capture_output=True,
                               text=True, timeout=120, check=True).stdout
@@ -98,16 +92,16 @@ def test_status_shows_each_vms_state_as_vagrant_reports_it(lab: LabCli) -> None:
     assert {r["name"]: r["state"] for r in rows} == vagrants == {"lb1": "running", "web1": "running", "db1": "running"}
 
 
-def test_ssh_reaches_the_vm(lab: LabCli) -> None:
+def test_ssh_reaches_the_vm(lab: ScratchLab) -> None:
     assert lab.ok("ssh", "web1", "hostname").strip() == "web1"
 
 
-def test_a_second_up_changes_nothing(lab: LabCli) -> None:
+def test_a_second_up_changes_nothing(lab: ScratchLab) -> None:
     output = lab.ok("up")
     assert "no changes" in output, output
 
 
-def test_destroy_leaves_no_domain_volume_or_network(lab: LabCli) -> None:
+def test_destroy_leaves_no_domain_volume_or_network(lab: ScratchLab) -> None:
     resources = lab.state["resources"]
     lab.ok("destroy", timeout=600)
     assert not (lab.folder / ".lab" / "state.json").exists()

@@ -14,20 +14,20 @@ import pytest
 from click.testing import CliRunner
 
 from lab import cli as cli_module
-from lab.cli import cli, main
+from lab.cli import cli
 from lab.errors import TopologyError
-from lab.providers.base import HostFacts
-from lab.recipes import Recipe, Target, converge
+from lab.hosts import HostFacts
+from lab.recipes import Target
 from lab.remote import CommandResult
-from lab.topology import APP_SERVERS, AppServerSettings, Overrides, Topology, resolve, with_web_count
+from lab.testing import linux_topology as linux
+from lab.testing import one_error_line, run_main
+from lab.topology import APP_SERVERS, AppServerSettings, Overrides, Topology, with_web_count
 from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, VENV
 from provision.step2_database.recipes import SETTINGS
 from provision.step3_appserver import recipes as step3
 from provision.step3_appserver import test_web as checks
 
 
-def linux(file_data=None, environ=None, overrides=Overrides()) -> Topology:
-    return resolve(file_data or {}, environ or {}, overrides, platform="linux")
 
 
 # -- app_server: defaults → lab.toml → LAB_APP_SERVER → --app-server ------------------------------------
@@ -151,16 +151,6 @@ def test_recipes_and_checks_know_every_app_server():
 # -- lab up --app-server ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def no_lab(tmp_path, monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("LAB_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LAB_DIR", str(tmp_path / ".lab"))
-    return tmp_path
-
-
 def test_up_help_offers_every_app_server():
     result = CliRunner().invoke(cli, ["up", "--help"])
     assert result.exit_code == 0
@@ -171,11 +161,9 @@ def test_up_help_offers_every_app_server():
 
 
 def test_up_with_unknown_app_server_is_a_topology_error(no_lab, capfd):
-    with pytest.raises(SystemExit) as done:
-        main(["up", "--app-server=uwsgi"])
-    assert done.value.code == 3
-    _, err = capfd.readouterr()
-    assert err.strip() == "lab: error: --app-server must be one of gunicorn, mod_wsgi (got 'uwsgi')"
+    code, _, err = run_main(["up", "--app-server=uwsgi"], capfd)
+    assert code == 3
+    assert one_error_line(err) == "lab: error: --app-server must be one of gunicorn, mod_wsgi (got 'uwsgi')"
     assert not (no_lab / ".lab").exists()
 
 
@@ -206,40 +194,22 @@ TOPOLOGY = linux({"appserver": {"workers": 3, "threads": 4}}, overrides=Override
 WEB2 = TOPOLOGY.host("web2")  # 192.168.56.22
 
 
-@pytest.fixture(scope="module")
-def env() -> jinja2.Environment:
-    """The very Environment converge() hands to recipes."""
-    captured: list[jinja2.Environment] = []
-
-    class Silent:
-        def run(self, command, user=None):
-            raise AssertionError("no command expected")
-
-        def close(self):
-            pass
-
-    converge(TOPOLOGY, [Recipe("t.grab", 1, ("db",), lambda t: captured.append(t._templates))],
-             lambda name: Silent(), HostFacts(proxy_url=None), {})
-    assert captured[0].undefined is jinja2.StrictUndefined
-    return captured[0]
-
-
-def rendered_by_recipe(env, topology: Topology, host: str = "web2") -> dict[str, str]:
+def rendered_by_recipe(templates, topology: Topology, host: str = "web2") -> dict[str, str]:
     """What the step 3 recipes write on a fresh web host of this topology, path → text."""
     web = FakeWeb()
-    run_step3(env, topology, web, host)
+    run_step3(templates, topology, web, host)
     return web.files
 
 
-def test_apache_listens_on_the_host_ip_and_port_8000_only(env):
-    ports = rendered_by_recipe(env, TOPOLOGY)["/etc/apache2/ports.conf"]
+def test_apache_listens_on_the_host_ip_and_port_8000_only(templates):
+    ports = rendered_by_recipe(templates, TOPOLOGY)["/etc/apache2/ports.conf"]
     assert ports.startswith("# managed by lab")
     directives = [line for line in ports.splitlines() if line.strip() and not line.startswith("#")]
     assert directives == [f"Listen {WEB2.ip}:8000"]
 
 
-def test_site_runs_daemon_processes_as_the_app_user_with_the_knobs(env):
-    site = rendered_by_recipe(env, TOPOLOGY)[step3.APACHE_SITE]
+def test_site_runs_daemon_processes_as_the_app_user_with_the_knobs(templates):
+    site = rendered_by_recipe(templates, TOPOLOGY)[step3.APACHE_SITE]
     daemon = re.findall(r"^\s*WSGIDaemonProcess (.*)$", site, re.M)
     assert len(daemon) == 1
     name, *options = daemon[0].split()
@@ -251,8 +221,8 @@ def test_site_runs_daemon_processes_as_the_app_user_with_the_knobs(env):
     assert re.search(rf"^\s*WSGIScriptAlias / {APP_HOME}/bank\.wsgi process-group=bank application-group=%{{GLOBAL}}$", site, re.M)
 
 
-def test_site_is_daemon_mode_only_with_a_reachable_socket_prefix(env):
-    site = rendered_by_recipe(env, TOPOLOGY)[step3.APACHE_SITE]
+def test_site_is_daemon_mode_only_with_a_reachable_socket_prefix(templates):
+    site = rendered_by_recipe(templates, TOPOLOGY)[step3.APACHE_SITE]
     lines = [line.strip() for line in site.splitlines()]
     assert "WSGIRestrictEmbedded On" in lines
     assert "WSGISocketPrefix /run/apache2/wsgi" in lines
@@ -261,13 +231,13 @@ def test_site_is_daemon_mode_only_with_a_reachable_socket_prefix(env):
     assert "0.0.0.0" not in site and "*:" not in site and "127.0.0.1" not in site
 
 
-def test_knob_defaults_reach_the_site(env):
-    site = rendered_by_recipe(env, linux(overrides=Overrides(app_server="mod_wsgi")), "web1")[step3.APACHE_SITE]
+def test_knob_defaults_reach_the_site(templates):
+    site = rendered_by_recipe(templates, linux(overrides=Overrides(app_server="mod_wsgi")), "web1")[step3.APACHE_SITE]
     assert " processes=2 threads=5 " in site
 
 
-def test_wsgi_entry_point_sets_the_settings_path_then_imports_the_site(env, monkeypatch):
-    text = rendered_by_recipe(env, TOPOLOGY)[step3.WSGI_SCRIPT]
+def test_wsgi_entry_point_sets_the_settings_path_then_imports_the_site(templates, monkeypatch):
+    text = rendered_by_recipe(templates, TOPOLOGY)[step3.WSGI_SCRIPT]
     assert text.startswith("# managed by lab")
     site = types.ModuleType("bank.wsgi")
     site.application = object()
@@ -281,9 +251,9 @@ def test_wsgi_entry_point_sets_the_settings_path_then_imports_the_site(env, monk
 
 
 @pytest.mark.parametrize(("threads", "worker_class"), [(1, "sync"), (4, "gthread")])
-def test_gunicorn_takes_the_knobs(env, threads, worker_class):
+def test_gunicorn_takes_the_knobs(templates, threads, worker_class):
     topology = linux({"appserver": {"workers": 5, "threads": threads}})
-    unit = rendered_by_recipe(env, topology, "web1")["/etc/systemd/system/gunicorn.service"]
+    unit = rendered_by_recipe(templates, topology, "web1")["/etc/systemd/system/gunicorn.service"]
     exec_start = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
     assert len(exec_start) == 1
     assert f"--bind 192.168.56.21:8000 --workers 5 --worker-class {worker_class} --threads {threads} " in exec_start[0]
@@ -306,15 +276,15 @@ TEMPLATE_VALUES = {
 
 
 @pytest.mark.parametrize(("name", "value"), [(n, v) for n in sorted(TEMPLATE_VALUES) for v in sorted(TEMPLATE_VALUES[n])])
-def test_step3_templates_refuse_a_missing_value(env, name, value):
+def test_step3_templates_refuse_a_missing_value(templates, name, value):
     values = {k: v for k, v in TEMPLATE_VALUES[name].items() if k != value}
     with pytest.raises(jinja2.UndefinedError, match=value):
-        env.get_template(name).render(host=WEB2, topology=TOPOLOGY, **values)
+        templates.get_template(name).render(host=WEB2, topology=TOPOLOGY, **values)
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATE_VALUES))
-def test_step3_templates_render_completely(env, name):
-    text = env.get_template(name).render(host=WEB2, topology=TOPOLOGY, **TEMPLATE_VALUES[name])
+def test_step3_templates_render_completely(templates, name):
+    text = templates.get_template(name).render(host=WEB2, topology=TOPOLOGY, **TEMPLATE_VALUES[name])
     assert text.startswith("# managed by lab") and text.endswith("\n")
     assert "{{" not in text and "{%" not in text and "None" not in text
 
@@ -433,9 +403,9 @@ class FakeTarget(Target):
         return bool(missing)
 
 
-def run_step3(env, topology: Topology, web: FakeWeb, host: str = "web2", events=()) -> list[str]:
+def run_step3(templates, topology: Topology, web: FakeWeb, host: str = "web2", events=()) -> list[str]:
     """The app server recipes in their definition order, as converge() runs them; the changes they report."""
-    target = FakeTarget(web, topology, host, env, events)
+    target = FakeTarget(web, topology, host, templates, events)
     for func in (step3.unused_app_servers, step3.gunicorn, step3.mod_wsgi):
         func(target)
     return target.changes
@@ -445,9 +415,9 @@ GUNICORN = linux(overrides=Overrides(web=2))
 MOD_WSGI = linux(overrides=Overrides(web=2, app_server="mod_wsgi"))
 
 
-def test_switching_to_mod_wsgi_retires_gunicorn_then_starts_apache(env):
+def test_switching_to_mod_wsgi_retires_gunicorn_then_starts_apache(templates):
     web = FakeWeb(gunicorn=Unit(enabled=True, active=True))
-    changes = run_step3(env, MOD_WSGI, web)
+    changes = run_step3(templates, MOD_WSGI, web)
     assert changes[:2] == ["stopped gunicorn", "disabled gunicorn"]
     assert changes[-1] == "started apache2"
     assert "installed apache2 libapache2-mod-wsgi-py3" in changes
@@ -458,62 +428,62 @@ def test_switching_to_mod_wsgi_retires_gunicorn_then_starts_apache(env):
     assert web.most_listening == 1
 
 
-def test_a_converged_mod_wsgi_host_reports_no_changes_and_is_not_warmed_again(env):
+def test_a_converged_mod_wsgi_host_reports_no_changes_and_is_not_warmed_again(templates):
     web = FakeWeb(gunicorn=Unit(enabled=True, active=True))
-    run_step3(env, MOD_WSGI, web)
-    assert run_step3(env, MOD_WSGI, web) == []
+    run_step3(templates, MOD_WSGI, web)
+    assert run_step3(templates, MOD_WSGI, web) == []
     assert web.warm_ups == 1
 
 
-def test_switching_back_retires_apache_first_and_keeps_its_files(env):
+def test_switching_back_retires_apache_first_and_keeps_its_files(templates):
     web = FakeWeb()
-    assert run_step3(env, GUNICORN, web)[-1] == "started gunicorn"
-    run_step3(env, MOD_WSGI, web)
-    changes = run_step3(env, GUNICORN, web)
+    assert run_step3(templates, GUNICORN, web)[-1] == "started gunicorn"
+    run_step3(templates, MOD_WSGI, web)
+    changes = run_step3(templates, GUNICORN, web)
     assert changes == ["stopped apache2", "disabled apache2", "enabled gunicorn", "started gunicorn"]
     assert web.listening() == ["gunicorn"]
     assert web.units["apache2"] == Unit(enabled=False, active=False)
     assert step3.APACHE_SITE in web.files
-    assert run_step3(env, GUNICORN, web) == []
-    changes = run_step3(env, MOD_WSGI, web)
+    assert run_step3(templates, GUNICORN, web) == []
+    changes = run_step3(templates, MOD_WSGI, web)
     assert changes == ["stopped gunicorn", "disabled gunicorn", "enabled apache2", "started apache2"]
     assert web.most_listening == 1  # never two servers on the app port
 
 
-def test_a_stray_second_server_is_stopped_and_the_labs_own_left_alone(env):
+def test_a_stray_second_server_is_stopped_and_the_labs_own_left_alone(templates):
     web = FakeWeb()
-    run_step3(env, MOD_WSGI, web)
+    run_step3(templates, MOD_WSGI, web)
     web.units["gunicorn"] = Unit(enabled=True, active=True)  # started by hand beside Apache
-    assert run_step3(env, MOD_WSGI, web) == ["stopped gunicorn", "disabled gunicorn"]
+    assert run_step3(templates, MOD_WSGI, web) == ["stopped gunicorn", "disabled gunicorn"]
     assert web.listening() == ["apache2"]
 
 
-def test_gunicorn_host_without_apache_has_nothing_to_retire(env):
+def test_gunicorn_host_without_apache_has_nothing_to_retire(templates):
     web = FakeWeb()
-    run_step3(env, GUNICORN, web)
+    run_step3(templates, GUNICORN, web)
     assert "apache2" not in web.units
-    assert run_step3(env, GUNICORN, web) == []
+    assert run_step3(templates, GUNICORN, web) == []
 
 
 @pytest.mark.parametrize("event", ["app-code", "app-config"])
-def test_new_release_or_settings_restart_the_running_server(env, event):
+def test_new_release_or_settings_restart_the_running_server(templates, event):
     web = FakeWeb()
-    run_step3(env, MOD_WSGI, web)
-    assert run_step3(env, MOD_WSGI, web, events=[event]) == ["restarted apache2"]
+    run_step3(templates, MOD_WSGI, web)
+    assert run_step3(templates, MOD_WSGI, web, events=[event]) == ["restarted apache2"]
     assert web.warm_ups == 2  # the restarted daemons load the new release before the balancer's first request
-    run_step3(env, GUNICORN, web)
-    assert run_step3(env, GUNICORN, web, events=[event]) == ["restarted gunicorn"]
+    run_step3(templates, GUNICORN, web)
+    assert run_step3(templates, GUNICORN, web, events=[event]) == ["restarted gunicorn"]
 
 
-def test_changed_knobs_rewrite_the_site_and_restart_apache(env):
+def test_changed_knobs_rewrite_the_site_and_restart_apache(templates):
     web = FakeWeb()
-    run_step3(env, MOD_WSGI, web)
+    run_step3(templates, MOD_WSGI, web)
     busier = linux({"appserver": {"workers": 4}}, overrides=Overrides(web=2, app_server="mod_wsgi"))
-    assert run_step3(env, busier, web) == [f"updated {step3.APACHE_SITE}", "restarted apache2"]
+    assert run_step3(templates, busier, web) == [f"updated {step3.APACHE_SITE}", "restarted apache2"]
     assert " processes=4 threads=5 " in web.files[step3.APACHE_SITE]
 
 
-def test_a_site_that_never_answers_fails_the_recipe(env, monkeypatch):
+def test_a_site_that_never_answers_fails_the_recipe(templates, monkeypatch):
     web = FakeWeb()
     real_run = web.run
 
@@ -524,4 +494,4 @@ def test_a_site_that_never_answers_fails_the_recipe(env, monkeypatch):
 
     monkeypatch.setattr(web, "run", unhealthy)
     with pytest.raises(step3.RecipeError, match=r"did not answer after Apache started: .*HTTP Error 503"):
-        run_step3(env, MOD_WSGI, web)
+        run_step3(templates, MOD_WSGI, web)

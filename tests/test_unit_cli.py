@@ -17,9 +17,9 @@ from lab.cli import cli, main
 from lab.errors import NotUp, TopologyError
 from lab.recipes import discover_steps
 from lab.state import LabDir
+from lab.testing import one_error_line, run_main
 from lab.topology import Overrides, resolve
 from lab.verify import SkippedCheck
-from labcli import one_error_line, run_main
 
 VERBS = {"up", "status", "creds", "test", "bench", "ssh", "destroy"}
 
@@ -59,17 +59,6 @@ def test_group_help_lists_every_command():
 
 
 # -- main(): errors become exit codes ----------------------------------------------------------------
-
-
-@pytest.fixture
-def no_lab(tmp_path, monkeypatch):
-    """An empty project folder with its own LAB_DIR, and no LAB_* settings leaking in from outside."""
-    for key in list(os.environ):
-        if key.startswith("LAB_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LAB_DIR", str(tmp_path / ".lab"))
-    return tmp_path
 
 
 def test_unknown_verb_is_a_usage_error(no_lab, capfd):

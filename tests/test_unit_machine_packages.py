@@ -19,7 +19,7 @@ from lab.providers.vagrant.driver import known_failure
 from lab.state import LabDir
 from lab.system import missing_packages
 from lab.topology import resolve
-from labcli import one_error_line, run_main
+from lab.testing import one_error_line, run_main
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON_DIRS = ("lab", "benchmarks", "tests", "provision")

@@ -7,10 +7,9 @@ import threading
 import pytest
 
 from lab.errors import ProvisionFailed
-from lab.providers.base import HostFacts
+from lab.hosts import HostFacts
 from lab.recipes import ConvergeReport, Recipe, RecipeResult, converge, gist, load_recipes, raise_for_failures
 from lab.remote import CommandResult
-from lab.topology import Overrides, resolve
 
 NFT_OUTPUT = """\
 /etc/nftables.conf:12:46-46: Error: syntax error, unexpected '}'
@@ -115,11 +114,6 @@ RECIPES = [
 ]
 FACTS = HostFacts(proxy_url=None)
 SECRETS = {"db_password": "pw"}
-
-
-@pytest.fixture
-def topology():
-    return resolve({}, {}, Overrides(web=2), platform="linux")  # lb1, web1, web2, db1
 
 
 def by_key(report: ConvergeReport) -> dict[tuple[str, str], RecipeResult]:

@@ -12,7 +12,6 @@ import pytest
 
 from lab.errors import LabBusy, NotUp, ProviderError
 from lab.state import SECRET_NAMES, STATE_KEYS, STATE_VERSION, LabDir, write_private
-from lab.topology import Overrides, resolve
 
 
 def mode(path) -> int:
@@ -22,11 +21,6 @@ def mode(path) -> int:
 @pytest.fixture
 def labdir(tmp_path) -> LabDir:
     return LabDir(tmp_path / ".lab")
-
-
-@pytest.fixture
-def topology():
-    return resolve({}, {}, Overrides(web=2), platform="linux")
 
 
 # -- state file -------------------------------------------------------------------------------

@@ -8,9 +8,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from lab.providers.base import HostFacts
 from lab.providers.local import proxy
-from lab.recipes import PROVISION_DIR, Recipe, converge
+from lab.recipes import PROVISION_DIR
 from lab.topology import Overrides, resolve
 from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, TIER_PORTS, VENV
 from provision.step2_database.recipes import DATABASE, ROLE, SETTINGS, STATIC_ROOT
@@ -66,34 +65,10 @@ CASES: dict[str, tuple[str, dict]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def env() -> jinja2.Environment:
-    """The very Environment converge() hands to recipes, captured from inside a recipe."""
-    captured: list[jinja2.Environment] = []
-
-    class Quiet:
-        def run(self, command, user=None):
-            raise AssertionError("no command expected")
-
-        def put(self, data, remote_path):
-            raise AssertionError("no upload expected")
-
-        def get(self, remote_path):
-            raise AssertionError("no download expected")
-
-        def close(self):
-            pass
-
-    grab = Recipe("t.grab", 1, ("db",), lambda t: captured.append(t._templates))
-    report = converge(TOPOLOGY, [grab], lambda name: Quiet(), HostFacts(proxy_url=None), {})
-    assert [r.status for r in report.results] == ["ok"]
-    return captured[0]
-
-
-def render(env: jinja2.Environment, name: str, **drop_or_add) -> str:
+def render(templates: jinja2.Environment, name: str, **drop_or_add) -> str:
     host_name, values = CASES[name]
     values = dict(values, **drop_or_add)
-    return env.get_template(name).render(host=TOPOLOGY.host(host_name), topology=TOPOLOGY, **values)
+    return templates.get_template(name).render(host=TOPOLOGY.host(host_name), topology=TOPOLOGY, **values)
 
 
 def squid() -> str:
@@ -109,15 +84,15 @@ def test_every_template_is_covered():
     assert sorted(p.name for p in LOCAL_PROVIDER_DIR.glob("*.j2")) == ["squid.conf.j2"]
 
 
-def test_converge_environment_is_strict(env):
-    assert env.undefined is jinja2.StrictUndefined
+def test_converge_environment_is_strict(templates):
+    assert templates.undefined is jinja2.StrictUndefined
     with pytest.raises(jinja2.UndefinedError):
-        env.from_string("{{ nothing }}").render()
+        templates.from_string("{{ nothing }}").render()
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_template_renders_completely(env, name):
-    text = render(env, name)
+def test_template_renders_completely(templates, name):
+    text = render(templates, name)
     assert text.endswith("\n")
     assert "{{" not in text and "{%" not in text
     assert "None" not in text and "Undefined" not in text
@@ -127,16 +102,16 @@ def test_template_renders_completely(env, name):
 @pytest.mark.parametrize(
     ("name", "value"), [(name, value) for name in sorted(CASES) for value in sorted(CASES[name][1])]
 )
-def test_template_without_one_of_its_values_raises(env, name, value):
+def test_template_without_one_of_its_values_raises(templates, name, value):
     host_name, values = CASES[name]
     values = {k: v for k, v in values.items() if k != value}
     with pytest.raises(jinja2.UndefinedError, match=value):
-        env.get_template(name).render(host=TOPOLOGY.host(host_name), topology=TOPOLOGY, **values)
+        templates.get_template(name).render(host=TOPOLOGY.host(host_name), topology=TOPOLOGY, **values)
 
 
-def test_template_without_host_raises(env):
+def test_template_without_host_raises(templates):
     with pytest.raises(jinja2.UndefinedError):
-        env.get_template("step3_appserver/templates/gunicorn.service.j2").render(topology=TOPOLOGY, **CASES[
+        templates.get_template("step3_appserver/templates/gunicorn.service.j2").render(topology=TOPOLOGY, **CASES[
             "step3_appserver/templates/gunicorn.service.j2"][1])
 
 
@@ -150,8 +125,8 @@ def test_squid_config_renders_completely():
 # -- what the rendered files say ----------------------------------------------------------------------
 
 
-def test_hosts_file_names_every_host(env):
-    lines = render(env, "step1_bootstrap/templates/hosts.j2").splitlines()
+def test_hosts_file_names_every_host(templates):
+    lines = render(templates, "step1_bootstrap/templates/hosts.j2").splitlines()
     for host in TOPOLOGY.hosts:
         assert f"{host.ip}\t{host.name}" in lines
     assert "127.0.0.1\tlocalhost" in lines
@@ -163,8 +138,8 @@ def upstream_servers(text: str) -> list[str]:
     return re.findall(r"^\s*server (\S+)", upstream.group(1), re.M)
 
 
-def test_nginx_balances_over_both_web_hosts(env):
-    text = render(env, "step5_balancer/templates/nginx-bank.conf.j2")
+def test_nginx_balances_over_both_web_hosts(templates):
+    text = render(templates, "step5_balancer/templates/nginx-bank.conf.j2")
     assert upstream_servers(text) == [f"{ip}:8000" for ip in WEB_IPS]
     assert re.search(r"^\s*proxy_next_upstream error timeout", text, re.M)
     assert "proxy_next_upstream_tries 2;" in text
@@ -173,15 +148,15 @@ def test_nginx_balances_over_both_web_hosts(env):
     assert f"alias {STATIC_ROOT}/;" in text
 
 
-def test_nginx_follows_the_web_tier(env):
+def test_nginx_follows_the_web_tier(templates):
     one = TOPOLOGY.tier("web")[:1]
-    text = render(env, "step5_balancer/templates/nginx-bank.conf.j2", web_hosts=one)
+    text = render(templates, "step5_balancer/templates/nginx-bank.conf.j2", web_hosts=one)
     assert upstream_servers(text) == ["192.168.56.21:8000"]
     assert "proxy_next_upstream_tries 1;" in text
 
 
-def test_pg_hba_admits_exactly_the_web_hosts_with_scram(env):
-    text = render(env, "step2_database/templates/pg_hba.conf.j2")
+def test_pg_hba_admits_exactly_the_web_hosts_with_scram(templates):
+    text = render(templates, "step2_database/templates/pg_hba.conf.j2")
     rules = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     remote = [r for r in rules if r[0] != "local"]
     assert {r[0] for r in remote} == {"host"}  # no hostssl/hostnossl/other surprises
@@ -193,14 +168,14 @@ def test_pg_hba_admits_exactly_the_web_hosts_with_scram(env):
     assert "trust" not in text and " md5" not in text
 
 
-def test_postgresql_listens_on_loopback_and_its_own_ip(env):
-    text = render(env, "step2_database/templates/postgresql-lab.conf.j2")
+def test_postgresql_listens_on_loopback_and_its_own_ip(templates):
+    text = render(templates, "step2_database/templates/postgresql-lab.conf.j2")
     assert "listen_addresses = 'localhost,192.168.56.31'" in text
     assert "password_encryption = 'scram-sha-256'" in text
 
 
-def test_gunicorn_binds_the_host_ip(env):
-    text = render(env, "step3_appserver/templates/gunicorn.service.j2")
+def test_gunicorn_binds_the_host_ip(templates):
+    text = render(templates, "step3_appserver/templates/gunicorn.service.j2")
     exec_start = [line for line in text.splitlines() if line.startswith("ExecStart=")]
     assert len(exec_start) == 1
     assert exec_start[0].startswith(f"ExecStart={VENV}/bin/gunicorn ")
@@ -211,16 +186,16 @@ def test_gunicorn_binds_the_host_ip(env):
     assert f"Environment=BANK_CONFIG={SETTINGS}" in text.splitlines()
 
 
-def test_bank_settings_are_valid_toml(env):
-    data = tomllib.loads(render(env, "step2_database/templates/bank.toml.j2"))
+def test_bank_settings_are_valid_toml(templates):
+    data = tomllib.loads(render(templates, "step2_database/templates/bank.toml.j2"))
     assert data["db_host"] == "192.168.56.31"
     assert data["db_password"] == "pw"
     assert data["allowed_hosts"] == ["192.168.56.11", "lb1", "192.168.56.21", "web1", "localhost"]
     assert data["debug"] is False
 
 
-def test_nftables_drops_by_default_and_opens_only_the_tier_port(env):
-    text = render(env, "step1_bootstrap/templates/nftables.conf.j2")
+def test_nftables_drops_by_default_and_opens_only_the_tier_port(templates):
+    text = render(templates, "step1_bootstrap/templates/nftables.conf.j2")
     input_chain = re.search(r"chain input \{(.*?)\n    \}", text, re.S).group(1)
     assert "policy drop;" in input_chain
     assert re.search(r"chain forward \{\s*type filter hook forward priority filter; policy drop;", text)
@@ -229,15 +204,15 @@ def test_nftables_drops_by_default_and_opens_only_the_tier_port(env):
     assert re.findall(r"tcp dport (\d+)", input_chain) == ["22", "5432"]
 
 
-def test_nftables_without_control_address_allows_ssh_from_anywhere(env):
-    text = render(env, "step1_bootstrap/templates/nftables.conf.j2", ssh_from=None, rules=firewall_rules("lb"))
+def test_nftables_without_control_address_allows_ssh_from_anywhere(templates):
+    text = render(templates, "step1_bootstrap/templates/nftables.conf.j2", ssh_from=None, rules=firewall_rules("lb"))
     assert re.search(r"^\s*tcp dport 22 accept$", text, re.M)
     assert "tcp dport 80 ip saddr { 192.168.56.0/24 } accept" in text
 
 
-def test_proxy_configs_point_at_the_proxy(env):
-    assert f'Acquire::http::Proxy "{PROXY_URL}";' in render(env, "step1_bootstrap/templates/apt-proxy.conf.j2")
-    assert f"proxy = {PROXY_URL}" in render(env, "step1_bootstrap/templates/pip.conf.j2").splitlines()
+def test_proxy_configs_point_at_the_proxy(templates):
+    assert f'Acquire::http::Proxy "{PROXY_URL}";' in render(templates, "step1_bootstrap/templates/apt-proxy.conf.j2")
+    assert f"proxy = {PROXY_URL}" in render(templates, "step1_bootstrap/templates/pip.conf.j2").splitlines()
 
 
 def test_squid_allows_only_the_lab_subnet_to_only_the_registries():

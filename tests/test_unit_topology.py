@@ -7,12 +7,10 @@ import re
 import pytest
 
 from lab.errors import ConfigFileError, LabError, TopologyError
+from lab.testing import linux_topology as linux
 from lab.topology import Host, Overrides, Topology, load_file, resolve, with_web_count
 
 
-def linux(file_data=None, environ=None, overrides=Overrides()):
-    """resolve() with an explicit (empty by default) environment, as on Linux."""
-    return resolve(file_data or {}, environ or {}, overrides, platform="linux")
 
 
 def ips(topology: Topology) -> dict[str, str]:

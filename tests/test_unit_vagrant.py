@@ -23,7 +23,7 @@ from lab.state import LabDir
 from lab.topology import resolve
 
 import lab.providers.vagrant as vagrant_provider
-from labcli import one_error_line, run_main
+from lab.testing import one_error_line, run_main
 
 # What Vagrant 2.3.4 and vagrant-libvirt 0.11.2 print (their locale files, filled in as they fill them in).
 BOX_NOT_FOUND = """\
@@ -176,18 +176,11 @@ def fake_vagrant(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
-    """An empty project folder on the vagrant provider with libvirt, and no LAB_* settings from outside."""
-    for key in list(os.environ):
-        if key.startswith("LAB_"):
-            monkeypatch.delenv(key)
-    folder = tmp_path / "project"
-    folder.mkdir()
-    (folder / "lab.toml").write_text('[lab]\nname = "unit"\nsubnet = "192.168.57.0/24"\nprovider = "vagrant"\n'
+def project(no_lab):
+    """An empty project folder (no_lab) on the vagrant provider with libvirt."""
+    (no_lab / "lab.toml").write_text('[lab]\nname = "unit"\nsubnet = "192.168.57.0/24"\nprovider = "vagrant"\n'
                                      '[vagrant]\nprovider = "libvirt"\nlibvirt_driver = "qemu"\n')
-    monkeypatch.chdir(folder)
-    monkeypatch.setenv("LAB_DIR", str(folder / ".lab"))
-    return folder
+    return no_lab
 
 
 @pytest.fixture

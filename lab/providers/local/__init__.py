@@ -10,14 +10,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabBusy, ProviderError
-from lab.providers.base import HostFacts, Provider, Say, SshEndpoint
-from lab.providers.local import machines, network, proxy
-from lab.providers.local.paths import cache_root, data_root, short_id
+from lab.errors import LabBusy
+from lab.hosts import HostFacts, SshEndpoint
+from lab.machine import network
+from lab.machine.paths import cache_root, data_root, short_id
+from lab.providers.base import Provider
+from lab.providers.local import machines, proxy
 from lab.providers.local.rootfs import ensure_rootfs
 from lab.state import LabDir
 from lab.machine_packages import ensure_feature
-from lab.system import require_root
+from lab.system import Say, require_root
 from lab.topology import Topology
 
 WHEELS_IN_HOST = "/var/cache/lab/wheels"

@@ -8,11 +8,13 @@ import sys
 from typing import Any
 
 from lab.errors import NetworkClash, ProviderError, VagrantProviderMissing
-from lab.providers.base import HostFacts, Provider, Say, SshEndpoint
-from lab.providers.local import network
+from lab.hosts import HostFacts, SshEndpoint
+from lab.machine import network
+from lab.providers.base import Provider
 from lab.providers.vagrant import vagrantfile
 from lab.providers.vagrant.driver import VagrantDriver
 from lab.state import LabDir
+from lab.system import Say
 from lab.topology import Topology
 
 
@@ -112,9 +114,9 @@ class VagrantProvider(Provider):
             return topology.vagrant.libvirt_driver
         if previous.get("libvirt_driver") in ("kvm", "qemu"):
             return previous["libvirt_driver"]
-        from lab.providers.vagrant import libvirt
+        from lab.providers.vagrant import box
 
-        return libvirt.choose_driver(say)
+        return box.choose_driver(say)
 
     def status(self, labdir: LabDir, state: dict[str, Any]) -> dict[str, str]:
         """Each VM's state in Vagrant's words ("running", "shutoff", "not created"), as `vagrant status` reports it."""

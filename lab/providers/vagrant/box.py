@@ -8,20 +8,19 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from xml.etree import ElementTree
 
 from lab.errors import BoxMissing, MissingDependency, ProviderError
-from lab.providers.base import Say
-from lab.providers.local.paths import cache_root
-from lab.providers.local.rootfs import MIRROR, SOURCES, SUITE, machine_ca_certificates
+from lab.machine import debian_rootfs
+from lab.machine.debian_rootfs import SUITE, machine_ca_certificates
+from lab.machine.paths import cache_root
 from lab.providers.vagrant.driver import VagrantDriver
-from lab.providers.vagrant.libvirt import POOL, SYSTEM_URI
+from lab.providers.vagrant.libvirt import POOL, SYSTEM_URI, Driver, boot_test_due, pick_qemu_driver
 from lab.machine_packages import ensure_feature
-from lab.system import gist, require_root, run
+from lab.system import Say, require_root, run
 
 BOX_NAME = "lab/debian12"
 BOX_FILE = "debian12-libvirt.box"
@@ -128,6 +127,14 @@ def listed_boxes(machine_readable: str) -> set[tuple[str, str]]:
     return boxes
 
 
+def choose_driver(say: Say) -> Driver:
+    """libvirt's pick_qemu_driver with the box's own kernel, building the box first only when a boot test is due."""
+    _, kernel, initrd = box_paths()
+    if boot_test_due() and not (kernel.is_file() and initrd.is_file()):
+        build_box(say)
+    return pick_qemu_driver(kernel, initrd, say)
+
+
 def box_paths(cache_dir: Path | None = None) -> tuple[Path, Path, Path]:
     """The built box, and the kernel and initrd inside it (for pick_qemu_driver)."""
     boxes = (cache_dir or cache_root()) / "boxes"
@@ -218,8 +225,8 @@ def build_box(say: Say, cache_dir: Path | None = None, force: bool = False) -> P
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=boxes))
         try:
             rootfs = work / "rootfs"
-            _debootstrap(rootfs)
-            _customise(rootfs)
+            debian_rootfs.build(rootfs, GUEST_PACKAGES, MASKED_UNITS, "box", own_steps=_base_box, keep_apt_caches=True)
+            _bootable(rootfs)
             shutil.copyfile(_in_root(rootfs, "vmlinuz"), work / KERNEL_FILE)
             shutil.copyfile(_in_root(rootfs, "initrd.img"), work / INITRD_FILE)
             disk = _make_disk(rootfs, work)
@@ -263,27 +270,6 @@ def _mounts_under(folder: Path) -> list[str]:
     return [m for m in mounted if m == str(folder) or m.startswith(f"{folder}/")]
 
 
-def _debootstrap(target: Path) -> None:
-    result = subprocess.run(
-        ["debootstrap", "--variant=minbase", f"--include={','.join(GUEST_PACKAGES)}", SUITE, str(target), MIRROR],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL,
-    )
-    if result.returncode != 0:
-        # debootstrap's own output ends with "see the log"; the reason is in that log.
-        log = target / "debootstrap/debootstrap.log"
-        detail = log.read_text(errors="replace") if log.is_file() else result.stderr or result.stdout
-        raise ProviderError(f"box: debootstrap {SUITE} failed (exit {result.returncode}): {gist(detail)}")
-
-
-def _chroot(target: Path, *args: str) -> None:
-    result = subprocess.run(
-        ["chroot", str(target), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8"},
-    )
-    if result.returncode != 0:
-        raise ProviderError(f"box: `{' '.join(args)}` failed in the chroot: {gist(result.stderr or result.stdout)}")
-
-
 def _vagrant_public_key() -> str:
     for pattern in VAGRANT_KEY_GLOBS:
         for path in sorted(glob.glob(pattern)):
@@ -291,9 +277,8 @@ def _vagrant_public_key() -> str:
     raise MissingDependency("cannot find Vagrant's insecure public key (keys/vagrant.pub); reinstall: apt-get install --reinstall vagrant")
 
 
-def _customise(root: Path) -> None:
-    """A Vagrant base box: the vagrant user with sudo and the insecure key, DHCP on eth0, per-VM host keys and ids."""
-    (root / "etc/apt/sources.list").write_text(SOURCES)
+def _base_box(root: Path) -> None:
+    """A Vagrant base box: the vagrant user with sudo and the insecure key, DHCP on eth0, fewer docs, key-only sshd."""
     (root / "etc/hostname").write_text("debian12\n")
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tdebian12\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     (root / "etc/default/locale").write_text("LANG=C.UTF-8\n")  # pam_env logs an error at each login without it
@@ -301,35 +286,16 @@ def _customise(root: Path) -> None:
     (root / "etc/network/interfaces").write_text(
         "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n"
     )
-    for cert in machine_ca_certificates():
-        shutil.copy(cert, root / "usr/local/share/ca-certificates" / cert.name)
-    _chroot(root, "update-ca-certificates")
-    for unit in MASKED_UNITS:
-        link = root / "etc/systemd/system" / unit
-        link.unlink(missing_ok=True)
-        link.symlink_to("/dev/null")
     dpkg_cfg = root / "etc/dpkg/dpkg.cfg.d"
     dpkg_cfg.mkdir(parents=True, exist_ok=True)
-    (dpkg_cfg / "lab-excludes").write_text(DPKG_EXCLUDES)
+    (dpkg_cfg / "lab-excludes").write_text(DPKG_EXCLUDES)  # before the build's upgrade, which it then applies to
     _ssh_host_keys_at_first_boot(root)
     _vagrant_user(root)
-    # The build needs the machine's DNS for apt; each VM then gets its own from DHCP.
-    resolv = root / "etc/resolv.conf"
-    resolv.unlink(missing_ok=True)
-    shutil.copyfile("/etc/resolv.conf", resolv)
-    try:
-        _chroot(root, "apt-get", "update", "-qq")
-        _chroot(root, "apt-get", "-y", "-qq", "upgrade")
-        # Not `apt-get clean`: it drops apt's binary caches too, which every VM's first apt-get would then
-        # rebuild from the package lists (about 10 s of an emulated CPU each). Only the downloaded .debs go.
-        _chroot(root, "apt-cache", "gencaches")
-        for deb in (root / "var/cache/apt/archives").glob("*.deb"):
-            deb.unlink()
-    finally:
-        resolv.write_text("")
-        resolv.chmod(0o644)
-    (root / "etc/machine-id").write_text("")  # each VM makes its own at first boot
-    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+
+
+def _bootable(root: Path) -> None:
+    """What a VM's disk needs beyond the rootfs: per-VM ids, and GRUB with its config booting the box's kernel."""
+    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)  # each VM makes its own (/etc/machine-id is emptied)
     grub = root / "boot/grub"
     shutil.copytree(GRUB_DIR, grub / "i386-pc", dirs_exist_ok=True)
     (grub / "grub.cfg").write_text(grub_cfg())
@@ -350,8 +316,7 @@ def _in_root(root: Path, link: str) -> Path:
 
 def _ssh_host_keys_at_first_boot(root: Path) -> None:
     """Every VM from the box must get its own host keys, so none are shipped: ssh.service makes them."""
-    for key in (root / "etc/ssh").glob("ssh_host_*"):
-        key.unlink()
+    debian_rootfs.remove_ssh_host_keys(root)
     (root / "etc/ssh/sshd_config.d").mkdir(parents=True, exist_ok=True)
     (root / "etc/ssh/sshd_config.d/lab.conf").write_text(SSHD_CONFIG)
     dropin = root / "etc/systemd/system/ssh.service.d"
@@ -366,7 +331,7 @@ def _ssh_host_keys_at_first_boot(root: Path) -> None:
 
 
 def _vagrant_user(root: Path) -> None:
-    _chroot(root, "useradd", "--create-home", "--shell", "/bin/bash", "--user-group", "vagrant")
+    debian_rootfs.chroot(root, "box", "useradd", "--create-home", "--shell", "/bin/bash", "--user-group", "vagrant")
     sudoers = root / "etc/sudoers.d/vagrant"
     sudoers.write_text("vagrant ALL=(ALL) NOPASSWD: ALL\n")
     sudoers.chmod(0o440)

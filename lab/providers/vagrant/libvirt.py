@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 from lab.errors import LibvirtDown, MissingDependency, VagrantMissing, VagrantProviderMissing, one_line
-from lab.providers.base import Say
+from lab.machine.paths import cache_root
 from lab.providers.vagrant.driver import VAGRANT_INSTALL_FIX
-from lab.providers.local.paths import cache_root
 from lab.machine_packages import ensure_feature, packages
-from lab.system import gist, run
+from lab.system import Say, gist, run
 
 Driver = Literal["kvm", "qemu"]
 
@@ -178,15 +177,9 @@ def pick_qemu_driver(kernel: Path, initrd: Path | None, say: Say) -> Driver:
     return driver
 
 
-def choose_driver(say: Say) -> Driver:
-    """pick_qemu_driver with the lab box's own kernel, building the box first only when a boot test is due."""
-    from lab.providers.vagrant.box import box_paths, build_box
-
-    _, kernel, initrd = box_paths()
-    due = _kvm_usable() and _recorded_driver(driver_cache_key(platform.release(), _qemu_version())) is None
-    if due and not (kernel.is_file() and initrd.is_file()):
-        build_box(say)
-    return pick_qemu_driver(kernel, initrd, say)
+def boot_test_due() -> bool:
+    """Whether pick_qemu_driver would boot a kernel now: KVM is there and no verdict is recorded for this kernel and QEMU."""
+    return _kvm_usable() and _recorded_driver(driver_cache_key(platform.release(), _qemu_version())) is None
 
 
 def _driver_cache_file() -> Path:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from lab.errors import NetworkClash
-from lab.providers.local.paths import short_id
+from lab.machine.paths import short_id
 from lab.system import run
 
 NETNS_DIR = Path("/run/netns")

@@ -1,4 +1,4 @@
-"""Where the local provider keeps machine-wide caches and per-lab host files."""
+"""Where lab keeps machine-wide caches (shared by every lab and provider) and per-lab host files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def cache_root() -> Path:
-    """Caches shared by every lab on this machine (rootfs, proxy cache, wheels); kept by `lab destroy`."""
+    """Caches shared by every lab on this machine (rootfs, Vagrant box, proxy cache, wheels); kept by `lab destroy`."""
     return Path(os.environ.get("LAB_CACHE_DIR", "/var/cache/lab"))
 
 

@@ -1,0 +1,126 @@
+"""The `lab` command as tests and benchmarks drive it: a scratch lab in a folder of its own, or main() in process.
+
+It lives in the package, not in tests/, because both tests/ and benchmarks/ use it: an installed module imports
+from either without adding folders to sys.path. Nothing else in lab imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from lab.cli import main
+from lab.machine.network import first_free_subnet
+from lab.topology import Overrides, Topology, resolve
+
+
+class LabCommandFailed(Exception):
+    """A `lab` command that had to succeed exited non-zero; the message has its exit code, stderr and stdout."""
+
+
+class ScratchLab:
+    """A folder whose lab.toml gives the lab its own name and subnet; `lab` runs there with no LAB_* leaking in."""
+
+    def __init__(self, folder: Path, name: str, subnet: str, provider: str | None = None,
+                 extra_env: Mapping[str, str] | None = None, timeout: float = 900) -> None:
+        self.folder = folder
+        self.subnet = subnet
+        self.timeout = timeout
+        provider_line = f'provider = "{provider}"\n' if provider else ""
+        (folder / "lab.toml").write_text(f'[lab]\nname = "{name}"\nsubnet = "{subnet}"\n{provider_line}')
+        # LAB_* from the caller's shell would change the lab under test (name, subnet, web count).
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")} | dict(extra_env or {})
+        self.seconds: dict[str, list[float]] = {}  # per verb: how long each call took, for a summary
+
+    def command(self, *args: str) -> list[str]:
+        """The command line of `lab ARGS` (for callers that start it themselves, to interrupt it)."""
+        return [sys.executable, "-m", "lab", *args]
+
+    def run(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        """`lab ARGS` in the lab's folder, whatever its exit code."""
+        return self._timed_run(args, timeout)[1]
+
+    def timed(self, *args: str, timeout: float | None = None) -> tuple[float, str]:
+        """Seconds and stdout of `lab ARGS`, which must succeed (else LabCommandFailed)."""
+        seconds, result = self._timed_run(args, timeout)
+        if result.returncode != 0:
+            raise LabCommandFailed(f"lab {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}\n"
+                                   f"its output:\n{result.stdout}")
+        return seconds, result.stdout
+
+    def ok(self, *args: str, timeout: float | None = None) -> str:
+        """stdout of `lab ARGS`, which must succeed (else LabCommandFailed)."""
+        return self.timed(*args, timeout=timeout)[1]
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.folder / ".lab" / "state.json").read_text())
+
+    def _timed_run(self, args: tuple[str, ...], timeout: float | None) -> tuple[float, subprocess.CompletedProcess[str]]:
+        started = time.perf_counter()
+        result = subprocess.run(self.command(*args), cwd=self.folder, env=self.env, capture_output=True, text=True,
+                                timeout=timeout or self.timeout, stdin=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+        self.seconds.setdefault(args[0], []).append(round(seconds, 1))
+        return seconds, result
+
+
+@contextmanager
+def scratch_lab(name: str, thirds: range, folder: Path | None = None, provider: str | None = None,
+                extra_env: Mapping[str, str] | None = None, timeout: float = 900, keep: bool = False) -> Iterator[ScratchLab]:
+    """A ScratchLab on the first free 192.168.X.0/24 (X in thirds), destroyed on the way out unless keep.
+
+    Without a folder it gets a temporary one, removed with the lab; a given folder (a test's) stays, logs and all.
+    """
+    owned = folder is None
+    lab = ScratchLab(folder or Path(tempfile.mkdtemp(prefix=f"{name}-")), name, first_free_subnet(name, thirds),
+                     provider, extra_env, timeout)
+    try:
+        yield lab
+    finally:
+        if not keep:
+            lab.run("destroy")  # whatever happened, leave nothing running
+            if owned:
+                shutil.rmtree(lab.folder, ignore_errors=True)
+
+
+def benchmark_main(run: Callable[[], None]) -> None:
+    """Run a benchmark's main(): a lab command that fails ends it with that command's error, not a traceback."""
+    try:
+        run()
+    except LabCommandFailed as failed:
+        raise SystemExit(str(failed)) from None
+
+
+def run_main(args: list[str], capfd: Any) -> tuple[int, str, str]:
+    """main()'s exit code (0 when it returns), stdout and stderr, read through pytest's capfd; never a traceback."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    """The one `lab: error: ...` line stderr must be."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("lab: error: ")
+    return lines[0]
+
+
+def linux_topology(file_data: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+                   overrides: Overrides = Overrides()) -> Topology:
+    """resolve() with an explicit (empty by default) environment, as on Linux, whatever machine runs the test."""
+    return resolve(file_data or {}, environ or {}, overrides, platform="linux")

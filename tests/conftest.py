@@ -1,0 +1,60 @@
+"""Fixtures shared by the test modules: an empty project folder, the usual four-host topology, the recipes' templates.
+
+Helpers that are not fixtures (the scratch lab runner, run_main, linux_topology) are in lab.testing, which the
+benchmarks use too.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from lab.hosts import HostFacts
+from lab.recipes import Recipe, converge
+from lab.testing import linux_topology
+from lab.topology import Overrides, Topology
+
+
+@pytest.fixture
+def no_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder, the current one, with its own LAB_DIR and no LAB_* settings leaking in from outside."""
+    for key in list(os.environ):
+        if key.startswith("LAB_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LAB_DIR", str(tmp_path / ".lab"))
+    return tmp_path
+
+
+@pytest.fixture
+def topology() -> Topology:
+    """lb1, web1, web2 and db1 on the default subnet, as resolved on Linux."""
+    return linux_topology(overrides=Overrides(web=2))
+
+
+@pytest.fixture(scope="session")
+def templates() -> jinja2.Environment:
+    """The very jinja2 Environment converge() hands to recipes, captured from inside a recipe."""
+    captured: list[jinja2.Environment] = []
+
+    class Quiet:
+        """A host no recipe here may touch."""
+
+        def run(self, command, user=None):
+            raise AssertionError("no command expected")
+
+        def put(self, data, remote_path):
+            raise AssertionError("no upload expected")
+
+        def get(self, remote_path):
+            raise AssertionError("no download expected")
+
+        def close(self):
+            pass
+
+    grab = Recipe("t.grab", 1, ("db",), lambda t: captured.append(t._templates))
+    report = converge(linux_topology(), [grab], lambda name: Quiet(), HostFacts(proxy_url=None), {})
+    assert [r.status for r in report.results] == ["ok"]
+    return captured[0]
