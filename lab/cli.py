@@ -69,11 +69,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--provider", default=None, metavar="NAME", help="local (systemd-nspawn, default on Linux) or vagrant.")
 @click.option("--app-server", default=None, metavar="NAME",
               help="What serves the site on the web hosts: gunicorn (default) or mod_wsgi (Apache); switches in place.")
+@click.option("--preset", default=None, metavar="NAME", help="Tier counts to start from: minimal (default), workshop or full.")
 @step_option
 @click.option("-v", "--verbose", is_flag=True, help="List unchanged recipes too.")
-def up(web: int | None, provider: str | None, app_server: str | None, step: int | None, verbose: bool) -> None:
+def up(web: int | None, provider: str | None, app_server: str | None, preset: str | None, step: int | None,
+       verbose: bool) -> None:
     """Create or start the lab's hosts and converge every recipe (safe to run again)."""
-    report = lifecycle.up(project(), Overrides(web=web, provider=provider, app_server=app_server), say,
+    report = lifecycle.up(project(), Overrides(web=web, provider=provider, app_server=app_server, preset=preset), say,
                           functools.partial(show_result, verbose=verbose), max_step=step)
     say(report.summary())
 

@@ -234,7 +234,7 @@ def bench(project: Project, request: BenchRequest, say: Say, on_result: Callable
             say(f"switching the lab to {cell.label}")
             up(project, Overrides(), say, on_result, topology=wanted)
             current = wanted
-        target = f"http://{current.tier('lb')[0].ip}"
+        target = f"http://{current.serving('http')[0].ip}"  # the first host serving the site (the balancer)
         resolved = replace(cell, workers=current.appserver.workers, threads=current.appserver.threads)
         reports.append(measure_cell(
             resolved, target, settings, results_dir / cell.label.replace(" ", "_").replace("×", "x"),

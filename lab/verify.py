@@ -12,7 +12,7 @@ from lab.errors import ChecksFailed, NotUp, TopologyError
 from lab.providers.base import HostFacts
 from lab.recipes import discover_steps
 from lab.state import LabDir
-from lab.topology import TIERS, Topology
+from lab.topology import Topology
 
 
 def check_files(max_step: int | None = None) -> list[Path]:
@@ -33,10 +33,11 @@ def run_checks(
     extra_args: Iterable[str] = (),
 ) -> None:
     """Run the checks; ChecksFailed names the failing ones."""
-    chosen = list(tiers) if tiers else list(TIERS)
-    unknown = [t for t in chosen if t not in TIERS]
+    known = list(topology.stack.tiers)
+    chosen = list(tiers) if tiers else known
+    unknown = [t for t in chosen if t not in known]
     if unknown:
-        raise TopologyError(f"unknown tier {unknown[0]!r}; tiers: {', '.join(TIERS)}")
+        raise TopologyError(f"unknown tier {unknown[0]!r}; tiers: {', '.join(known)}")
     if not labdir.ssh_config.exists():
         raise NotUp(f"the lab in {labdir.path} has no ssh_config: run `lab up` first")
     failures = _FailureCollector()
