@@ -570,3 +570,55 @@ def test_which_hosts_serve_each_link():
     assert topo.port("sql", client=topo.host("web1")) == 5432
     with pytest.raises(TopologyError, match="link 'nope' has no port"):
         topo.port("nope")
+
+
+# -- `lab up --preset` ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_lab(tmp_path, monkeypatch):
+    """An empty project folder with its own LAB_DIR, and no LAB_* settings leaking in from outside."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("LAB_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LAB_DIR", str(tmp_path / ".lab"))
+    return tmp_path
+
+
+def up_topology(args, capfd, monkeypatch):
+    """The topology `lab up ARGS` would build (lifecycle.up stopped before any provider work)."""
+    from lab import lifecycle
+    from labcli import run_main
+
+    resolved = []
+
+    def resolve_only(project, overrides, *rest, **options):
+        resolved.append(project.topology(overrides))
+        return lifecycle.ConvergeReport([], 0.0)
+
+    monkeypatch.setattr(lifecycle, "up", resolve_only)
+    code, _, err = run_main(["up", *args], capfd)
+    return code, err, resolved
+
+
+def test_lab_up_preset_minimal_equals_the_default(no_lab, capfd, monkeypatch):
+    _, _, [default] = up_topology([], capfd, monkeypatch)
+    code, _, [minimal] = up_topology(["--preset", "minimal"], capfd, monkeypatch)
+    assert code == 0 and minimal == default
+    assert [h.name for h in minimal.hosts] == ["lb1", "web1", "db1"]
+    _, _, [workshop] = up_topology(["--preset=workshop", "--web=3"], capfd, monkeypatch)
+    assert workshop.count("web") == 3  # a flag beats the preset
+
+
+@pytest.mark.parametrize(("args", "needle"), [(["--preset", "huge"], "--preset must be one of minimal, workshop, full"),
+                                              (["--web=0"], "--web must be from 1 to 9")])
+def test_lab_up_refuses_an_unknown_preset_or_zero_web_with_exit_3(no_lab, capfd, args, needle):
+    from labcli import one_error_line, run_main
+
+    code, _, err = run_main(["up", *args], capfd)
+    assert code == 3
+    assert needle in one_error_line(err)
+    assert not (no_lab / ".lab").exists()
