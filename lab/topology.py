@@ -116,9 +116,6 @@ class Topology:
         return provider_schema(table).from_dict({})
 
     # -- the links ------------------------------------------------------------------------------
-    def _hosts_of(self, end: str) -> tuple[Host, ...]:
-        return self.hosts if end == EVERY_TIER else self.tier(end)
-
     def inbound(self, host: Host, machine: str | None) -> tuple[Opening, ...]:
         """Who may reach this host on which port, one opening per link into its tier (machine: this machine's
         address as the hosts see it; None lets MACHINE links in from anywhere). A link whose source tier has
