@@ -79,19 +79,20 @@ def cli() -> None:
 @click.option("--provider", default=None, metavar="NAME", help="local (systemd-nspawn, default on Linux) or vagrant.")
 @click.option("--app-server", default=None, metavar="NAME",
               help="What serves the site on the web hosts: gunicorn (default) or mod_wsgi (Apache); switches in place.")
+@click.option("--preset", default=None, metavar="NAME", help="Tier counts to start from: minimal (default), workshop or full.")
 @click.option("--forget", is_flag=True,
               help="Drop the choices remembered from earlier flags: lab.toml and LAB_* decide again.")
 @step_option
 @click.option("-v", "--verbose", is_flag=True, help="List unchanged recipes too.")
 @debug_option
-def up(web: int | None, provider: str | None, app_server: str | None, forget: bool, step: int | None,
-       verbose: bool) -> None:
+def up(web: int | None, provider: str | None, app_server: str | None, preset: str | None, forget: bool,
+       step: int | None, verbose: bool) -> None:
     """Create or start the lab's hosts and converge every recipe (safe to run again).
 
     Flags are remembered: after `lab up --web=2`, a plain `lab up` keeps web1 and web2 (and says so) until another
     flag changes it or `--forget` hands the choice back to lab.toml and LAB_*.
     """
-    report = lifecycle.up(project(), Overrides(web=web, provider=provider, app_server=app_server), say,
+    report = lifecycle.up(project(), Overrides(web=web, provider=provider, app_server=app_server, preset=preset), say,
                           functools.partial(show_result, verbose=verbose), max_step=step, forget=forget)
     say(report.summary())
 

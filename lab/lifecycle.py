@@ -216,8 +216,8 @@ def status(project: Project, services: bool = True) -> list[HostStatus]:
 
 
 def site_url(topology: Topology) -> str:
-    """The site as a browser on this machine reaches it: through the balancer."""
-    return f"http://{topology.tier('lb')[0].ip}"
+    """The site as a browser on this machine reaches it: the first host serving the `http` link (the balancer)."""
+    return f"http://{topology.serving('http')[0].ip}"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""The lab's topology: one model, resolved once (defaults → tier → host → environment → flags), then frozen."""
+"""The lab's topology: one model, resolved once (defaults → preset → tier → host → environment → flags), then frozen."""
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import re
@@ -11,7 +12,9 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from lab import stack as stacks
 from lab.errors import ConfigFileError, TopologyError
+from lab.stack import EVERY_TIER, MACHINE, SUBNET, Link, Stack, TierSpec
 
 DEFAULT_SUBNET = "192.168.56.0/24"  # VirtualBox's host-only range: the same file works under Vagrant
 DEFAULT_NAME = "lab"
@@ -26,32 +29,16 @@ RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 
-@dataclass(frozen=True)
-class TierSpec:
-    """What every host of a tier shares, and how many of them a lab may have."""
+# The tiers (lab.stack's registry) as known when this module was imported: for help texts. The model itself
+# always asks the topology's own stack.
+TIERS: Mapping[str, TierSpec] = stacks.current().tiers
 
-    name: str
-    ip_offset: int  # host N of the tier gets subnet address ip_offset + N
-    default_count: int
-    max_count: int
-    memory_mb: int
-    cpus: int
-    role: str
-
-
-# The seed's "real-world stack", as far as the lab builds it today. Order is boot and display order.
-TIERS: dict[str, TierSpec] = {
-    "lb": TierSpec("lb", 10, 1, 2, 512, 1, "nginx load balancer"),
-    "web": TierSpec("web", 20, 1, 9, 768, 1, "Django web server"),
-    "db": TierSpec("db", 30, 1, 1, 768, 1, "PostgreSQL server"),
-}
-
-TOP_KEYS = {"lab", "tiers", "hosts", "vagrant", "appserver"}
-VAGRANT_KEYS = {"provider", "box_virtualbox", "box_libvirt", "libvirt_driver", "boot_timeout"}
-BOOT_TIMEOUT_S = (30, 7200)  # seconds Vagrant waits for a VM to answer SSH
-VAGRANT_PROVIDERS = ("auto", "libvirt", "virtualbox")
-LIBVIRT_DRIVERS = ("auto", "kvm", "qemu")
-LAB_KEYS = {"name", "subnet", "provider", "app_server"}
+# Each provider's own lab.toml table and its schema, as import paths: the provider's package imports this module,
+# so its schema is imported only when a table is resolved (as providers are, in lab.providers.PROVIDERS).
+# A schema module has KEYS, resolve(table, environ) and from_dict(data).
+PROVIDER_SETTINGS: dict[str, str] = {"vagrant": "lab.providers.vagrant.settings"}
+TOP_KEYS = {"lab", "tiers", "hosts", "appserver"} | set(PROVIDER_SETTINGS)
+LAB_KEYS = {"name", "subnet", "provider", "app_server", "preset"}
 TIER_KEYS = {"count", "memory", "cpus"}
 HOST_KEYS = {"ip", "memory", "cpus"}
 APPSERVER_KEYS = {"workers", "threads"}
@@ -71,14 +58,17 @@ class Host:
 
 
 @dataclass(frozen=True)
-class VagrantSettings:
-    """How the vagrant provider makes VMs; "auto" values are decided by the provider from the machine."""
+class Opening:
+    """One port of a host and who may open it, from one link; `sources` empty means from anywhere."""
 
-    provider: str = "auto"
-    box_virtualbox: str = "debian/bookworm64"  # the public Debian 12 box
-    box_libvirt: str = "lab/debian12"  # built locally by `lab box build`: nothing from Vagrant Cloud
-    libvirt_driver: str = "auto"
-    boot_timeout: int = 900  # software-emulated guests can take minutes on a busy machine
+    port: int
+    purpose: str
+    sources: tuple[str, ...]  # addresses or networks
+
+
+def provider_schema(table: str) -> Any:
+    """The settings schema module of the provider that owns a lab.toml table (e.g. [vagrant])."""
+    return importlib.import_module(PROVIDER_SETTINGS[table])
 
 
 @dataclass(frozen=True)
@@ -98,8 +88,9 @@ class Topology:
     provider: str
     app_server: str
     hosts: tuple[Host, ...]
-    vagrant: VagrantSettings = VagrantSettings()
     appserver: AppServerSettings = AppServerSettings()
+    provider_settings: Mapping[str, Any] = field(default_factory=dict)  # table name → that provider's settings
+    stack: Stack = field(default_factory=stacks.current)  # the tiers and links this lab was resolved with
 
     @property
     def gateway(self) -> str:
@@ -118,6 +109,56 @@ class Topology:
     def count(self, tier: str) -> int:
         return len(self.tier(tier))
 
+    def settings(self, table: str) -> Any:
+        """A provider's settings (its lab.toml table), or its defaults when the lab was made without them."""
+        if table in self.provider_settings:
+            return self.provider_settings[table]
+        return provider_schema(table).from_dict({})
+
+    # -- the links ------------------------------------------------------------------------------
+    def inbound(self, host: Host, machine: str | None) -> tuple[Opening, ...]:
+        """Who may reach this host on which port, one opening per link into its tier (machine: this machine's
+        address as the hosts see it; None lets MACHINE links in from anywhere). A link whose source tier has
+        no hosts opens nothing."""
+        openings = []
+        for link in self.stack.links:
+            if link.target not in (host.tier, EVERY_TIER):
+                continue
+            if link.source == SUBNET:
+                sources: tuple[str, ...] = (self.subnet,)
+            elif link.source == MACHINE:
+                sources = (machine,) if machine else ()
+            else:
+                sources = tuple(h.ip for h in self.tier(link.source))
+                if not sources:
+                    continue
+            openings.append(Opening(link.port, link.purpose, sources))
+        return tuple(openings)
+
+    def clients(self, host: Host, purpose: str) -> tuple[Host, ...]:
+        """The lab hosts that links let open `purpose` on this host (e.g. the web hosts of db1's "sql")."""
+        tiers = {link.source for link in self.stack.links
+                 if link.purpose == purpose and link.target in (host.tier, EVERY_TIER)}
+        if SUBNET in tiers:
+            return self.hosts
+        return tuple(h for h in self.hosts if h.tier in tiers)
+
+    def _links(self, purpose: str, client: Host | None) -> list[Link]:
+        return [link for link in self.stack.links
+                if link.purpose == purpose and (client is None or link.source in (client.tier, SUBNET))]
+
+    def serving(self, purpose: str, client: Host | None = None) -> tuple[Host, ...]:
+        """The hosts that serve a link (e.g. "app": the balancer's upstream); with a client, only links it may use."""
+        targets = {link.target for link in self._links(purpose, client)}
+        return tuple(h for h in self.hosts if h.tier in targets or EVERY_TIER in targets)
+
+    def port(self, purpose: str, client: Host | None = None) -> int:
+        """The port of a link (e.g. "sql": 5432), as the client (when given) opens it."""
+        ports = {link.port for link in self._links(purpose, client)}
+        if len(ports) != 1:
+            raise TopologyError(f"link {purpose!r} has {'no port' if not ports else 'several ports'} here")
+        return ports.pop()
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -125,7 +166,7 @@ class Topology:
             "provider": self.provider,
             "app_server": self.app_server,
             "hosts": [h.__dict__.copy() for h in self.hosts],
-            "vagrant": self.vagrant.__dict__.copy(),
+            **{table: self.settings(table).__dict__.copy() for table in PROVIDER_SETTINGS},
             "appserver": self.appserver.__dict__.copy(),
         }
 
@@ -138,8 +179,8 @@ class Topology:
             # State files written before a field existed describe labs that ran its default (Gunicorn, 2 x 1).
             app_server=data.get("app_server", "gunicorn"),
             hosts=tuple(Host(**h) for h in data["hosts"]),
-            vagrant=VagrantSettings(**data.get("vagrant", {})),
             appserver=AppServerSettings(**data.get("appserver", {})),
+            provider_settings={table: provider_schema(table).from_dict(data.get(table, {})) for table in PROVIDER_SETTINGS},
         )
 
 
@@ -155,6 +196,7 @@ class Overrides:
     provider: str | None = None
     counts: Mapping[str, int] = field(default_factory=dict)
     app_server: str | None = None
+    preset: str | None = None
 
     def choices(self) -> dict[str, Any]:
         """Each chosen value on its own, as plain data: {"web": 2, "app_server": "mod_wsgi", "counts.lb": 2}."""
@@ -264,9 +306,11 @@ def resolve(
     environ: Mapping[str, str] | None = None,
     overrides: Overrides = Overrides(),
     platform: str = sys.platform,
+    stack: Stack | None = None,
 ) -> Topology:
     """Turn lab.toml, LAB_* variables and flags into one Topology, or say which key is wrong."""
     environ = os.environ if environ is None else environ
+    stack = stack or stacks.current()
     _unknown_keys("lab.toml", file_data, TOP_KEYS)
     lab = _table("lab.toml [lab]", file_data.get("lab", {}))
     _unknown_keys("lab.toml [lab]", lab, LAB_KEYS)
@@ -296,22 +340,29 @@ def resolve(
     appserver = _appserver_settings(_table("lab.toml [appserver]", file_data.get("appserver", {})), app_server)
 
     for tier_name, tier_cfg in tiers.items():
-        if tier_name not in TIERS:
-            raise TopologyError(f"lab.toml [tiers.{tier_name}]: unknown tier; tiers: {', '.join(TIERS)}")
+        if tier_name not in stack.tiers:
+            raise TopologyError(f"lab.toml [tiers.{tier_name}]: unknown tier; tiers: {', '.join(stack.tiers)}")
         _unknown_keys(f"lab.toml [tiers.{tier_name}]", _table(f"[tiers.{tier_name}]", tier_cfg), TIER_KEYS)
+    preset, preset_where = lab.get("preset", stacks.DEFAULT_PRESET), "lab.preset"
+    if "LAB_PRESET" in environ:
+        preset, preset_where = environ["LAB_PRESET"], "LAB_PRESET"
+    if overrides.preset is not None:
+        preset, preset_where = overrides.preset, "--preset"
+    preset_counts = stack.preset_counts(_choice(preset_where, preset, tuple(stack.presets)))
 
     network = ipaddress.IPv4Network(subnet)
     hosts: list[Host] = []
-    for spec in TIERS.values():
+    for spec in stack.tiers.values():
         tier_cfg = tiers.get(spec.name, {})
-        count = _integer(f"tiers.{spec.name}.count", tier_cfg.get("count", spec.default_count), 1, spec.max_count)
+        low, high = spec.min_count, spec.max_count
+        count = _integer(f"tiers.{spec.name}.count", tier_cfg.get("count", preset_counts[spec.name]), low, high)
         env_key = f"LAB_{spec.name.upper()}"
         if env_key in environ:
-            count = _integer(env_key, environ[env_key], 1, spec.max_count)
+            count = _integer(env_key, environ[env_key], low, high)
         if spec.name in overrides.counts:
-            count = _integer(f"--{spec.name}", overrides.counts[spec.name], 1, spec.max_count)
+            count = _integer(f"--{spec.name}", overrides.counts[spec.name], low, high)
         if spec.name == "web" and overrides.web is not None:
-            count = _integer("--web", overrides.web, 1, spec.max_count)
+            count = _integer("--web", overrides.web, low, high)
         memory = _integer(f"tiers.{spec.name}.memory", tier_cfg.get("memory", spec.memory_mb), 128, 65536)
         cpus = _integer(f"tiers.{spec.name}.cpus", tier_cfg.get("cpus", spec.cpus), 1, 64)
         for index in range(1, count + 1):
@@ -334,9 +385,12 @@ def resolve(
             f"lab.toml [hosts.{unknown_hosts[0]}]: no such host in this topology; hosts: {', '.join(h.name for h in hosts)}"
         )
     _distinct_ips(hosts, network)
+    provider_settings = {
+        table: provider_schema(table).resolve(_table(f"lab.toml [{table}]", file_data.get(table, {})), environ)
+        for table in PROVIDER_SETTINGS
+    }
     return Topology(name=name, subnet=subnet, provider=provider, app_server=app_server, hosts=tuple(hosts),
-                    vagrant=_vagrant_settings(_table("lab.toml [vagrant]", file_data.get("vagrant", {})), environ),
-                    appserver=appserver)
+                    appserver=appserver, provider_settings=provider_settings, stack=stack)
 
 
 def _appserver_settings(table: Mapping[str, Any], app_server: str) -> AppServerSettings:
@@ -344,23 +398,6 @@ def _appserver_settings(table: Mapping[str, Any], app_server: str) -> AppServerS
     workers = _integer("appserver.workers", table.get("workers", AppServerSettings().workers), *APPSERVER_WORKERS)
     threads = _integer("appserver.threads", table.get("threads", DEFAULT_THREADS[app_server]), *APPSERVER_THREADS)
     return AppServerSettings(workers=workers, threads=threads)
-
-
-def _vagrant_settings(table: Mapping[str, Any], environ: Mapping[str, str]) -> VagrantSettings:
-    _unknown_keys("lab.toml [vagrant]", table, VAGRANT_KEYS)
-    defaults = VagrantSettings()
-    provider = _choice("vagrant.provider", table.get("provider", defaults.provider), VAGRANT_PROVIDERS)
-    if "LAB_VAGRANT_PROVIDER" in environ:
-        provider = _choice("LAB_VAGRANT_PROVIDER", environ["LAB_VAGRANT_PROVIDER"], VAGRANT_PROVIDERS)
-    boxes = {}
-    for key in ("box_virtualbox", "box_libvirt"):
-        value = table.get(key, getattr(defaults, key))
-        if not isinstance(value, str) or not value.strip() or any(c in value for c in "\"'\n"):
-            raise TopologyError(f"vagrant.{key} must be a box name like {getattr(defaults, key)!r} (got {value!r})")
-        boxes[key] = value
-    driver = _choice("vagrant.libvirt_driver", table.get("libvirt_driver", defaults.libvirt_driver), LIBVIRT_DRIVERS)
-    boot_timeout = _integer("vagrant.boot_timeout", table.get("boot_timeout", defaults.boot_timeout), *BOOT_TIMEOUT_S)
-    return VagrantSettings(provider=provider, libvirt_driver=driver, boot_timeout=boot_timeout, **boxes)
 
 
 def _host_ip(where: str, value: Any, network: ipaddress.IPv4Network) -> str:
@@ -384,8 +421,8 @@ def _distinct_ips(hosts: list[Host], network: ipaddress.IPv4Network) -> None:
 
 def with_web_count(topology: Topology, count: int) -> Topology:
     """The same lab with its web tier set to web1..webN (used by `lab bench --web=N`)."""
-    spec = TIERS["web"]
-    count = _integer("--web", count, 1, spec.max_count)
+    spec = topology.stack.tiers["web"]
+    count = _integer("--web", count, max(spec.min_count, 1), spec.max_count)
     network = ipaddress.IPv4Network(topology.subnet)
     current = {h.name: h for h in topology.tier("web")}
     template = topology.tier("web")[0]
@@ -395,6 +432,6 @@ def with_web_count(topology: Topology, count: int) -> Topology:
         for i in range(1, count + 1)
     ]
     others = [h for h in topology.hosts if h.tier != "web"]
-    ordered = sorted(others + web, key=lambda h: (list(TIERS).index(h.tier), h.name))
+    ordered = sorted(others + web, key=lambda h: (list(topology.stack.tiers).index(h.tier), h.name))
     _distinct_ips(ordered, network)
     return replace(topology, hosts=tuple(ordered))

@@ -13,7 +13,7 @@ from lab.errors import ChecksFailed, NotUp, TopologyError
 from lab.hosts import HostFacts
 from lab.recipes import discover_steps
 from lab.state import LabDir
-from lab.topology import TIERS, Topology
+from lab.topology import Topology
 
 
 def check_files(max_step: int | None = None) -> list[Path]:
@@ -43,10 +43,11 @@ def run_checks(
     on_skipped: Callable[[list[SkippedCheck]], None] | None = None,
 ) -> None:
     """Run the checks; ChecksFailed names the failing ones. on_skipped hears the skipped ones, pass or fail."""
-    chosen = list(tiers) if tiers else list(TIERS)
-    unknown = [t for t in chosen if t not in TIERS]
+    known = list(topology.stack.tiers)
+    chosen = list(tiers) if tiers else known
+    unknown = [t for t in chosen if t not in known]
     if unknown:
-        raise TopologyError(f"unknown tier {unknown[0]!r}; tiers: {', '.join(TIERS)}")
+        raise TopologyError(f"unknown tier {unknown[0]!r}; tiers: {', '.join(known)}")
     if not labdir.ssh_config.exists():
         raise NotUp(f"the lab in {labdir.path} has no ssh_config: run `lab up` first")
     failures = _OutcomeCollector()

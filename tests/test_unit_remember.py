@@ -51,7 +51,9 @@ def test_choices_hold_only_what_was_chosen_and_round_trip():
 
 
 def test_from_choices_drops_keys_this_lab_does_not_know():
-    assert Overrides.from_choices({"web": 3, "preset": "big", "web.x": 1, "counts": 2}) == Overrides(web=3)
+    assert Overrides.from_choices({"web": 3, "flavour": "big", "web.x": 1, "counts": 2}) == Overrides(web=3)
+    # preset is a flag like --web: remembered and read back
+    assert Overrides.from_choices({"preset": "workshop"}) == Overrides(preset="workshop")
 
 
 def test_later_choices_win_key_by_key():

@@ -11,8 +11,7 @@ import pytest
 from lab.providers.local import proxy
 from lab.recipes import PROVISION_DIR
 from lab.topology import Overrides, resolve
-from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, TIER_PORTS, VENV
-from provision.step2_database.recipes import DATABASE, ROLE, SETTINGS, STATIC_ROOT
+from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, DATABASE, ROLE, SETTINGS, STATIC_ROOT, VENV
 from provision.step3_appserver.recipes import APP_PORT, GUNICORN_WORKERS, WSGI_SCRIPT, WSGI_SCRIPT_NAME, WSGI_SOCKET_PREFIX
 
 LOCAL_PROVIDER_DIR = Path(proxy.__file__).resolve().parent
@@ -21,11 +20,9 @@ WEB_IPS = ["192.168.56.21", "192.168.56.22"]
 PROXY_URL = "http://192.168.56.1:3128"
 
 
-def firewall_rules(tier: str) -> list[dict]:
-    """The rules the firewall recipe passes for a tier (same derivation as provision/step1_bootstrap)."""
-    port, source_tiers = TIER_PORTS[tier]
-    sources = [TOPOLOGY.subnet] if "subnet" in source_tiers else [h.ip for s in source_tiers for h in TOPOLOGY.tier(s)]
-    return [{"port": port, "sources": sources}]
+def firewall_rules(host: str, machine: str | None = "192.168.56.1"):
+    """The rules the firewall recipe passes for a host: the stack's links into it, as the topology derives them."""
+    return TOPOLOGY.inbound(TOPOLOGY.host(host), machine)
 
 
 # template (relative to provision/) → (host it is rendered for, the values its recipe passes besides host/topology)
@@ -33,16 +30,16 @@ CASES: dict[str, tuple[str, dict]] = {
     "step1_bootstrap/templates/hosts.j2": ("web1", {}),
     "step1_bootstrap/templates/apt-proxy.conf.j2": ("db1", {"proxy_url": PROXY_URL}),
     "step1_bootstrap/templates/pip.conf.j2": ("web2", {"proxy_url": PROXY_URL}),
-    "step1_bootstrap/templates/nftables.conf.j2": ("db1", {"ssh_from": "192.168.56.1", "rules": firewall_rules("db")}),
+    "step1_bootstrap/templates/nftables.conf.j2": ("db1", {"rules": firewall_rules("db1")}),
     "step2_database/templates/postgresql-lab.conf.j2": ("db1", {}),
     "step2_database/templates/pg_hba.conf.j2": (
-        "db1", {"web_hosts": TOPOLOGY.tier("web"), "database": DATABASE, "role": ROLE},
+        "db1", {"clients": TOPOLOGY.clients(TOPOLOGY.host("db1"), "sql"), "database": DATABASE, "role": ROLE},
     ),
-    "step2_database/templates/bank.toml.j2": (
+    "step1_bootstrap/templates/bank.toml.j2": (
         "web1",
         {
             "secret_key": "s3cret", "allowed_hosts": ["192.168.56.11", "lb1", "192.168.56.21", "web1", "localhost"],
-            "database": DATABASE, "role": ROLE, "db_password": "pw", "db_host": "192.168.56.31",
+            "database": DATABASE, "role": ROLE, "db_password": "pw", "db_host": "192.168.56.31", "db_port": 5432,
             "static_root": STATIC_ROOT,
         },
     ),
@@ -60,15 +57,15 @@ CASES: dict[str, tuple[str, dict]] = {
     ),
     "step3_appserver/templates/bank.wsgi.j2": ("web2", {"settings": SETTINGS}),
     "step5_balancer/templates/nginx-bank.conf.j2": (
-        "lb1", {"web_hosts": TOPOLOGY.tier("web"), "app_port": APP_PORT, "static_root": STATIC_ROOT},
+        "lb1", {"web_hosts": TOPOLOGY.serving("app", TOPOLOGY.host("lb1")), "app_port": APP_PORT, "static_root": STATIC_ROOT},
     ),
 }
 
 
 def render(templates: jinja2.Environment, name: str, **drop_or_add) -> str:
     host_name, values = CASES[name]
-    values = dict(values, **drop_or_add)
-    return templates.get_template(name).render(host=TOPOLOGY.host(host_name), topology=TOPOLOGY, **values)
+    values = {"host": TOPOLOGY.host(host_name), **values, **drop_or_add}
+    return templates.get_template(name).render(topology=TOPOLOGY, **values)
 
 
 def squid() -> str:
@@ -149,7 +146,7 @@ def test_nginx_balances_over_both_web_hosts(templates):
 
 
 def test_nginx_follows_the_web_tier(templates):
-    one = TOPOLOGY.tier("web")[:1]
+    one = TOPOLOGY.serving("app")[:1]
     text = render(templates, "step5_balancer/templates/nginx-bank.conf.j2", web_hosts=one)
     assert upstream_servers(text) == ["192.168.56.21:8000"]
     assert "proxy_next_upstream_tries 1;" in text
@@ -187,8 +184,8 @@ def test_gunicorn_binds_the_host_ip(templates):
 
 
 def test_bank_settings_are_valid_toml(templates):
-    data = tomllib.loads(render(templates, "step2_database/templates/bank.toml.j2"))
-    assert data["db_host"] == "192.168.56.31"
+    data = tomllib.loads(render(templates, "step1_bootstrap/templates/bank.toml.j2"))
+    assert (data["db_host"], data["db_port"]) == ("192.168.56.31", 5432)
     assert data["db_password"] == "pw"
     assert data["allowed_hosts"] == ["192.168.56.11", "lb1", "192.168.56.21", "web1", "localhost"]
     assert data["debug"] is False
@@ -199,15 +196,23 @@ def test_nftables_drops_by_default_and_opens_only_the_tier_port(templates):
     input_chain = re.search(r"chain input \{(.*?)\n    \}", text, re.S).group(1)
     assert "policy drop;" in input_chain
     assert re.search(r"chain forward \{\s*type filter hook forward priority filter; policy drop;", text)
-    assert "tcp dport 22 ip saddr 192.168.56.1 accept" in input_chain
-    assert "tcp dport 5432 ip saddr { 192.168.56.21, 192.168.56.22 } accept" in input_chain
+    assert "tcp dport 22 ip saddr { 192.168.56.1 } accept  # ssh" in input_chain
+    assert "tcp dport 5432 ip saddr { 192.168.56.21, 192.168.56.22 } accept  # sql" in input_chain
     assert re.findall(r"tcp dport (\d+)", input_chain) == ["22", "5432"]
 
 
 def test_nftables_without_control_address_allows_ssh_from_anywhere(templates):
-    text = render(templates, "step1_bootstrap/templates/nftables.conf.j2", ssh_from=None, rules=firewall_rules("lb"))
-    assert re.search(r"^\s*tcp dport 22 accept$", text, re.M)
-    assert "tcp dport 80 ip saddr { 192.168.56.0/24 } accept" in text
+    text = render(templates, "step1_bootstrap/templates/nftables.conf.j2", rules=firewall_rules("lb1", machine=None))
+    assert re.search(r"^\s*tcp dport 22 accept  # ssh$", text, re.M)
+    assert "tcp dport 80 ip saddr { 192.168.56.0/24 } accept  # http" in text
+    assert re.findall(r"tcp dport (\d+)", text) == ["22", "80"]
+
+
+def test_nftables_opens_the_app_port_to_the_balancer_only(templates):
+    web2 = TOPOLOGY.host("web2")
+    text = render(templates, "step1_bootstrap/templates/nftables.conf.j2", host=web2, rules=firewall_rules("web2"))
+    assert "tcp dport 8000 ip saddr { 192.168.56.11 } accept  # app" in text
+    assert re.findall(r"tcp dport (\d+)", text) == ["22", "8000"]
 
 
 def test_proxy_configs_point_at_the_proxy(templates):

@@ -1,4 +1,5 @@
-"""Unit tests for lab.topology: resolve() defaults, precedence, validation errors, with_web_count, load_file, round-trips."""
+"""Unit tests for lab.topology: resolve() defaults, presets, precedence, validation errors, with_web_count, load_file,
+round-trips, the links' questions, and provider settings resolved through the provider's own schema."""
 from __future__ import annotations
 
 import json
@@ -6,9 +7,12 @@ import re
 
 import pytest
 
+from lab import stack as stacks
 from lab.errors import ConfigFileError, LabError, TopologyError
+from lab.providers.vagrant import settings as vagrant_settings
+from lab.stack import Link, TierSpec
 from lab.testing import linux_topology as linux
-from lab.topology import Host, Overrides, Topology, load_file, resolve, with_web_count
+from lab.topology import PROVIDER_SETTINGS, Host, Opening, Overrides, Topology, load_file, resolve, with_web_count
 
 
 
@@ -180,7 +184,7 @@ def test_unknown_lab_key_lists_the_allowed_keys():
     with pytest.raises(TopologyError) as caught:
         linux({"lab": {"nmae": "x"}})
     assert "'nmae'" in str(caught.value)
-    assert "app_server, name, provider, subnet" in str(caught.value)
+    assert "app_server, name, preset, provider, subnet" in str(caught.value)
 
 
 def test_unknown_top_level_table_is_refused():
@@ -410,10 +414,209 @@ def test_bad_app_server_from_environment_names_the_variable():
 
 def test_vagrant_settings_resolve_from_file_and_environment():
     topo = resolve({"vagrant": {"provider": "libvirt", "box_libvirt": "my/box"}}, {}, platform="linux")
-    assert (topo.vagrant.provider, topo.vagrant.box_libvirt, topo.vagrant.box_virtualbox) == ("libvirt", "my/box", "debian/bookworm64")
+    vagrant = vagrant_settings.of(topo)
+    assert (vagrant.provider, vagrant.box_libvirt, vagrant.box_virtualbox) == ("libvirt", "my/box", "debian/bookworm64")
     topo = resolve({"vagrant": {"provider": "libvirt"}}, {"LAB_VAGRANT_PROVIDER": "virtualbox"}, platform="linux")
-    assert topo.vagrant.provider == "virtualbox"
+    assert vagrant_settings.of(topo).provider == "virtualbox"
     with pytest.raises(TopologyError, match="vagrant.provider must be one of auto, libvirt, virtualbox"):
         resolve({"vagrant": {"provider": "hyperv"}}, {}, platform="linux")
     with pytest.raises(TopologyError, match="unknown key 'box'"):
         resolve({"vagrant": {"box": "x"}}, {}, platform="linux")
+    with pytest.raises(TopologyError, match=r"vagrant.boot_timeout must be from 30 to 7200"):
+        resolve({"vagrant": {"boot_timeout": 5}}, {}, platform="linux")
+
+
+# -- provider settings: each provider owns its table -------------------------------------------------
+
+
+def test_the_vagrant_table_is_resolved_by_the_vagrant_providers_schema():
+    assert PROVIDER_SETTINGS == {"vagrant": "lab.providers.vagrant.settings"}
+    topo = linux({"vagrant": {"boot_timeout": 60}})
+    assert isinstance(topo.settings("vagrant"), vagrant_settings.VagrantSettings)
+    assert topo.settings("vagrant") == vagrant_settings.VagrantSettings(boot_timeout=60)
+    assert topo.to_dict()["vagrant"]["boot_timeout"] == 60  # the state file keeps its [vagrant] shape
+    assert Topology.from_dict(json.loads(json.dumps(topo.to_dict()))) == topo
+
+
+def test_a_topology_made_without_provider_settings_has_the_providers_defaults():
+    bare = Topology("lab", "192.168.56.0/24", "local", "gunicorn", ())
+    assert vagrant_settings.of(bare) == vagrant_settings.VagrantSettings()
+
+
+def test_topology_module_does_not_import_provider_internals():
+    import subprocess
+    import sys
+
+    code = "import sys, lab.topology; print(any(m.startswith('lab.providers') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+# -- presets -------------------------------------------------------------------------------------------
+
+
+def test_minimal_preset_is_todays_default():
+    assert linux(overrides=Overrides(preset="minimal")) == linux()
+    assert linux({"lab": {"preset": "minimal"}}) == linux()
+    assert [h.name for h in linux(environ={"LAB_PRESET": "minimal"}).hosts] == ["lb1", "web1", "db1"]
+
+
+def test_workshop_preset_has_two_web_hosts():
+    assert [h.name for h in linux(overrides=Overrides(preset="workshop")).hosts] == ["lb1", "web1", "web2", "db1"]
+
+
+def test_full_preset_is_minimal_while_every_tier_is_required():
+    # "full" = every registered tier, optional ones included; today every tier is required (min 1).
+    assert all(spec.min_count >= 1 for spec in stacks.current().tiers.values())
+    assert linux(overrides=Overrides(preset="full")).hosts == linux().hosts
+
+
+def test_preset_comes_from_file_then_environment_then_flag():
+    assert linux({"lab": {"preset": "workshop"}}, {"LAB_PRESET": "minimal"}).count("web") == 1
+    assert linux({"lab": {"preset": "minimal"}}, {"LAB_PRESET": "workshop"}).count("web") == 2
+    assert linux(environ={"LAB_PRESET": "workshop"}, overrides=Overrides(preset="minimal")).count("web") == 1
+
+
+def test_tier_table_and_flags_override_a_preset():
+    assert linux({"lab": {"preset": "workshop"}, "tiers": {"web": {"count": 3}}}).count("web") == 3
+    assert linux(environ={"LAB_WEB": "4"}, overrides=Overrides(preset="workshop")).count("web") == 4
+    assert linux(overrides=Overrides(preset="workshop", web=1)).count("web") == 1
+
+
+@pytest.mark.parametrize(("where", "kwargs"), [
+    ("lab.preset", {"file_data": {"lab": {"preset": "huge"}}}),
+    ("LAB_PRESET", {"environ": {"LAB_PRESET": "huge"}}),
+    ("--preset", {"overrides": Overrides(preset="huge")}),
+])
+def test_unknown_preset_is_refused_with_the_topology_exit_code(where, kwargs):
+    with pytest.raises(TopologyError) as caught:
+        linux(**kwargs)
+    assert str(caught.value).startswith(f"{where} must be one of minimal, workshop, full (got 'huge')")
+    assert caught.value.exit_code == 3
+
+
+# -- optional tiers ---------------------------------------------------------------------------------------
+
+CACHE = TierSpec("cache", 40, 0, 0, 3, 256, 1, "memcached", ("memcached",))
+
+
+def with_cache():
+    return stacks.current().with_tier(CACHE, [Link("web", "cache", 11211, "cache")], presets={"full": 1})
+
+
+def test_a_tier_whose_minimum_is_0_accepts_0_and_disappears():
+    stack = with_cache()
+    topo = resolve({"tiers": {"cache": {"count": 0}}}, {}, platform="linux", stack=stack)
+    assert [h.name for h in topo.hosts] == ["lb1", "web1", "db1"]
+    assert resolve({}, {"LAB_CACHE": "0"}, platform="linux", stack=stack).tier("cache") == ()
+    assert resolve({}, {}, Overrides(counts={"cache": 0}), platform="linux", stack=stack).count("cache") == 0
+    assert [h.name for h in resolve({}, {}, Overrides(preset="full"), platform="linux", stack=stack).hosts] == [
+        "lb1", "web1", "db1", "cache1"]
+    assert resolve({}, {}, Overrides(counts={"cache": 2}), platform="linux", stack=stack).host("cache2").ip == "192.168.56.42"
+
+
+def test_a_required_tier_refuses_0():
+    with pytest.raises(TopologyError, match=r"^--web must be from 1 to 9 \(got 0\)") as caught:
+        linux(overrides=Overrides(web=0))
+    assert caught.value.exit_code == 3
+    with pytest.raises(TopologyError, match=r"^tiers\.db\.count must be from 1 to 1 \(got 0\)"):
+        linux({"tiers": {"db": {"count": 0}}})
+
+
+def test_the_stack_refuses_inconsistent_tiers_and_links():
+    with pytest.raises(ValueError, match="already registered"):
+        stacks.current().with_tier(TierSpec("web", 50, 1, 1, 2, 256, 1, "again"))
+    with pytest.raises(ValueError, match="min <= default <= max"):
+        stacks.current().with_tier(TierSpec("queue", 50, 0, 1, 2, 256, 1, "rabbitmq"))
+    with pytest.raises(ValueError, match="unknown tier"):
+        stacks.current().with_tier(CACHE, [Link("web", "search", 9200, "search")])
+    with pytest.raises(ValueError, match="unknown"):
+        stacks.current().with_tier(CACHE, presets={"nope": 1})
+
+
+def test_register_tier_adds_a_kind_to_the_stack(monkeypatch):
+    monkeypatch.setattr(stacks, "_registered", [stacks.BUILT_IN])
+    stacks.register_tier(CACHE, [Link("web", "cache", 11211, "cache")])
+    assert stacks.all_tiers() == ("lb", "web", "db", "cache")
+    assert resolve({"tiers": {"cache": {"count": 1}}}, {}, platform="linux").host("cache1").tier == "cache"
+
+
+# -- the links' questions ------------------------------------------------------------------------------------
+
+
+def test_who_may_reach_each_host_on_which_port():
+    topo = linux(overrides=Overrides(web=2))
+    web_ips = ("192.168.56.21", "192.168.56.22")
+    assert topo.inbound(topo.host("lb1"), "192.168.56.1") == (
+        Opening(22, "ssh", ("192.168.56.1",)), Opening(80, "http", ("192.168.56.0/24",)))
+    assert topo.inbound(topo.host("web2"), "192.168.56.1") == (
+        Opening(22, "ssh", ("192.168.56.1",)), Opening(8000, "app", ("192.168.56.11",)))
+    assert topo.inbound(topo.host("db1"), None) == (Opening(22, "ssh", ()), Opening(5432, "sql", web_ips))
+
+
+def test_which_hosts_serve_each_link():
+    topo = linux(overrides=Overrides(web=2))
+    names = lambda hosts: [h.name for h in hosts]  # noqa: E731
+    assert names(topo.serving("http")) == ["lb1"]
+    assert names(topo.serving("app")) == ["web1", "web2"]
+    assert names(topo.serving("app", client=topo.host("lb1"))) == ["web1", "web2"]
+    assert names(topo.serving("app", client=topo.host("db1"))) == []
+    assert names(topo.serving("sql", client=topo.host("web2"))) == ["db1"]
+    assert names(topo.serving("ssh")) == ["lb1", "web1", "web2", "db1"]
+    assert names(topo.clients(topo.host("db1"), "sql")) == ["web1", "web2"]
+    assert names(topo.clients(topo.host("web1"), "app")) == ["lb1"]
+    assert names(topo.clients(topo.host("lb1"), "http")) == ["lb1", "web1", "web2", "db1"]
+    assert topo.port("sql", client=topo.host("web1")) == 5432
+    with pytest.raises(TopologyError, match="link 'nope' has no port"):
+        topo.port("nope")
+
+
+# -- `lab up --preset` ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_lab(tmp_path, monkeypatch):
+    """An empty project folder with its own LAB_DIR, and no LAB_* settings leaking in from outside."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("LAB_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LAB_DIR", str(tmp_path / ".lab"))
+    return tmp_path
+
+
+def up_topology(args, capfd, monkeypatch):
+    """The topology `lab up ARGS` would build (lifecycle.up stopped before any provider work)."""
+    from lab import lifecycle
+    from lab.testing import run_main
+
+    resolved = []
+
+    def resolve_only(project, overrides, *rest, **options):
+        resolved.append(project.topology(overrides))
+        return lifecycle.ConvergeReport([], 0.0)
+
+    monkeypatch.setattr(lifecycle, "up", resolve_only)
+    code, _, err = run_main(["up", *args], capfd)
+    return code, err, resolved
+
+
+def test_lab_up_preset_minimal_equals_the_default(no_lab, capfd, monkeypatch):
+    _, _, [default] = up_topology([], capfd, monkeypatch)
+    code, _, [minimal] = up_topology(["--preset", "minimal"], capfd, monkeypatch)
+    assert code == 0 and minimal == default
+    assert [h.name for h in minimal.hosts] == ["lb1", "web1", "db1"]
+    _, _, [workshop] = up_topology(["--preset=workshop", "--web=3"], capfd, monkeypatch)
+    assert workshop.count("web") == 3  # a flag beats the preset
+
+
+@pytest.mark.parametrize(("args", "needle"), [(["--preset", "huge"], "--preset must be one of minimal, workshop, full"),
+                                              (["--web=0"], "--web must be from 1 to 9")])
+def test_lab_up_refuses_an_unknown_preset_or_zero_web_with_exit_3(no_lab, capfd, args, needle):
+    from lab.testing import one_error_line, run_main
+
+    code, _, err = run_main(["up", *args], capfd)
+    assert code == 3
+    assert needle in one_error_line(err)
+    assert not (no_lab / ".lab").exists()

@@ -1,4 +1,5 @@
-"""Step 1 recipes: hosts know each other, packages come through the proxy, the site's code and venv are in place."""
+"""Step 1 recipes: hosts know each other, packages come through the proxy, each host's firewall follows the stack's
+links, the site's code, venv and settings are in place."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import re
 import tarfile
 from pathlib import Path
 
-from lab.recipes import PROJECT_ROOT, Target, recipe
+from lab.recipes import PROJECT_ROOT, RecipeError, Target, recipe
+from lab.stack import all_tiers
 
-ALL_TIERS = ("lb", "web", "db")
 APP_SOURCE = PROJECT_ROOT / "app"
 APP_USER = "bank"
 APP_HOME = "/srv/bank"
@@ -21,12 +22,12 @@ REQUIREMENTS = f"{APP_HOME}/requirements.txt"
 SKIPPED_PARTS = {"__pycache__", ".dev", ".pytest_cache"}
 
 
-@recipe(tiers=ALL_TIERS)
+@recipe(tiers=all_tiers())
 def hosts_file(t: Target) -> None:
     t.template("/etc/hosts", "step1_bootstrap/templates/hosts.j2")
 
 
-@recipe(tiers=ALL_TIERS)
+@recipe(tiers=all_tiers())
 def package_proxy(t: Target) -> None:
     if t.facts.proxy_url:
         t.template("/etc/apt/apt.conf.d/80lab-proxy", "step1_bootstrap/templates/apt-proxy.conf.j2", proxy_url=t.facts.proxy_url)
@@ -36,19 +37,13 @@ def package_proxy(t: Target) -> None:
         t.absent("/etc/pip.conf")
 
 
-# Who may open which port on each tier: the stack's traffic flows lb → web → db, nothing else.
-TIER_PORTS = {"lb": (80, ("subnet",)), "web": (8000, ("lb",)), "db": (5432, ("web",))}
-
-
-@recipe(tiers=ALL_TIERS)
+@recipe(tiers=all_tiers())
 def firewall(t: Target) -> None:
-    """nftables with a default-drop input policy; each tier open only to the tier in front of it."""
+    """nftables with a default-drop input policy; a port open only to the hosts a link of the stack lets in."""
     t.packages("nftables")
-    port, source_tiers = TIER_PORTS[t.host.tier]
-    sources = [t.topology.subnet] if "subnet" in source_tiers else [h.ip for s in source_tiers for h in t.topology.tier(s)]
     changed = t.template(
         "/etc/nftables.conf", "step1_bootstrap/templates/nftables.conf.j2", 0o755,
-        ssh_from=t.facts.control_address, rules=[{"port": port, "sources": sources}],
+        rules=t.topology.inbound(t.host, t.facts.control_address),
     )
     if changed:
         t.run("nft -c -f /etc/nftables.conf")
@@ -147,3 +142,28 @@ def release(t: Target) -> None:
     if t.run(f"readlink {CURRENT}", check=False).stdout.strip() != folder:
         t.run(f"ln -sfn {folder} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}")
         t.changed(f"switched {CURRENT} to release {name}", "app-code")
+
+
+# The site's settings file: shared with the database step (its database and role) and the app servers.
+SETTINGS_DIR = "/etc/bank"
+SETTINGS = f"{SETTINGS_DIR}/bank.toml"
+STATIC_ROOT = "/srv/bank/static"
+DATABASE = "bank"
+ROLE = "bank"
+
+
+@recipe(tiers=("web",))
+def site_settings(t: Target) -> None:
+    """The site's settings from the stack's links: the database it may reach, the proxies that send it requests."""
+    databases = t.topology.serving("sql", client=t.host)
+    if not databases:
+        raise RecipeError(f"no host of this lab serves the site's database (link 'sql') to {t.host.name}")
+    proxies = t.topology.clients(t.host, "app")
+    allowed = [h.ip for h in proxies] + [h.name for h in proxies] + [t.host.ip, t.host.name, "localhost"]
+    t.directory(SETTINGS_DIR, 0o750, "root", APP_USER)
+    t.template(
+        SETTINGS, "step1_bootstrap/templates/bank.toml.j2", 0o600, APP_USER, APP_USER, events=("app-config",),
+        secret_key=t.secrets["django_secret_key"], allowed_hosts=allowed, database=DATABASE, role=ROLE,
+        db_password=t.secrets["db_password"], db_host=databases[0].ip, db_port=t.topology.port("sql", client=t.host),
+        static_root=STATIC_ROOT,
+    )

@@ -1,6 +1,8 @@
 """Step 1 checks on every host: lab names resolve, sshd is key-only, and no route leads off the lab network."""
 
-TIERS = ("lb", "web", "db")
+from lab.stack import all_tiers
+
+TIERS = all_tiers()
 
 
 def test_hosts_file_names_every_lab_host(host, lab):

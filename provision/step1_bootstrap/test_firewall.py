@@ -1,10 +1,11 @@
-"""Step 1 firewall checks: default-drop input, and each tier's port reachable only from the tier in front of it."""
+"""Step 1 firewall checks: default-drop input, and every port the stack's links open reachable only as they say."""
 
+import ipaddress
 import json
 
-TIERS = ("lb", "web", "db")
-PORTS = {"lb": 80, "web": 8000, "db": 5432}
-ALLOWED_FROM = {"lb": {"lb", "web", "db"}, "web": {"lb"}, "db": {"web"}}
+from lab.stack import all_tiers
+
+TIERS = all_tiers()
 
 # Runs on the host: tries every target at once; "filtered" means the SYN was dropped (no answer).
 PROBE = """
@@ -33,12 +34,23 @@ def test_input_policy_is_drop(host):
     assert "policy drop" in ruleset
 
 
-def test_tier_ports_open_only_to_the_tier_in_front(host, node, lab):
-    others = [o for o in lab.hosts if o.name != node.name]
-    targets = [[o.ip, PORTS[o.tier]] for o in others]
+def admitted(address, sources):
+    """Whether an address is among a link's sources (addresses or networks; none means from anywhere)."""
+    return not sources or any(ipaddress.ip_address(address) in ipaddress.ip_network(s) for s in sources)
+
+
+def test_tier_ports_open_only_to_the_tier_in_front(host, node, lab, facts):
+    # Every port a link opens on another host, and whether some link lets this host in: from the model alone.
+    expected = {}
+    for other in lab.hosts:
+        if other.name != node.name:
+            for opening in lab.inbound(other, facts.control_address):
+                key = (other.name, other.ip, opening.port)
+                expected[key] = expected.get(key, False) or admitted(node.ip, opening.sources)
+    targets = [[ip, port] for _, ip, port in expected]
     result = json.loads(host.check_output(f"python3 -c '{PROBE}' '{json.dumps(targets)}'"))
-    for other, outcome in zip(others, result):
-        if node.tier in ALLOWED_FROM[other.tier]:
-            assert outcome in ("open", "closed"), f"{node.name} → {other.name}:{PORTS[other.tier]} is {outcome}"
+    for ((name, _, port), allowed), outcome in zip(expected.items(), result):
+        if allowed:
+            assert outcome in ("open", "closed"), f"{node.name} → {name}:{port} is {outcome}"
         else:
-            assert outcome == "filtered", f"{node.name} → {other.name}:{PORTS[other.tier]} is {outcome}"
+            assert outcome == "filtered", f"{node.name} → {name}:{port} is {outcome}"

@@ -1,4 +1,4 @@
-"""Step 2 recipes: PostgreSQL with the site's database and role; the web hosts' settings, migrations, sample data."""
+"""Step 2 recipes: PostgreSQL with the site's database and role, admitting the hosts its links allow; migrations, sample data."""
 
 from __future__ import annotations
 
@@ -7,14 +7,10 @@ import hashlib
 import hmac
 
 from lab.recipes import Target, recipe
-from provision.step1_bootstrap.recipes import APP_USER, CURRENT, VENV
+from provision.step1_bootstrap.recipes import APP_USER, CURRENT, DATABASE, ROLE, SETTINGS, STATIC_ROOT, VENV
 
 PG_VERSION = "15"
 PG_ETC = f"/etc/postgresql/{PG_VERSION}/main"
-DATABASE = "bank"
-ROLE = "bank"
-SETTINGS = "/etc/bank/bank.toml"
-STATIC_ROOT = "/srv/bank/static"
 
 
 def manage(command: str) -> str:
@@ -27,7 +23,7 @@ def postgresql(t: Target) -> None:
     restart = t.template(f"{PG_ETC}/conf.d/lab.conf", "step2_database/templates/postgresql-lab.conf.j2")
     reload = t.template(
         f"{PG_ETC}/pg_hba.conf", "step2_database/templates/pg_hba.conf.j2", 0o640, "postgres", "postgres",
-        web_hosts=t.topology.tier("web"), database=DATABASE, role=ROLE,
+        clients=t.topology.clients(t.host, "sql"), database=DATABASE, role=ROLE,
     )
     t.service("postgresql", restart=restart, reload=reload)
     t.service(f"postgresql@{PG_VERSION}-main", restart=False)
@@ -63,18 +59,6 @@ def site_database(t: Target) -> None:
     if not t.run(f"psql -tAc \"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'\"", user="postgres").stdout.strip():
         t.run(f"createdb --owner={ROLE} {DATABASE}", user="postgres")
         t.changed(f"created database {DATABASE}")
-
-
-@recipe(tiers=("web",))
-def settings(t: Target) -> None:
-    lb_hosts = t.topology.tier("lb")
-    allowed = [h.ip for h in lb_hosts] + [h.name for h in lb_hosts] + [t.host.ip, t.host.name, "localhost"]
-    t.directory("/etc/bank", 0o750, "root", APP_USER)
-    t.template(
-        SETTINGS, "step2_database/templates/bank.toml.j2", 0o600, APP_USER, APP_USER, events=("app-config",),
-        secret_key=t.secrets["django_secret_key"], allowed_hosts=allowed, database=DATABASE, role=ROLE,
-        db_password=t.secrets["db_password"], db_host=t.topology.tier("db")[0].ip, static_root=STATIC_ROOT,
-    )
 
 
 @recipe(tiers=("web",), requires=("step2_database.site_database",), first_only=True)

@@ -1,4 +1,5 @@
-"""Step 2 checks on the database host: PostgreSQL 15 running, on the private network only, admitting only web hosts."""
+"""Step 2 checks on the database host: PostgreSQL 15 running, on the private network only, admitting only the hosts
+its links let in."""
 
 TIERS = ("db",)
 
@@ -15,13 +16,14 @@ def test_listens_on_private_ip_and_loopback_only(host, node):
     assert not host.socket("tcp://0.0.0.0:5432").is_listening
 
 
-def test_pg_hba_admits_only_the_web_hosts(host, lab):
+def test_pg_hba_admits_only_the_web_hosts(host, node, lab):
     rules = [
         line.split() for line in host.file("/etc/postgresql/15/main/pg_hba.conf").content_string.splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
     network_rules = [r for r in rules if r[0].startswith("host")]
-    assert sorted(r[3] for r in network_rules) == sorted(f"{w.ip}/32" for w in lab.tier("web"))
+    assert sorted(r[3] for r in network_rules) == sorted(f"{c.ip}/32" for c in lab.clients(node, "sql"))
+    assert lab.clients(node, "sql")  # the site's hosts reach it
     assert all(r[1:3] == ["bank", "bank"] and r[4] == "scram-sha-256" for r in network_rules)
     assert host.file("/etc/postgresql/15/main/pg_hba.conf").mode == 0o640
 

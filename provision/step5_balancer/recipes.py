@@ -21,7 +21,7 @@ def nginx(t: Target) -> None:
     t.packages("nginx")
     changed = t.template(
         SITE, "step5_balancer/templates/nginx-bank.conf.j2",
-        web_hosts=t.topology.tier("web"), app_port=APP_PORT, static_root=STATIC_ROOT,
+        web_hosts=t.topology.serving("app", client=t.host), app_port=APP_PORT, static_root=STATIC_ROOT,
     )
     if t.run("readlink /etc/nginx/sites-enabled/bank", check=False).stdout.strip() != SITE:
         t.run(f"ln -sfn {SITE} /etc/nginx/sites-enabled/bank")

@@ -11,7 +11,7 @@ from lab.errors import NetworkClash, ProviderError, VagrantProviderMissing
 from lab.hosts import HostFacts, SshEndpoint
 from lab.machine import network
 from lab.providers.base import Provider
-from lab.providers.vagrant import vagrantfile
+from lab.providers.vagrant import settings, vagrantfile
 from lab.providers.vagrant.driver import VagrantDriver
 from lab.state import LabDir
 from lab.system import Say
@@ -20,7 +20,7 @@ from lab.topology import Topology
 
 def choose_vagrant_provider(topology: Topology) -> str:
     """The Vagrant provider lab.toml asks for, or on "auto" the one this machine can run."""
-    wanted = topology.vagrant.provider
+    wanted = settings.of(topology).provider
     if wanted != "auto":
         return wanted
     if sys.platform.startswith("linux"):
@@ -79,7 +79,7 @@ class VagrantProvider(Provider):
         if provider == "libvirt":
             from lab.providers.vagrant import box
 
-            if topology.vagrant.box_libvirt == box.BOX_NAME:
+            if settings.of(topology).box_libvirt == box.BOX_NAME:
                 box.ensure_box(say)
         (labdir.path / "Vagrantfile").write_text(vagrantfile.render(topology, driver_name))
         state["resources"]["hosts"] = [h.name for h in topology.hosts]
@@ -110,8 +110,8 @@ class VagrantProvider(Provider):
     def _driver_name(self, topology: Topology, provider: str, previous: dict[str, Any], say: Say) -> str:
         if provider != "libvirt":
             return "n/a"
-        if topology.vagrant.libvirt_driver != "auto":
-            return topology.vagrant.libvirt_driver
+        if settings.of(topology).libvirt_driver != "auto":
+            return settings.of(topology).libvirt_driver
         if previous.get("libvirt_driver") in ("kvm", "qemu"):
             return previous["libvirt_driver"]
         from lab.providers.vagrant import box

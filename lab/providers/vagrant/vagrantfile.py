@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jinja2
 
+from lab.providers.vagrant import settings
 from lab.topology import Topology
 
 TEMPLATE = Path(__file__).resolve().parents[3] / "Vagrantfile.j2"
@@ -34,9 +35,9 @@ def render(topology: Topology, libvirt_driver: str) -> str:
         netmask=str(ipaddress.IPv4Network(topology.subnet).netmask),
         libvirt_network=libvirt_network_name(topology),
         libvirt_driver=libvirt_driver,
-        box_virtualbox=topology.vagrant.box_virtualbox,
-        box_libvirt=topology.vagrant.box_libvirt,
-        boot_timeout=topology.vagrant.boot_timeout,
+        box_virtualbox=settings.of(topology).box_virtualbox,
+        box_libvirt=settings.of(topology).box_libvirt,
+        boot_timeout=settings.of(topology).boot_timeout,
         management_network_name=MANAGEMENT_NETWORK_NAME,
         management_network=MANAGEMENT_NETWORK,
     )

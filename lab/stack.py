@@ -1,0 +1,123 @@
+"""The stack as a graph: which tiers a lab may have, and the links saying who may open which port on whom.
+
+Plain data, in one registry. Everything that repeats "who talks to whom" (each host's firewall, pg_hba, the
+balancer's upstream, the site's settings, the firewall check) is derived from the links here, through
+lab.topology.Topology; adding a tier is one `register_tier` call with its links.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Mapping
+
+# Link ends that are not tiers.
+MACHINE = "machine"  # this machine: where lab's SSH, the checks and the load tests come from
+SUBNET = "lab"  # anything on the lab's network (every host and the machine's bridge address)
+EVERY_TIER = "*"  # as a link's target: every host of the lab
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    """What every host of a tier shares, and how many of them a lab may have (min_count 0: the tier is optional)."""
+
+    name: str
+    ip_offset: int  # host N of the tier gets subnet address ip_offset + N
+    default_count: int
+    min_count: int
+    max_count: int
+    memory_mb: int
+    cpus: int
+    role: str
+    services: tuple[str, ...] = ()  # the tier's main systemd services (what `lab status` can show)
+
+
+@dataclass(frozen=True)
+class Link:
+    """Hosts of `source` may open TCP `port` on hosts of `target`, for a named purpose (e.g. lb → web :8000 app)."""
+
+    source: str  # a tier name, MACHINE or SUBNET
+    target: str  # a tier name or EVERY_TIER
+    port: int
+    purpose: str
+
+    def __str__(self) -> str:
+        return f"{self.source} → {self.target} :{self.port} {self.purpose}"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The tiers (in boot and display order), the links between them, and the presets naming tier counts."""
+
+    tiers: Mapping[str, TierSpec]
+    links: tuple[Link, ...]
+    presets: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+    def with_tier(self, spec: TierSpec, links: Iterable[Link] = (), presets: Mapping[str, int] = {}) -> "Stack":
+        """This stack with one more tier, its links, and its count in some presets (e.g. {"full": 1})."""
+        if spec.name in self.tiers or spec.name in (MACHINE, SUBNET, EVERY_TIER):
+            raise ValueError(f"tier {spec.name!r} is already registered")
+        if not 0 <= spec.min_count <= spec.default_count <= spec.max_count:
+            raise ValueError(f"tier {spec.name!r}: counts must satisfy min <= default <= max")
+        links = tuple(links)
+        tiers = {**self.tiers, spec.name: spec}
+        for link in links:
+            ends = {link.source, link.target} - {MACHINE, SUBNET, EVERY_TIER}
+            if ends - set(tiers) or link.source == EVERY_TIER or link.target in (MACHINE, SUBNET):
+                raise ValueError(f"link {link} names an unknown tier or a wrong end")
+        preset_counts = {name: dict(counts) for name, counts in self.presets.items()}
+        for preset, count in presets.items():
+            if preset not in preset_counts or not spec.min_count <= count <= spec.max_count:
+                raise ValueError(f"tier {spec.name!r}: preset {preset!r} unknown or its count out of range")
+            preset_counts[preset][spec.name] = count
+        return replace(self, tiers=tiers, links=self.links + links, presets=preset_counts)
+
+    def with_links(self, *links: Link) -> "Stack":
+        for link in links:
+            ends = {link.source, link.target} - {MACHINE, SUBNET, EVERY_TIER}
+            if ends - set(self.tiers):
+                raise ValueError(f"link {link} names an unknown tier")
+        return replace(self, links=self.links + links)
+
+    def preset_counts(self, preset: str) -> Mapping[str, int]:
+        """Tier counts of a preset; a tier the preset does not name has its default count."""
+        return {name: self.presets[preset].get(name, spec.default_count) for name, spec in self.tiers.items()}
+
+
+# The seed's stack as far as the lab builds it today. A tier added later (cache, queue, pooler, ...) registers
+# itself here with `register_tier(TierSpec(...), links=(...), presets={"full": 1})`.
+_BASE = Stack(
+    tiers={},
+    links=(),
+    # minimal: lb1/web1/db1, the default. workshop: the workshop's two web hosts behind one balancer.
+    # full: every tier the lab knows, optional ones included: today that is minimal, since every tier the lab
+    # builds yet is required; each tier that registers itself adds its count to "full".
+    presets={"minimal": {}, "workshop": {"web": 2}, "full": {}},
+)
+BUILT_IN = (
+    _BASE.with_tier(TierSpec("lb", 10, 1, 1, 2, 512, 1, "nginx load balancer", ("nginx",)))
+    .with_tier(TierSpec("web", 20, 1, 1, 9, 768, 1, "Django web server", ("gunicorn",)))
+    .with_tier(TierSpec("db", 30, 1, 1, 1, 768, 1, "PostgreSQL server", ("postgresql",)))
+    .with_links(
+        Link(MACHINE, EVERY_TIER, 22, "ssh"),  # lab's own SSH (recipes, checks, `lab ssh`)
+        Link(SUBNET, "lb", 80, "http"),  # the site, for the machine (browser, load tests) and every lab host
+        Link("lb", "web", 8000, "app"),  # the balancer's upstream: the app server on each web host
+        Link("web", "db", 5432, "sql"),  # the site's database connections
+    )
+)
+DEFAULT_PRESET = "minimal"
+_registered = [BUILT_IN]
+
+
+def current() -> Stack:
+    """The lab's stack: the built-in tiers and links, and every tier kind registered since."""
+    return _registered[-1]
+
+
+def register_tier(spec: TierSpec, links: Iterable[Link] = (), presets: Mapping[str, int] = {}) -> None:
+    """Add a tier kind and its links to the lab's stack (at import time, before recipes and checks are loaded)."""
+    _registered.append(current().with_tier(spec, links, presets))
+
+
+def all_tiers() -> tuple[str, ...]:
+    """Every tier's name, for recipes and checks that run on every host (`@recipe(tiers=all_tiers())`)."""
+    return tuple(current().tiers)
