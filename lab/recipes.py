@@ -243,6 +243,28 @@ class Target:
             did = True
         return did
 
+    # -- interrupt safety ---------------------------------------------------------------------
+    # An interrupted `lab up` leaves its current command running on the host (SSH without a pty sends no hangup).
+    # Work that takes several commands, or long enough to be caught by a re-run, goes through these two.
+    LOCK_DIR = "/run/lock"
+
+    def locked(self, key: str, command: str) -> str:
+        """`command` wrapped in a host-side lock named after key: a re-run waits for a leftover run instead of racing it."""
+        lock = f"{self.LOCK_DIR}/lab-{hashlib.sha1(key.encode()).hexdigest()[:12]}.lock"
+        return f"flock {lock} sh -c {shlex.quote(command)}"
+
+    def completed(self, marker: str, command: str) -> bool:
+        """Make something that takes several commands so that it is either complete or made again from scratch.
+
+        `command` must start from scratch (remove what an interrupted run left); the marker file is written
+        only after it succeeded, so its absence means "redo". Runs under locked(marker). Returns whether it ran.
+        """
+        q = shlex.quote(marker)
+        if self.test(f"test -e {q}"):
+            return False
+        made = self.run(self.locked(marker, f"test -e {q} && exit 0; ({command}) && touch {q} && echo lab-made"))
+        return "lab-made" in made.stdout
+
     def wait_for_port(self, address: str, port: int, seconds: float = 180) -> None:
         """Services start asynchronously; checks that run right after `lab up` must find them listening.
 

@@ -15,6 +15,7 @@ DATABASE = "bank"
 ROLE = "bank"
 SETTINGS = "/etc/bank/bank.toml"
 STATIC_ROOT = "/srv/bank/static"
+SCHEMA_LOCK = "bank-schema"  # migrations and sample data, one at a time
 
 
 def manage(command: str) -> str:
@@ -79,10 +80,16 @@ def settings(t: Target) -> None:
 
 @recipe(tiers=("web",), requires=("step2_database.site_database",), first_only=True)
 def schema_and_sample_data(t: Target) -> None:
-    """Migrations and sample data, once for the whole web tier (they share one database)."""
+    """Migrations and sample data, once for the whole web tier (they share one database).
+
+    Each is interrupt-safe in itself (a migration and its record commit in one transaction on PostgreSQL; the
+    sample data loads in one transaction), but an interrupted run leaves the command going on the host: both
+    hold one lock, so a re-run waits for it instead of racing it into duplicate tables or rows.
+    """
     if not t.test(manage("migrate --check --noinput"), user=APP_USER):
-        t.run(manage("migrate --noinput"), user=APP_USER)
+        t.run(t.locked(SCHEMA_LOCK, manage("migrate --noinput")), user=APP_USER)
         t.changed("applied migrations")
-    loaded = t.run(f"export BANK_DEMO_PASSWORD={t.secrets['demo_password']}; " + manage("load_sample_data --sync-demo-password"), user=APP_USER).stdout
+    load = f"export BANK_DEMO_PASSWORD={t.secrets['demo_password']}; " + manage("load_sample_data --sync-demo-password")
+    loaded = t.run(t.locked(SCHEMA_LOCK, load), user=APP_USER).stdout
     if "already" not in loaded or "created" in loaded or "updated" in loaded:
         t.changed("loaded sample data")
