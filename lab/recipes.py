@@ -8,9 +8,10 @@ import shlex
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import jinja2
 
@@ -247,6 +248,7 @@ class Target:
     # An interrupted `lab up` leaves its current command running on the host (SSH without a pty sends no hangup).
     # Work that takes several commands, or long enough to be caught by a re-run, goes through these two.
     LOCK_DIR = "/run/lock"
+    OWED_DIR = "/var/lib/lab/owed"
 
     def locked(self, key: str, command: str) -> str:
         """`command` wrapped in a host-side lock named after key: a re-run waits for a leftover run instead of racing it."""
@@ -264,6 +266,16 @@ class Target:
             return False
         made = self.run(self.locked(marker, f"test -e {q} && exit 0; ({command}) && touch {q} && echo lab-made"))
         return "lab-made" in made.stdout
+
+    @contextmanager
+    def owed(self, key: str) -> Iterator[bool]:
+        """Around a change and its follow-up (a config written, then its service restarted): yields whether an
+        earlier run was interrupted between the two, so the follow-up is still done although the change is not
+        seen again. A marker on the host spans the block; only finishing the block removes it."""
+        marker = f"{self.OWED_DIR}/{key}"
+        earlier = self.run(f"test -e {marker} && echo owed; mkdir -p {self.OWED_DIR} && touch {marker}").stdout
+        yield "owed" in earlier
+        self.run(f"rm -f {marker}")
 
     def wait_for_port(self, address: str, port: int, seconds: float = 180) -> None:
         """Services start asynchronously; checks that run right after `lab up` must find them listening.

@@ -115,7 +115,7 @@ def converges(lab: LabCli) -> str:
 
 
 def test_interrupted_while_creating_hosts(lab: LabCli) -> None:
-    lines = interrupt_up(lab, printed("booting web3", then=1.0))
+    lines = interrupt_up(lab, printed("booting web3"))
     assert not any(line.lstrip().startswith("changed") for line in lines), "interrupted too late: already provisioning"
     assert lab.state["status"] == "creating"
     converges(lab)

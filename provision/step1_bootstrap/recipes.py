@@ -48,13 +48,14 @@ def firewall(t: Target) -> None:
     t.packages("nftables")
     port, source_tiers = TIER_PORTS[t.host.tier]
     sources = [t.topology.subnet] if "subnet" in source_tiers else [h.ip for s in source_tiers for h in t.topology.tier(s)]
-    changed = t.template(
-        "/etc/nftables.conf", "step1_bootstrap/templates/nftables.conf.j2", 0o755,
-        ssh_from=t.facts.control_address, rules=[{"port": port, "sources": sources}],
-    )
-    if changed:
-        t.run("nft -c -f /etc/nftables.conf")
-    t.service("nftables", restart=changed)
+    with t.owed("nftables-restart") as earlier_change:
+        changed = t.template(
+            "/etc/nftables.conf", "step1_bootstrap/templates/nftables.conf.j2", 0o755,
+            ssh_from=t.facts.control_address, rules=[{"port": port, "sources": sources}],
+        )
+        if changed or earlier_change:
+            t.run("nft -c -f /etc/nftables.conf")
+        t.service("nftables", restart=changed or earlier_change)
 
 
 @recipe(tiers=("web",))

@@ -25,12 +25,13 @@ def manage(command: str) -> str:
 @recipe(tiers=("db",))
 def postgresql(t: Target) -> None:
     t.packages(f"postgresql-{PG_VERSION}", "postgresql-client")
-    restart = t.template(f"{PG_ETC}/conf.d/lab.conf", "step2_database/templates/postgresql-lab.conf.j2")
-    reload = t.template(
-        f"{PG_ETC}/pg_hba.conf", "step2_database/templates/pg_hba.conf.j2", 0o640, "postgres", "postgres",
-        web_hosts=t.topology.tier("web"), database=DATABASE, role=ROLE,
-    )
-    t.service("postgresql", restart=restart, reload=reload)
+    with t.owed("postgresql-restart") as earlier_change:  # a config written by a run interrupted before the restart
+        restart = t.template(f"{PG_ETC}/conf.d/lab.conf", "step2_database/templates/postgresql-lab.conf.j2")
+        reload = t.template(
+            f"{PG_ETC}/pg_hba.conf", "step2_database/templates/pg_hba.conf.j2", 0o640, "postgres", "postgres",
+            web_hosts=t.topology.tier("web"), database=DATABASE, role=ROLE,
+        )
+        t.service("postgresql", restart=restart or earlier_change, reload=reload)
     t.service(f"postgresql@{PG_VERSION}-main", restart=False)
     t.wait_for_port(t.host.ip, 5432)
 
