@@ -246,7 +246,7 @@ class Target:
 
     # -- interrupt safety ---------------------------------------------------------------------
     # An interrupted `lab up` leaves its current command running on the host (SSH without a pty sends no hangup).
-    # Work that takes several commands, or long enough to be caught by a re-run, goes through these two.
+    # Work that takes several commands, or long enough to be caught by a re-run, goes through these helpers.
     LOCK_DIR = "/run/lock"
     OWED_DIR = "/var/lib/lab/owed"
 
@@ -271,7 +271,8 @@ class Target:
     def owed(self, key: str) -> Iterator[bool]:
         """Around a change and its follow-up (a config written, then its service restarted): yields whether an
         earlier run was interrupted between the two, so the follow-up is still done although the change is not
-        seen again. A marker on the host spans the block; only finishing the block removes it."""
+        seen again. A marker on the host spans the block; only finishing the block removes it (so an interrupt
+        anywhere inside costs at most one restart more than needed)."""
         marker = f"{self.OWED_DIR}/{key}"
         earlier = self.run(f"test -e {marker} && echo owed; mkdir -p {self.OWED_DIR} && touch {marker}").stdout
         yield "owed" in earlier
