@@ -108,7 +108,8 @@ def download_wheels(wheels: str) -> str:
     return (
         f"rm -rf {partial} && mkdir {partial} && "
         f"{VENV}/bin/pip download -q --dest {partial} --find-links {wheels} -r {REQUIREMENTS} && "
-        f"for w in {partial}/*; do [ -e \"$w\" ] || continue; mv -n \"$w\" {wheels}/; done && rm -rf {partial}"
+        f"for w in {partial}/*; do [ ! -e \"$w\" ] || [ -e {wheels}/\"${{w##*/}}\" ] || mv \"$w\" {wheels}/ || exit; done "
+        f"&& rm -rf {partial}"
     )
 
 
