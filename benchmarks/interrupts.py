@@ -49,12 +49,17 @@ def timed_lines(lab: BenchLab, args: tuple[str, ...], interrupt_at: float | None
 
     reader = threading.Thread(target=watch, daemon=True)
     reader.start()
-    if interrupt_at is not None:
-        try:
-            process.wait(interrupt_at)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGINT)
-    code = process.wait(1800)
+    try:
+        if interrupt_at is not None:
+            try:
+                process.wait(interrupt_at)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGINT)
+        code = process.wait(1800)
+    except BaseException:  # the benchmark itself stopped (Ctrl-C): stop its `lab up` too, before the lab is destroyed
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(60)
+        raise
     reader.join(10)
     return code, lines
 
@@ -64,6 +69,28 @@ def where(lines: list[tuple[float, str]], at: float, timeline: list[tuple[float,
     printed = [text for _, text in lines if text.strip()]
     upcoming = next((text for second, text in timeline if second > at and text.strip()), "(the end)")
     return {"last_line": printed[-1] if printed else "(nothing yet)", "next_line_of_full_run": upcoming}
+
+
+def measure_points(lab: BenchLab, up: tuple[str, ...], count: int, total: float,
+                   timeline: list[tuple[float, str]], points: list[dict]) -> None:
+    """For each point: a fresh lab's `lab up` interrupted there, the next `lab up` (and more if needed), `lab test`."""
+    for index in range(count):
+        at = round(total * (index + 0.5) / count, 1)
+        code, lines = timed_lines(lab, up, at)
+        point = {"interrupt_at_s": at, "interrupted": code == 130, "exit_code": code, **where(lines, at, timeline)}
+        reruns = []
+        while len(reruns) < MAX_RERUNS:
+            reruns.append(run(lab, *up))
+            if reruns[-1]["exit_code"] == 0:
+                break
+        point["converged_first_time"] = reruns[0]["exit_code"] == 0
+        point["runs_to_converge"] = len(reruns) if reruns[-1]["exit_code"] == 0 else None
+        point["next_up"] = reruns[0]
+        point["later_ups"] = reruns[1:]
+        point["test"] = run(lab, "test")
+        points.append(point)
+        print(json.dumps(point), file=sys.stderr, flush=True)  # progress, one line per point
+        run(lab, "destroy")
 
 
 def main() -> None:
@@ -82,29 +109,17 @@ def main() -> None:
         total = timeline[-1][0]
         run(lab, "destroy")
         # Evenly inside (0, total): the first just after the start, the last just before the end.
-        for index in range(options.points):
-            at = round(total * (index + 0.5) / options.points, 1)
-            code, lines = timed_lines(lab, up, at)
-            point = {"interrupt_at_s": at, "interrupted": code == 130, "exit_code": code, **where(lines, at, timeline)}
-            reruns = []
-            while len(reruns) < MAX_RERUNS:
-                reruns.append(run(lab, *up))
-                if reruns[-1]["exit_code"] == 0:
-                    break
-            point["converged_first_time"] = reruns[0]["exit_code"] == 0
-            point["runs_to_converge"] = len(reruns) if reruns[-1]["exit_code"] == 0 else None
-            point["next_up"] = reruns[0]
-            point["later_ups"] = reruns[1:]
-            point["test"] = run(lab, "test")
-            points.append(point)
-            print(json.dumps(point), file=sys.stderr, flush=True)  # progress, one line per point
-            run(lab, "destroy")
+        try:
+            measure_points(lab, up, options.points, total, timeline, points)
+        except KeyboardInterrupt:  # stopped early: the points measured so far are still reported
+            print(f"benchmark: stopped after {len(points)} of {options.points} points", file=sys.stderr)
     report = {
         "benchmark": "lab up interrupted (SIGINT to its process group) at points of its timeline, then lab up again",
         "topology": f"lb1 + web1..{options.web} + db1, local provider",
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
         "uninterrupted_up_s": total,
         "timeline": [{"at_s": second, "line": text} for second, text in timeline if text.strip()],
+        "points_asked": options.points,
         "points": points,
         "converged_first_time": sum(p["converged_first_time"] for p in points),
         "tests_passed": sum(p["test"]["exit_code"] == 0 for p in points),
