@@ -82,6 +82,7 @@ def virtualenv(t: Target) -> None:
     t.packages("python3-venv")
     # A venv is made by several programs (venv, then ensurepip) and its scripts embed its path, so it cannot be
     # made aside and moved: one without its marker is half-made (e.g. bin/python but no bin/pip) and made again.
+    # Installs hold the same lock (the marker's): a pip left going by an interrupt never writes into a venv being remade.
     if t.completed(VENV_MARKER, f"rm -rf {VENV} && python3 -m venv {VENV}"):
         t.changed(f"created virtualenv {VENV}")
     t.file(REQUIREMENTS, (APP_SOURCE / "requirements.txt").read_text())
@@ -91,14 +92,14 @@ def virtualenv(t: Target) -> None:
     if t.facts.wheelhouse:
         wheels = t.facts.wheelhouse
         offline = f"{VENV}/bin/pip install -q --no-index --find-links {wheels} -r {REQUIREMENTS}"
-        if not t.test(t.locked(VENV, offline)):
+        if not t.test(t.locked(VENV_MARKER, offline)):
             # Hosts share one wheelhouse: fetch once (through the proxy), under a lock, then install offline.
             # pip copies each wheel into --dest in place, and trusts a file it finds there: download into a
             # folder of this run's own and move whole wheels in, so a killed download never leaves half a wheel.
             t.run(f"flock {wheels}/.lock sh -c {_quote(download_wheels(wheels))}")
-            t.run(t.locked(VENV, offline))
+            t.run(t.locked(VENV_MARKER, offline))
     else:
-        t.run(t.locked(VENV, f"{VENV}/bin/pip install -q -r {REQUIREMENTS}"))
+        t.run(t.locked(VENV_MARKER, f"{VENV}/bin/pip install -q -r {REQUIREMENTS}"))
     t.changed(f"installed {', '.join(missing)}", "app-code")
 
 
