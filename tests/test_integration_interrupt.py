@@ -147,8 +147,10 @@ def test_interrupted_while_making_a_virtualenv_left_running(lab: LabCli) -> None
 def test_interrupted_while_installing_requirements(lab: LabCli) -> None:
     for host in WEB_HOSTS:
         lab.ok("ssh", host, "rm", "-rf", f"/{VENV}")
-    interrupt_up(lab, running("pip", "install", "--find-links"))
+    # requirements.txt: the site's own install (ensurepip's inner pip install has "--find-links" too)
+    interrupt_up(lab, running("pip", "install", "requirements.txt"))
     converges(lab)
+    assert not half_made_venvs(lab) and all(host_path(lab, h, f"{VENV}/bin/gunicorn").exists() for h in WEB_HOSTS)
 
 
 def test_interrupted_while_migrating(lab: LabCli) -> None:
