@@ -8,9 +8,10 @@ import shlex
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import jinja2
 
@@ -242,6 +243,40 @@ class Target:
             self.changed(f"{'reloaded' if reload and not restart else 'restarted'} {name}")
             did = True
         return did
+
+    # -- interrupt safety ---------------------------------------------------------------------
+    # An interrupted `lab up` leaves its current command running on the host (SSH without a pty sends no hangup).
+    # Work that takes several commands, or long enough to be caught by a re-run, goes through these helpers.
+    LOCK_DIR = "/run/lock"
+    OWED_DIR = "/var/lib/lab/owed"
+
+    def locked(self, key: str, command: str) -> str:
+        """`command` wrapped in a host-side lock named after key: a re-run waits for a leftover run instead of racing it."""
+        lock = f"{self.LOCK_DIR}/lab-{hashlib.sha1(key.encode()).hexdigest()[:12]}.lock"
+        return f"flock {lock} sh -c {shlex.quote(command)}"
+
+    def completed(self, marker: str, command: str) -> bool:
+        """Make something that takes several commands so that it is either complete or made again from scratch.
+
+        `command` must start from scratch (remove what an interrupted run left); the marker file is written
+        only after it succeeded, so its absence means "redo". Runs under locked(marker). Returns whether it ran.
+        """
+        q = shlex.quote(marker)
+        if self.test(f"test -e {q}"):
+            return False
+        made = self.run(self.locked(marker, f"test -e {q} && exit 0; ({command}) && touch {q} && echo lab-made"))
+        return "lab-made" in made.stdout
+
+    @contextmanager
+    def owed(self, key: str) -> Iterator[bool]:
+        """Around a change and its follow-up (a config written, then its service restarted): yields whether an
+        earlier run was interrupted between the two, so the follow-up is still done although the change is not
+        seen again. A marker on the host spans the block; only finishing the block removes it (so an interrupt
+        anywhere inside costs at most one restart more than needed)."""
+        marker = f"{self.OWED_DIR}/{key}"
+        earlier = self.run(f"test -e {marker} && echo owed; mkdir -p {self.OWED_DIR} && touch {marker}").stdout
+        yield "owed" in earlier
+        self.run(f"rm -f {marker}")
 
     def wait_for_port(self, address: str, port: int, seconds: float = 180) -> None:
         """Services start asynchronously; checks that run right after `lab up` must find them listening.

@@ -1,14 +1,22 @@
-"""Unit tests for lab.recipes: recipe discovery, applies_to, converge() over fake in-memory hosts, the report, gist()."""
+"""Unit tests for lab.recipes: recipe discovery, applies_to, converge() over fake in-memory hosts, the report, gist(),
+and the interrupt-safety helpers (completed, locked, owed) run by a real shell."""
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 import threading
+import time
+import zipfile
+from pathlib import Path
 
+import jinja2
 import pytest
 
 from lab.errors import ProvisionFailed
 from lab.hosts import HostFacts
-from lab.recipes import ConvergeReport, Recipe, RecipeResult, converge, gist, load_recipes, raise_for_failures
+from lab.recipes import (ConvergeReport, Recipe, RecipeError, RecipeResult, Target, converge, gist, load_recipes,
+                         raise_for_failures)
 from lab.remote import CommandResult
 
 NFT_OUTPUT = """\
@@ -325,6 +333,131 @@ def test_target_gives_recipes_the_host_topology_facts_and_secrets(topology):
     converge(topology, [Recipe("s1.look", 1, ("web",), look)], FakeLab().connect, facts, SECRETS)
     assert set(seen) == {"web1", "web2"}
     assert seen["web2"] == (topology, facts, "pw")
+
+
+# -- completed(), locked(), owed(): interrupt-safe creation, run by a real shell on this machine -----------
+
+
+class ShellHost:
+    """A host that is this machine's own sh, so flock, markers and leftover processes behave for real."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def run(self, command: str, user: str | None = None) -> CommandResult:
+        self.commands.append(command)
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+        return CommandResult(command, done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def shell_target(topology, tmp_path):
+    target = Target(ShellHost(), topology.hosts[0], topology, FACTS, SECRETS, jinja2.Environment(), lambda name: None)
+    target.LOCK_DIR = str(tmp_path / "locks")
+    target.OWED_DIR = str(tmp_path / "owed")
+    (tmp_path / "locks").mkdir()
+    return target
+
+
+def make_venv_like(folder: Path, runs: Path) -> str:
+    """A creation in several commands, starting from scratch, that counts its runs."""
+    return f"echo run >> {runs} && rm -rf {folder} && mkdir {folder} && touch {folder}/python && touch {folder}/pip"
+
+
+def test_completed_runs_once_then_finds_its_marker(shell_target, tmp_path):
+    folder, runs = tmp_path / "venv", tmp_path / "runs"
+    assert shell_target.completed(f"{folder}/.done", make_venv_like(folder, runs)) is True
+    assert (folder / "pip").exists() and (folder / ".done").exists()
+    assert shell_target.completed(f"{folder}/.done", make_venv_like(folder, runs)) is False
+    assert runs.read_text().count("run") == 1
+
+
+def test_completed_redoes_a_half_made_thing_from_scratch(shell_target, tmp_path):
+    folder, runs = tmp_path / "venv", tmp_path / "runs"
+    folder.mkdir()
+    (folder / "python").touch()  # what an interrupted run left: python, no pip, no marker
+    (folder / "stale").touch()
+    assert shell_target.completed(f"{folder}/.done", make_venv_like(folder, runs)) is True
+    assert sorted(p.name for p in folder.iterdir()) == [".done", "pip", "python"]
+
+
+def test_completed_leaves_no_marker_when_the_command_fails(shell_target, tmp_path):
+    folder = tmp_path / "venv"
+    with pytest.raises(RecipeError, match="exited 1"):
+        shell_target.completed(f"{folder}/.done", f"mkdir {folder} && touch {folder}/python && false")
+    assert (folder / "python").exists() and not (folder / ".done").exists()
+    assert shell_target.completed(f"{folder}/.done", f"rm -rf {folder} && mkdir {folder}") is True
+
+
+def test_completed_waits_for_a_leftover_run_instead_of_racing_it(shell_target, tmp_path):
+    folder, runs = tmp_path / "venv", tmp_path / "runs"
+    marker = f"{folder}/.done"
+    # An interrupted `lab up` left its command going on the host: slow, holding the lock, about to finish.
+    slow = f"test -e {marker} && exit 0; (sleep 1 && {make_venv_like(folder, runs)}) && touch {marker}"
+    leftover = subprocess.Popen(["sh", "-c", shell_target.locked(marker, slow)])
+    try:
+        time.sleep(0.3)
+        assert shell_target.completed(marker, make_venv_like(folder, runs)) is False  # waited, then found it done
+    finally:
+        leftover.wait(10)
+    assert runs.read_text().count("run") == 1
+
+
+def test_locked_names_one_lock_per_key(shell_target):
+    assert shell_target.locked("a", "true").split()[:2] == shell_target.locked("a", "false").split()[:2]
+    assert shell_target.locked("a", "true").split()[1] != shell_target.locked("b", "true").split()[1]
+    assert shell_target.locked("a", "echo 'it''s'").endswith(shlex.quote("echo 'it''s'"))
+
+
+def test_owed_is_false_and_leaves_nothing_when_its_block_finishes(shell_target, tmp_path):
+    with shell_target.owed("svc-restart") as earlier:
+        assert earlier is False
+        assert (tmp_path / "owed" / "svc-restart").exists()  # spans the block
+    assert not (tmp_path / "owed" / "svc-restart").exists()
+    with shell_target.owed("svc-restart") as earlier:
+        assert earlier is False
+
+
+def test_owed_tells_the_next_run_when_a_run_stopped_between_change_and_follow_up(shell_target, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with shell_target.owed("svc-restart"):
+            raise KeyboardInterrupt  # the config was written; the restart never came
+    with shell_target.owed("svc-restart") as earlier:
+        assert earlier is True
+    with shell_target.owed("svc-restart") as earlier:
+        assert earlier is False  # paid
+
+
+def tiny_wheel(folder: Path, name: str, version: str) -> Path:
+    """A minimal valid wheel, so pip can be run for real without any network."""
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(f"{name}.py", "")
+        archive.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def test_download_wheels_adds_whole_wheels_and_clears_what_a_killed_download_left(tmp_path):
+    from provision.step1_bootstrap import recipes as step1
+
+    wheels, index = tmp_path / "wheels", tmp_path / "index"
+    wheels.mkdir(), index.mkdir()
+    kept = tiny_wheel(wheels, "kept", "1.0")
+    new = tiny_wheel(index, "fresh", "2.0")
+    (wheels / ".partial").mkdir()
+    (wheels / ".partial" / "fresh-2.0-py3-none-any.whl").write_bytes(b"PK half a wheel")  # a killed run's copy
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("kept==1.0\nfresh==2.0\n")
+    command = step1.download_wheels(str(wheels)).replace(
+        f"{step1.VENV}/bin/pip download", f"{sys.executable} -m pip download --no-index --find-links {index}",
+    ).replace(step1.REQUIREMENTS, str(requirements))
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in wheels.iterdir()) == sorted([kept.name, new.name])  # no .partial left
+    assert (wheels / new.name).read_bytes() == new.read_bytes()
 
 
 # -- report and gist -------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import secrets
 import tarfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ APP_SOURCE = PROJECT_ROOT / "app"
 APP_USER = "bank"
 APP_HOME = "/srv/bank"
 VENV = f"{APP_HOME}/venv"
+VENV_MARKER = f"{VENV}/.lab-complete"  # written last: a venv without it is half-made
 RELEASES = f"{APP_HOME}/releases"
 CURRENT = f"{APP_HOME}/current"
 REQUIREMENTS = f"{APP_HOME}/requirements.txt"
@@ -41,13 +43,14 @@ def package_proxy(t: Target) -> None:
 def firewall(t: Target) -> None:
     """nftables with a default-drop input policy; a port open only to the hosts a link of the stack lets in."""
     t.packages("nftables")
-    changed = t.template(
-        "/etc/nftables.conf", "step1_bootstrap/templates/nftables.conf.j2", 0o755,
-        rules=t.topology.inbound(t.host, t.facts.control_address),
-    )
-    if changed:
-        t.run("nft -c -f /etc/nftables.conf")
-    t.service("nftables", restart=changed)
+    with t.owed("nftables-restart") as earlier_change:
+        changed = t.template(
+            "/etc/nftables.conf", "step1_bootstrap/templates/nftables.conf.j2", 0o755,
+            rules=t.topology.inbound(t.host, t.facts.control_address),
+        )
+        if changed or earlier_change:
+            t.run("nft -c -f /etc/nftables.conf")
+        t.service("nftables", restart=changed or earlier_change)
 
 
 @recipe(tiers=("web",))
@@ -72,8 +75,10 @@ def pinned_requirements() -> dict[str, str]:
 def virtualenv(t: Target) -> None:
     """The site's pinned requirements in a venv of the host's own Python 3.11 (mod_wsgi needs the same one)."""
     t.packages("python3-venv")
-    if not t.test(f"test -x {VENV}/bin/python"):
-        t.run(f"python3 -m venv {VENV}")
+    # A venv is made by several programs (venv, then ensurepip) and its scripts embed its path, so it cannot be
+    # made aside and moved: one without its marker is half-made (e.g. bin/python but no bin/pip) and made again.
+    # Installs hold the same lock (the marker's): a pip left going by an interrupt never writes into a venv being remade.
+    if t.completed(VENV_MARKER, f"rm -rf {VENV} && python3 -m venv {VENV}"):
         t.changed(f"created virtualenv {VENV}")
     t.file(REQUIREMENTS, (APP_SOURCE / "requirements.txt").read_text())
     missing = _missing_requirements(t)
@@ -82,13 +87,26 @@ def virtualenv(t: Target) -> None:
     if t.facts.wheelhouse:
         wheels = t.facts.wheelhouse
         offline = f"{VENV}/bin/pip install -q --no-index --find-links {wheels} -r {REQUIREMENTS}"
-        if not t.test(offline):
+        if not t.test(t.locked(VENV_MARKER, offline)):
             # Hosts share one wheelhouse: fetch once (through the proxy), under a lock, then install offline.
-            t.run(f"flock {wheels}/.lock {VENV}/bin/pip download -q --dest {wheels} -r {REQUIREMENTS}")
-            t.run(offline)
+            # pip copies each wheel into --dest in place, and trusts a file it finds there: download into a
+            # folder of this run's own and move whole wheels in, so a killed download never leaves half a wheel.
+            t.run(f"flock {wheels}/.lock sh -c {_quote(download_wheels(wheels))}")
+            t.run(t.locked(VENV_MARKER, offline))
     else:
-        t.run(f"{VENV}/bin/pip install -q -r {REQUIREMENTS}")
+        t.run(t.locked(VENV_MARKER, f"{VENV}/bin/pip install -q -r {REQUIREMENTS}"))
     t.changed(f"installed {', '.join(missing)}", "app-code")
+
+
+def download_wheels(wheels: str) -> str:
+    """The shell command (run under the wheelhouse's lock) that adds the pinned requirements' wheels to it."""
+    partial = f"{wheels}/.partial"
+    return (
+        f"rm -rf {partial} && mkdir {partial} && "
+        f"{VENV}/bin/pip download -q --dest {partial} --find-links {wheels} -r {REQUIREMENTS} && "
+        f"for w in {partial}/*; do [ ! -e \"$w\" ] || [ -e {wheels}/\"${{w##*/}}\" ] || mv \"$w\" {wheels}/ || exit; done "
+        f"&& rm -rf {partial}"
+    )
 
 
 def _missing_requirements(t: Target) -> list[str]:
@@ -133,11 +151,15 @@ def release(t: Target) -> None:
     name, archive = app_archive()
     folder = f"{RELEASES}/{name}"
     if not t.test(f"test -f {folder}/manage.py"):
-        t.remote.put(archive, f"/tmp/.lab-release-{name}.tar.gz")
-        t.run(
-            f"rm -rf {folder}.tmp && mkdir -p {folder}.tmp && tar -xzf /tmp/.lab-release-{name}.tar.gz -C {folder}.tmp "
-            f"&& rm -f /tmp/.lab-release-{name}.tar.gz && mv {folder}.tmp {folder}"
-        )
+        # Unpacked aside and renamed into place: the folder exists only complete. The upload has a name of this
+        # run's own (a half-uploaded file of an interrupted run is never unpacked), and the unpacking holds the
+        # release's lock (a re-run waits for an unpacking an interrupted run left going on the host).
+        upload = f"/tmp/.lab-release-{name}-{secrets.token_hex(4)}.tar.gz"
+        t.remote.put(archive, upload)
+        t.run(t.locked(folder, (
+            f"trap 'rm -f {upload}' EXIT; test -f {folder}/manage.py && exit 0; "
+            f"rm -rf {folder}.tmp && mkdir -p {folder}.tmp && tar -xzf {upload} -C {folder}.tmp && mv -T {folder}.tmp {folder}"
+        )))
         t.changed(f"unpacked release {name}")
     if t.run(f"readlink {CURRENT}", check=False).stdout.strip() != folder:
         t.run(f"ln -sfn {folder} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}")

@@ -11,6 +11,7 @@ from provision.step1_bootstrap.recipes import APP_USER, CURRENT, DATABASE, ROLE,
 
 PG_VERSION = "15"
 PG_ETC = f"/etc/postgresql/{PG_VERSION}/main"
+SCHEMA_LOCK = "bank-schema"  # migrations and sample data, one at a time
 
 
 def manage(command: str) -> str:
@@ -20,12 +21,13 @@ def manage(command: str) -> str:
 @recipe(tiers=("db",))
 def postgresql(t: Target) -> None:
     t.packages(f"postgresql-{PG_VERSION}", "postgresql-client")
-    restart = t.template(f"{PG_ETC}/conf.d/lab.conf", "step2_database/templates/postgresql-lab.conf.j2")
-    reload = t.template(
-        f"{PG_ETC}/pg_hba.conf", "step2_database/templates/pg_hba.conf.j2", 0o640, "postgres", "postgres",
-        clients=t.topology.clients(t.host, "sql"), database=DATABASE, role=ROLE,
-    )
-    t.service("postgresql", restart=restart, reload=reload)
+    with t.owed("postgresql-restart") as earlier_change:  # a config written by a run interrupted before the restart
+        restart = t.template(f"{PG_ETC}/conf.d/lab.conf", "step2_database/templates/postgresql-lab.conf.j2")
+        reload = t.template(
+            f"{PG_ETC}/pg_hba.conf", "step2_database/templates/pg_hba.conf.j2", 0o640, "postgres", "postgres",
+            clients=t.topology.clients(t.host, "sql"), database=DATABASE, role=ROLE,
+        )
+        t.service("postgresql", restart=restart or earlier_change, reload=reload)
     t.service(f"postgresql@{PG_VERSION}-main", restart=False)
     t.wait_for_port(t.host.ip, 5432)
 
@@ -63,10 +65,16 @@ def site_database(t: Target) -> None:
 
 @recipe(tiers=("web",), requires=("step2_database.site_database",), first_only=True)
 def schema_and_sample_data(t: Target) -> None:
-    """Migrations and sample data, once for the whole web tier (they share one database)."""
+    """Migrations and sample data, once for the whole web tier (they share one database).
+
+    Each is interrupt-safe in itself (a migration and its record commit in one transaction on PostgreSQL; the
+    sample data loads in one transaction), but an interrupted run leaves the command going on the host: both
+    hold one lock, so a re-run waits for it instead of racing it into duplicate tables or rows.
+    """
     if not t.test(manage("migrate --check --noinput"), user=APP_USER):
-        t.run(manage("migrate --noinput"), user=APP_USER)
+        t.run(t.locked(SCHEMA_LOCK, manage("migrate --noinput")), user=APP_USER)
         t.changed("applied migrations")
-    loaded = t.run(f"export BANK_DEMO_PASSWORD={t.secrets['demo_password']}; " + manage("load_sample_data --sync-demo-password"), user=APP_USER).stdout
+    load = f"export BANK_DEMO_PASSWORD={t.secrets['demo_password']}; " + manage("load_sample_data --sync-demo-password")
+    loaded = t.run(t.locked(SCHEMA_LOCK, load), user=APP_USER).stdout
     if "already" not in loaded or "created" in loaded or "updated" in loaded:
         t.changed("loaded sample data")
