@@ -1,0 +1,148 @@
+"""Rolling restarts under load: web×2 behind lb1, Locust through lb1 while `lab up` rolls out a new release and
+switches the app server both ways; not one request may fail, and both hosts must serve what was rolled out."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lab.bench import BenchSettings, locust_command, output_paths, parse_stats_json
+from lab.providers.local import network
+from lab.recipes import PROJECT_ROOT
+from labcli import LabCli
+
+NAME = os.environ.get("TEST_LAB_NAME", "labroll")  # its own name and subnet: other labs on this machine must not matter
+pytestmark = pytest.mark.integration
+
+if os.geteuid() != 0:
+    if os.environ.get("CI"):
+        raise RuntimeError("the integration test needs root in CI")
+    pytest.skip("the local provider needs root", allow_module_level=True)
+
+WEBS = ("web1", "web2")
+USERS = 10  # Locust's anonymous SiteVisitor: pages, DB views, static files; ~30 requests/s through lb1
+LOAD_BEFORE_S = 5  # load flowing before the rollout starts, and after it ends
+LOAD_LIMIT_S = 900  # Locust's own bound, should a rollout hang
+# What a user's checkout needs to run `lab`: the test edits app/ in a copy, never the project's own.
+PROJECT_PARTS = ("lab", "provision", "app", "loadtests", "Vagrantfile.j2", "pyproject.toml")
+BASE_TEMPLATE = Path("app/accounts/templates/accounts/base.html")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project, so the test can change its site the way a user would: by editing app/."""
+    root = tmp_path_factory.mktemp("project")
+    for part in PROJECT_PARTS:
+        source = PROJECT_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, root / part, ignore=shutil.ignore_patterns("__pycache__", ".dev", ".pytest_cache"))
+        else:
+            shutil.copy2(source, root / part)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, project: Path):
+    folder = tmp_path_factory.mktemp("rolling")
+    the_lab = LabCli(folder, NAME, network.first_free_subnet(NAME, range(80, 100)))
+    the_lab.env["PYTHONPATH"] = str(project)  # `python -m lab` runs the copy: its app/ is the site deployed
+    yield the_lab
+    the_lab.run("destroy", timeout=120)  # whatever happened above, leave nothing running
+
+
+def lb_address(lab: LabCli) -> str:
+    return next(h["ip"] for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
+
+
+def on(lab: LabCli, host: str, script: str) -> str:
+    return lab.ok("ssh", host, script).strip()
+
+
+def served_release(lab: LabCli, host: str) -> str:
+    """The release every process of the app user runs in (one name), or what differs."""
+    script = ("for p in $(pgrep -u bank); do readlink /proc/$p/cwd; done | sort -u | "
+              "sed 's|^/srv/bank/releases/||' | tr '\\n' ' '")
+    return on(lab, host, script)
+
+
+def app_server(lab: LabCli, host: str) -> str:
+    return on(lab, host, "for u in gunicorn apache2; do systemctl is-active --quiet $u && printf '%s ' $u; done; true")
+
+
+def under_load(lab: LabCli, results: Path, *up_args: str) -> dict:
+    """`lab up ARGS` while Locust's users hit lb1; what Locust counted, and how long the rollout took."""
+    results.mkdir(parents=True)
+    settings = BenchSettings(f"http://{lb_address(lab)}", USERS, USERS, LOAD_LIMIT_S,
+                             PROJECT_ROOT / "loadtests" / "locustfile.py", results)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+    with open(results / "locust.log", "w") as log:
+        locust = subprocess.Popen([*locust_command(settings), "SiteVisitor"], cwd=results, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            time.sleep(LOAD_BEFORE_S)
+            assert locust.poll() is None, (results / "locust.log").read_text()
+            started = time.monotonic()
+            output = lab.ok("up", "--web=2", *up_args, timeout=LOAD_LIMIT_S - 60)
+            rollout_s = time.monotonic() - started
+            time.sleep(LOAD_BEFORE_S)
+        finally:
+            locust.send_signal(signal.SIGTERM)  # Locust writes its final stats on SIGTERM
+            locust.wait(60)
+    total, _ = parse_stats_json(output_paths(results)["locust_json"])
+    failures = output_paths(results)["csv_failures"]
+    figures = {"requests": total.requests, "failures": total.failures, "rollout_s": round(rollout_s, 1),
+               "load_s": round(rollout_s + 2 * LOAD_BEFORE_S, 1), "output": output,
+               "failure_report": failures.read_text() if failures.exists() else ""}
+    print(f"\n[rolling] lab up {' '.join(up_args) or '(new release)'}: {figures['requests']} requests through lb1, "
+          f"{figures['failures']} failed; rollout {figures['rollout_s']} s (load {figures['load_s']} s)")
+    return figures
+
+
+def test_up_web2(lab: LabCli) -> None:
+    output = lab.ok("up", "--web=2", timeout=1500)
+    assert "0 failed" in output
+    assert [app_server(lab, web) for web in WEBS] == ["gunicorn", "gunicorn"]
+
+
+def test_converged_lab_changes_nothing(lab: LabCli) -> None:
+    output = lab.ok("up", "--web=2")
+    assert "no changes" in output, output
+
+
+def test_new_release_rolls_out_without_a_failed_request(lab: LabCli, project: Path, tmp_path: Path) -> None:
+    before = {web: served_release(lab, web) for web in WEBS}
+    marker = f"<!-- rolled out {time.time_ns()} -->"
+    with open(project / BASE_TEMPLATE, "a") as template:
+        template.write(marker + "\n")
+    figures = under_load(lab, tmp_path / "release")
+    assert figures["failures"] == 0, figures["failure_report"]
+    assert figures["requests"] > 100
+    for web in WEBS:
+        assert f"took {web} out of the balancer's pool for restarting gunicorn" in figures["output"]
+    after = {web: served_release(lab, web) for web in WEBS}
+    assert len(set(after.values())) == 1 and " " not in next(iter(after.values())), after  # one release, both hosts
+    assert after["web1"] != before["web1"] and after["web2"] != before["web2"]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for _ in range(6):  # round robin over both hosts
+        with opener.open(f"http://{lb_address(lab)}/", timeout=10) as response:
+            assert marker in response.read().decode()
+
+
+@pytest.mark.parametrize("server, unit", [("mod_wsgi", "apache2"), ("gunicorn", "gunicorn")])
+def test_switching_the_app_server_loses_no_request(lab: LabCli, tmp_path: Path, server: str, unit: str) -> None:
+    figures = under_load(lab, tmp_path / server, f"--app-server={server}")
+    assert figures["failures"] == 0, figures["failure_report"]
+    assert figures["requests"] > 100
+    for web in WEBS:
+        assert f"took {web} out of the balancer's pool for switching" in figures["output"]
+        assert app_server(lab, web) == unit
+    assert len({served_release(lab, web) for web in WEBS}) == 1
+    assert "no changes" in lab.ok("up", "--web=2", f"--app-server={server}")
