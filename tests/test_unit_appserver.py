@@ -337,6 +337,7 @@ class FakeWeb:
         self.packages: set[str] = set()
         self.warm_ups = 0
         self.most_listening = 0
+        self.runs_current_release = True
 
     def listening(self) -> list[str]:
         return [name for name, unit in self.units.items() if unit.active]
@@ -369,6 +370,8 @@ class FakeWeb:
             return done()
         if command.startswith("timeout 60 sh -c ") and "readlink /proc/$p/cwd" in command:
             return done(0 if self.listening() else 124)  # every app process in the current release
+        if command.startswith("sh -c ") and "readlink /proc/$p/cwd" in command:
+            return done(0 if self.runs_current_release else 1)
         words = shlex.split(command)
         if words[:1] == ["test"] and "||" in words:  # Target.absent: test -e P || test -L P
             return done(0 if words[2] in self.files else 1)
@@ -498,6 +501,13 @@ def test_gunicorn_host_without_apache_has_nothing_to_retire(env):
     run_step3(env, GUNICORN, web)
     assert "apache2" not in web.units
     assert run_step3(env, GUNICORN, web) == []
+
+
+def test_a_server_left_on_an_old_release_by_an_interrupted_run_is_reloaded(env):
+    web = FakeWeb()
+    run_step3(env, GUNICORN, web)
+    web.runs_current_release = False  # `current` switched, then Ctrl-C: no app-code event in the next run
+    assert run_step3(env, GUNICORN, web) == ["reloaded gunicorn"]
 
 
 @pytest.mark.parametrize("event", ["app-code", "app-config"])

@@ -62,7 +62,8 @@ def _serve(t: Target, unit: str, reconfigured: bool) -> None:
     others = [u for server, u in SERVER_UNITS.items() if server != t.topology.app_server]
     switching = [u for u in others if _active(t, u)]
     running = t.test(f"systemctl is-active --quiet {unit}")
-    refresh = reconfigured or t.notified("app-code", "app-config")
+    # A run interrupted between switching `current` and the restart left no event behind: ask the processes.
+    refresh = reconfigured or t.notified("app-code", "app-config") or (running and not _in_current_release(t))
     if not (running and refresh) and not (switching and not running):  # nothing that serves requests stops
         for other in others:
             _stopped_and_disabled(t, other)
@@ -155,12 +156,21 @@ def _warm_up(t: Target, unit: str) -> None:
         raise RecipeError(f"the site did not answer after {unit} started: {gist(result.stderr)}")
 
 
+# Exits 0 when every process of the app user (the app server's workers and daemons) runs in the release `current`
+# points at: Gunicorn (--chdir) and mod_wsgi (home=) enter `current` when they start, so their cwd names it.
+IN_CURRENT_RELEASE = (
+    f'want=$(readlink -f {CURRENT}); for p in $(pgrep -u {APP_USER}); do '
+    f'[ "$(readlink /proc/$p/cwd)" = "$want" ] || exit 1; done'
+)
+
+
+def _in_current_release(t: Target) -> bool:
+    return t.test(f"sh -c {shlex.quote(IN_CURRENT_RELEASE)}")
+
+
 def _serving_current_release(t: Target, unit: str) -> None:
-    """Wait until every process of the app user runs in the release `current` points at: after a graceful
-    reload, old workers finish their requests first; until then a request may still reach the old release."""
-    wait = (
-        f'want=$(readlink -f {CURRENT}); while :; do stale=; for p in $(pgrep -u {APP_USER}); do '
-        f'[ "$(readlink /proc/$p/cwd)" = "$want" ] || stale=$p; done; [ -z "$stale" ] && exit 0; sleep 0.2; done'
-    )
+    """Wait until every process of the app user runs in the current release: after a graceful reload, old
+    workers finish their requests first; until then a request may still reach the old release."""
+    wait = f"until sh -c {shlex.quote(IN_CURRENT_RELEASE)}; do sleep 0.2; done"
     if not t.test(f"timeout {WARM_UP_SECONDS} sh -c {shlex.quote(wait)}"):
         raise RecipeError(f"{unit} still runs an old release {WARM_UP_SECONDS} s after its restart")
