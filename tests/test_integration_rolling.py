@@ -77,7 +77,7 @@ def app_server(lab: LabCli, host: str) -> str:
     return on(lab, host, "for u in gunicorn apache2; do systemctl is-active --quiet $u && printf '%s ' $u; done; true")
 
 
-def under_load(lab: LabCli, results: Path, *up_args: str) -> dict:
+def under_load(lab: LabCli, results: Path, *up_args: str, web: int = 2) -> dict:
     """`lab up ARGS` while Locust's users hit lb1; what Locust counted, and how long the rollout took."""
     results.mkdir(parents=True)
     settings = BenchSettings(f"http://{lb_address(lab)}", USERS, USERS, LOAD_LIMIT_S,
@@ -90,7 +90,7 @@ def under_load(lab: LabCli, results: Path, *up_args: str) -> dict:
             time.sleep(LOAD_BEFORE_S)
             assert locust.poll() is None, (results / "locust.log").read_text()
             started = time.monotonic()
-            output = lab.ok("up", "--web=2", *up_args, timeout=LOAD_LIMIT_S - 60)
+            output = lab.ok("up", f"--web={web}", *up_args, timeout=LOAD_LIMIT_S - 60)
             rollout_s = time.monotonic() - started
             time.sleep(LOAD_BEFORE_S)
         finally:
@@ -101,8 +101,11 @@ def under_load(lab: LabCli, results: Path, *up_args: str) -> dict:
     figures = {"requests": total.requests, "failures": total.failures, "rollout_s": round(rollout_s, 1),
                "load_s": round(rollout_s + 2 * LOAD_BEFORE_S, 1), "output": output,
                "failure_report": failures.read_text() if failures.exists() else ""}
-    print(f"\n[rolling] lab up {' '.join(up_args) or '(new release)'}: {figures['requests']} requests through lb1, "
+    print(f"\n[rolling] lab up --web={web} {' '.join(up_args) or '(new release)'}: {figures['requests']} requests through lb1, "
           f"{figures['failures']} failed; rollout {figures['rollout_s']} s (load {figures['load_s']} s)")
+    for line in output.splitlines():
+        if "balancer's pool" in line or "reloaded" in line or "restarted" in line:
+            print(f"[rolling]   {' '.join(line.split())}")
     return figures
 
 
@@ -117,11 +120,26 @@ def test_converged_lab_changes_nothing(lab: LabCli) -> None:
     assert "no changes" in output, output
 
 
-def test_new_release_rolls_out_without_a_failed_request(lab: LabCli, project: Path, tmp_path: Path) -> None:
-    before = {web: served_release(lab, web) for web in WEBS}
+def change_the_site(project: Path) -> str:
+    """What a user does before a deploy: edit a template of the site (in the test's copy of the project)."""
     marker = f"<!-- rolled out {time.time_ns()} -->"
     with open(project / BASE_TEMPLATE, "a") as template:
         template.write(marker + "\n")
+    return marker
+
+
+def pages_through_lb1(lab: LabCli, count: int = 6) -> list[str]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    pages = []
+    for _ in range(count):  # round robin over the web hosts
+        with opener.open(f"http://{lb_address(lab)}/", timeout=10) as response:
+            pages.append(response.read().decode())
+    return pages
+
+
+def test_new_release_rolls_out_without_a_failed_request(lab: LabCli, project: Path, tmp_path: Path) -> None:
+    before = {web: served_release(lab, web) for web in WEBS}
+    marker = change_the_site(project)
     figures = under_load(lab, tmp_path / "release")
     assert figures["failures"] == 0, figures["failure_report"]
     assert figures["requests"] > 100
@@ -130,10 +148,7 @@ def test_new_release_rolls_out_without_a_failed_request(lab: LabCli, project: Pa
     after = {web: served_release(lab, web) for web in WEBS}
     assert len(set(after.values())) == 1 and " " not in next(iter(after.values())), after  # one release, both hosts
     assert after["web1"] != before["web1"] and after["web2"] != before["web2"]
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    for _ in range(6):  # round robin over both hosts
-        with opener.open(f"http://{lb_address(lab)}/", timeout=10) as response:
-            assert marker in response.read().decode()
+    assert all(marker in page for page in pages_through_lb1(lab))
 
 
 @pytest.mark.parametrize("server, unit", [("mod_wsgi", "apache2"), ("gunicorn", "gunicorn")])
@@ -146,3 +161,18 @@ def test_switching_the_app_server_loses_no_request(lab: LabCli, tmp_path: Path, 
         assert app_server(lab, web) == unit
     assert len({served_release(lab, web) for web in WEBS}) == 1
     assert "no changes" in lab.ok("up", "--web=2", f"--app-server={server}")
+
+
+def test_with_one_web_host_gunicorn_reloads_in_place_without_a_failed_request(lab: LabCli, project: Path,
+                                                                             tmp_path: Path) -> None:
+    lab.ok("up", "--web=1")
+    before = served_release(lab, "web1")
+    marker = change_the_site(project)
+    figures = under_load(lab, tmp_path / "web1", web=1)
+    assert figures["failures"] == 0, figures["failure_report"]
+    assert figures["requests"] > 100
+    assert "out of the balancer's pool" not in figures["output"]  # nothing else could serve: no drain
+    assert "reloaded gunicorn" in figures["output"]
+    after = served_release(lab, "web1")
+    assert after != before and " " not in after
+    assert all(marker in page for page in pages_through_lb1(lab))

@@ -160,7 +160,7 @@ def _warm_up(t: Target, unit: str) -> None:
 # points at: Gunicorn (--chdir) and mod_wsgi (home=) enter `current` when they start, so their cwd names it.
 IN_CURRENT_RELEASE = (
     f'want=$(readlink -f {CURRENT}); for p in $(pgrep -u {APP_USER}); do '
-    f'[ "$(readlink /proc/$p/cwd)" = "$want" ] || exit 1; done'
+    f'cwd=$(readlink /proc/$p/cwd) || continue; [ "$cwd" = "$want" ] || exit 1; done'  # gone meanwhile: not stale
 )
 
 
