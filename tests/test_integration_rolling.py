@@ -163,6 +163,25 @@ def test_switching_the_app_server_loses_no_request(lab: LabCli, tmp_path: Path, 
     assert "no changes" in lab.ok("up", "--web=2", f"--app-server={server}")
 
 
+def test_an_interrupted_scale_up_sends_nothing_to_a_host_not_yet_serving(lab: LabCli) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lab", "up", "--web=3"], cwd=lab.folder, env=lab.env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    lines = []
+    for line in process.stdout:  # type: ignore[union-attr]
+        lines.append(line)
+        if " web3 " in line and " virtualenv " in line:  # minutes after lb1's own recipes could have run
+            break
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    assert process.wait(60) == 130, "".join(lines) + process.stderr.read()  # type: ignore[union-attr]
+    web3 = next(h["ip"] for h in lab.state["topology"]["hosts"] if h["name"] == "web3")
+    assert on(lab, "web3", "systemctl is-active gunicorn || true") != "active"  # web3 cannot serve yet...
+    assert f"server {web3}:" not in on(lab, "lb1", "cat /etc/nginx/sites-enabled/bank")  # ...and gets nothing
+    lab.ok("up", "--web=3", timeout=1500)
+    assert f"server {web3}:8000 max_fails" in on(lab, "lb1", "cat /etc/nginx/sites-enabled/bank")
+
+
 def test_with_one_web_host_gunicorn_reloads_in_place_without_a_failed_request(lab: LabCli, project: Path,
                                                                              tmp_path: Path) -> None:
     lab.ok("up", "--web=1")
