@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import shlex
 import threading
 import time
 
@@ -171,3 +173,76 @@ def test_healthy_reads_the_status_line_of_each_probe():
     target = Target(lb, TOPOLOGY.host("lb1"), TOPOLOGY, HostFacts(proxy_url=None), {}, None, FakeRemote)  # type: ignore[arg-type]
     assert step5.healthy(target, WEBS) == {"web1"}
     assert "/health/" in lb.commands[0] and all(h.ip in lb.commands[0] for h in WEBS)
+
+
+class FakeLb(FakeRemote):
+    """lb1 with nginx running: files kept in a dict, every web host answering /health/ unless listed as sick."""
+
+    def __init__(self) -> None:
+        super().__init__("lb1")
+        self.files: dict[str, bytes] = {}
+        self.sick: set[str] = set()
+        self.reloads = 0
+        self.waited_for: list[str] = []
+
+    def put(self, data: bytes, path: str) -> None:
+        self.files[path] = data
+
+    def run(self, command: str, user: str | None = None) -> CommandResult:
+        def done(out: str = "", code: int = 0) -> CommandResult:
+            return CommandResult(command, code, out, "")
+
+        if command.startswith("HEALTH=/health/ bash -c "):
+            return done("".join(f"{h.ip} HTTP/1.1 {503 if h.name in self.sick else 200} OK\r\n" for h in WEBS))
+        if command.startswith("stat -c"):  # Target.file: mode, owner and checksum of what is there
+            data = self.files.get(shlex.split(command)[3])
+            return done(f"644 root root\n{hashlib.sha256(data).hexdigest()}\n") if data else done(code=1)
+        if " && mv -f " in command:
+            tmp, path = command.split(" && mv -f ")[1].split()
+            self.files[path] = self.files.pop(tmp)
+            return done()
+        if command.startswith("grep -E '^\\s*server "):
+            text = self.files[step5.SITE].decode()
+            return done("".join(line + "\n" for line in text.splitlines() if line.lstrip().startswith("server ") and "  # " in line))
+        if command == "systemctl reload nginx":
+            self.reloads += 1
+            return done()
+        if command.startswith("pgrep -d ' ' -f '^nginx: worker process'"):
+            return done(f"{100 + self.reloads} {200 + self.reloads}\n")
+        if command.startswith("timeout 60 sh -c "):
+            self.waited_for.append(command)
+            return done()
+        if command.startswith("systemctl is-active --quiet nginx && test -e") or command == "nginx -t":
+            return done()
+        raise AssertionError(f"unexpected command on lb1: {command}")
+
+
+def web_target(lb: FakeLb, env) -> Target:
+    return Target(FakeRemote("web2"), TOPOLOGY.host("web2"), TOPOLOGY, HostFacts(proxy_url=None), {}, env,
+                  lambda name: lb)
+
+
+@pytest.fixture
+def env():
+    import jinja2
+
+    from lab.recipes import PROVISION_DIR
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(PROVISION_DIR)), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def test_nginx_pool_drains_with_down_waits_for_old_workers_and_rejoins(env):
+    lb, pool = FakeLb(), step5.NginxPool()
+    lb.sick.add("web3")  # not ready: never listed, drained or not
+    t = web_target(lb, env)
+    pool.apply(t, frozenset())
+    assert pool.serving(t) == {"web1", "web2"}
+    pool.apply(t, frozenset({"web2"}))
+    site = lb.files[step5.SITE].decode()
+    assert f"server {WEBS[1].ip}:8000 down;  # web2" in site and WEBS[2].ip not in site
+    assert pool.serving(t) == {"web1"}
+    assert "for p in 101 201; do while kill -0 $p" in lb.waited_for[-1]  # the workers from before this reload
+    pool.apply(t, frozenset())
+    assert pool.serving(t) == {"web1", "web2"} and lb.reloads == 3
+    pool.apply(t, frozenset())
+    assert lb.reloads == 3  # nothing changed, no reload

@@ -98,8 +98,8 @@ class NginxPool:
     def serving(self, t: Target) -> set[str] | None:
         answering: set[str] | None = None
         for lb in self._balancers(t):
-            listed = {line.split("#", 1)[1].strip() for line in lb.run(f"grep -E '^\\s*server .*;  # ' {SITE}", check=False).stdout.splitlines()
-                      if not line.split("#", 1)[0].rstrip().endswith(" down;")}
+            lines = lb.run(f"grep -E '^\\s*server .*;  # ' {SITE}", check=False).stdout.splitlines()
+            listed = {line.split("#", 1)[1].strip() for line in lines if not line.split("#", 1)[0].rstrip().endswith(" down;")}
             here = healthy(lb, [h for h in upstream_hosts(t.topology) if h.name in listed])
             answering = here if answering is None else answering & here
         return answering
