@@ -171,6 +171,7 @@ class Rollout:
 
     @contextmanager
     def held(self) -> Iterator[frozenset[str]]:
+        """No window opens meanwhile; yields the hosts out of the pool now (a failed restart leaves one out)."""
         with self._lock:
             yield frozenset(self._drained)
 
@@ -210,6 +211,7 @@ class Target:
         self._templates = templates
         self._peers = peers
         self._rollout = rollout or Rollout()
+        self._others: dict[str, Target] = {}
         self.changes: list[str] = []
         self.events: set[str] = set()
 
@@ -236,8 +238,10 @@ class Target:
 
     def on(self, host_name: str) -> "Target":
         """Another host of the lab with this Target's helpers; what changes there is not this host's change."""
-        return Target(self.peer(host_name), self.topology.host(host_name), self.topology, self.facts, self.secrets,
-                      self._templates, self._peers, self._rollout)
+        if host_name not in self._others:  # one connection per peer and Target (a Target is one thread's)
+            self._others[host_name] = Target(self.peer(host_name), self.topology.host(host_name), self.topology,
+                                             self.facts, self.secrets, self._templates, self._peers, self._rollout)
+        return self._others[host_name]
 
     @contextmanager
     def rolling(self, what: str) -> Iterator[bool]:
