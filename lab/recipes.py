@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import shlex
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import jinja2
 
@@ -39,6 +40,7 @@ class Recipe:
     func: Callable[["Target"], None]
     requires: tuple[str, ...] = ()
     first_only: bool = False  # run on the tier's first host only (migrations, sample data)
+    after: tuple[str, ...] = ()  # recipes that must have finished everywhere first, whether or not they succeeded
 
     def applies_to(self, host: Host, topology: Topology) -> bool:
         if host.tier not in self.tiers:
@@ -46,11 +48,16 @@ class Recipe:
         return not self.first_only or topology.tier(host.tier)[0].name == host.name
 
 
-def recipe(tiers: Iterable[str], requires: Iterable[str] = (), first_only: bool = False):
-    """Mark a function in provision/stepN_*/recipes.py as a recipe (collected in definition order)."""
+def recipe(tiers: Iterable[str], requires: Iterable[str] = (), first_only: bool = False, after: Iterable[str] = ()):
+    """Mark a function in provision/stepN_*/recipes.py as a recipe (collected in definition order).
+
+    `requires`: skipped unless those recipes succeeded everywhere; `after`: runs once they finished everywhere,
+    successful or not (the recipe itself looks at what they left, e.g. which web hosts answer).
+    """
 
     def mark(func: Callable[["Target"], None]) -> Callable[["Target"], None]:
-        func.lab_recipe = {"tiers": tuple(tiers), "requires": tuple(requires), "first_only": first_only}  # type: ignore[attr-defined]
+        func.lab_recipe = {"tiers": tuple(tiers), "requires": tuple(requires), "first_only": first_only,  # type: ignore[attr-defined]
+                           "after": tuple(after)}
         return func
 
     return mark
@@ -88,7 +95,7 @@ def load_recipes(max_step: int | None = None) -> list[Recipe]:
                 recipes.append(Recipe(name=f"{step.folder.name}.{attribute.__name__}", step=step.number, func=attribute, **spec))
     names = [r.name for r in recipes]
     for index, r in enumerate(recipes):
-        for needed in r.requires:
+        for needed in r.requires + r.after:
             if needed not in names[:index]:
                 raise ValueError(f"recipe {r.name} requires {needed}, which is not an earlier recipe")
     return recipes
@@ -124,11 +131,78 @@ class ConvergeReport:
         return f"{len(self.results)} recipes on {hosts} hosts: {parts}; {verdict} ({self.seconds:.1f} s)"
 
 
+# -- rolling restarts: one web host at a time out of the balancer's pool ---------------------------------------
+
+BALANCER_POOL_ATTRIBUTE = "BALANCER_POOL"  # the recipes module of the step that balances the web tier defines it
+
+
+class BalancerPool(Protocol):
+    """How the balancing step takes a web host out of its pool and back (step 5: nginx's upstream)."""
+
+    def serving(self, t: "Target") -> set[str] | None:
+        """The web hosts the balancer sends requests to now; None while there is no balancer running yet."""
+
+    def apply(self, t: "Target", down: frozenset[str]) -> None:
+        """Mark `down` hosts so no new request goes to them, gracefully, and return once requests in flight to
+        them have finished; every other healthy host is in the pool."""
+
+
+class Rollout:
+    """Shared by every Target of one converge: app servers restart one host at a time, each out of the pool."""
+
+    def __init__(self, pool: BalancerPool | None = None) -> None:
+        self.pool = pool
+        self._lock = threading.RLock()  # reentrant: a recipe in a window may also look at the pool
+        self._drained: set[str] = set()
+
+    @contextmanager
+    def window(self, t: "Target") -> Iterator[bool]:
+        """Serialize with every other host's window; yield whether the host is out of the pool meanwhile.
+
+        The host goes back once the block ends without an error (the block's own health check passed);
+        a host whose restart failed stays out, and the balancer's recipe keeps it out.
+        """
+        with self._lock:
+            drained = self._drain(t)
+            yield drained
+            if drained:
+                self._drained.discard(t.host.name)
+                self.pool.apply(t, frozenset(self._drained))  # type: ignore[union-attr]
+
+    @contextmanager
+    def held(self) -> Iterator[frozenset[str]]:
+        """No window opens meanwhile; yields the hosts out of the pool now (a failed restart leaves one out)."""
+        with self._lock:
+            yield frozenset(self._drained)
+
+    def _drain(self, t: "Target") -> bool:
+        if self.pool is None:
+            return False
+        serving = self.pool.serving(t)
+        if not serving or t.host.name not in serving:
+            return False  # no balancer yet, or it sends this host nothing anyway
+        if not serving - self._drained - {t.host.name}:
+            return False  # the only host left to serve: it restarts in place, as gracefully as its server can
+        self._drained.add(t.host.name)
+        self.pool.apply(t, frozenset(self._drained))
+        return True
+
+
+def balancer_pool(recipes: Iterable[Recipe]) -> BalancerPool | None:
+    """The BALANCER_POOL of the loaded steps, if one of them balances the web tier (none with --step below it)."""
+    for module_name in dict.fromkeys(r.func.__module__ for r in recipes):
+        pool = getattr(sys.modules[module_name], BALANCER_POOL_ATTRIBUTE, None)
+        if pool is not None:
+            return pool
+    return None
+
+
 class Target:
     """What a recipe works on: one host, with idempotent helpers that record every change they make."""
 
     def __init__(self, remote: RemoteHost, host: Host, topology: Topology, facts: HostFacts,
-                 secrets: dict[str, str], templates: jinja2.Environment, peers: Callable[[str], RemoteHost]) -> None:
+                 secrets: dict[str, str], templates: jinja2.Environment, peers: Callable[[str], RemoteHost],
+                 rollout: Rollout | None = None) -> None:
         self.remote = remote
         self.host = host
         self.topology = topology
@@ -136,6 +210,8 @@ class Target:
         self.secrets = secrets
         self._templates = templates
         self._peers = peers
+        self._rollout = rollout or Rollout()
+        self._others: dict[str, Target] = {}
         self.changes: list[str] = []
         self.events: set[str] = set()
 
@@ -159,6 +235,30 @@ class Target:
     def peer(self, host_name: str) -> RemoteHost:
         """Another host of the lab (e.g. the balancer copying static files from web1)."""
         return self._peers(host_name)
+
+    def on(self, host_name: str) -> "Target":
+        """Another host of the lab with this Target's helpers; what changes there is not this host's change."""
+        if host_name not in self._others:  # one connection per peer and Target (a Target is one thread's)
+            self._others[host_name] = Target(self.peer(host_name), self.topology.host(host_name), self.topology,
+                                             self.facts, self.secrets, self._templates, self._peers, self._rollout)
+        return self._others[host_name]
+
+    @contextmanager
+    def rolling(self, what: str) -> Iterator[bool]:
+        """A restart of `what` that costs no request: one host at a time, and while the balancer has other hosts
+        to serve, this one is out of its pool (yields True) until the block, ending with a health check, is done."""
+        started = time.monotonic()
+        with self._rollout.window(self) as drained:
+            yield drained
+        if drained:
+            self.changed(f"took {self.host.name} out of the balancer's pool for {what}, back after "
+                         f"{time.monotonic() - started:.1f} s")
+
+    @contextmanager
+    def balancer_pool(self) -> Iterator[frozenset[str]]:
+        """For the balancer's own recipe: no host rolls meanwhile; yields the hosts out of the pool right now."""
+        with self._rollout.held() as drained:
+            yield drained
 
     # -- state helpers --------------------------------------------------------------------
     def packages(self, *names: str) -> bool:
@@ -312,6 +412,12 @@ class _Progress:
                 self._failed.setdefault(recipe, host)
             self._cond.notify_all()
 
+    def wait_all(self, recipe: str) -> None:
+        """Block until the recipe has finished (or failed, or been skipped) on every host it applies to; a recipe
+        this converge does not run (a run of chosen recipes only) has nothing to wait for."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._done.get(recipe, set()) >= self._needed.get(recipe, set()))
+
     def wait(self, recipe: str) -> str | None:
         """Block until the recipe is done everywhere; return the failed host's name, if any."""
         with self._cond:
@@ -334,6 +440,7 @@ def converge(
         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
     )
     progress = _Progress({r.name: {h.name for h in topology.hosts if r.applies_to(h, topology)} for r in recipes})
+    rollout = Rollout(balancer_pool(recipes))
     results: list[RecipeResult] = []
     lock = threading.Lock()
 
@@ -354,8 +461,10 @@ def converge(
         failed_before: str | None = None
         try:
             remote = open_remote(host.name)
-            target = Target(remote, host, topology, facts, secrets, templates, open_remote)
+            target = Target(remote, host, topology, facts, secrets, templates, open_remote, rollout)
             for r in chain:
+                for finished in r.after:
+                    progress.wait_all(finished)
                 if failed_before is None:
                     for needed in r.requires:
                         blocker = progress.wait(needed)

@@ -22,8 +22,7 @@ from lab.remote import CommandResult
 from lab.testing import linux_topology as linux
 from lab.testing import one_error_line, run_main
 from lab.topology import APP_SERVERS, AppServerSettings, Overrides, Topology, with_web_count
-from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, VENV
-from provision.step2_database.recipes import SETTINGS
+from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, SETTINGS, VENV
 from provision.step3_appserver import recipes as step3
 from provision.step3_appserver import test_web as checks
 
@@ -307,6 +306,7 @@ class FakeWeb:
         self.packages: set[str] = set()
         self.warm_ups = 0
         self.most_listening = 0
+        self.runs_current_release = True
 
     def listening(self) -> list[str]:
         return [name for name, unit in self.units.items() if unit.active]
@@ -337,6 +337,10 @@ class FakeWeb:
             return done()
         if command == "apache2ctl configtest":
             return done()
+        if command.startswith("timeout 60 sh -c ") and "readlink /proc/$p/cwd" in command:
+            return done(0 if self.listening() else 124)  # every app process in the current release
+        if command.startswith("sh -c ") and "readlink /proc/$p/cwd" in command:
+            return done(0 if self.runs_current_release else 1)
         words = shlex.split(command)
         if words[:1] == ["test"] and "||" in words:  # Target.absent: test -e P || test -L P
             return done(0 if words[2] in self.files else 1)
@@ -370,6 +374,9 @@ class FakeWeb:
             self.most_listening = max(self.most_listening, len(self.listening()))
         elif verb == "stop":
             unit.active = False
+        elif verb == "reload":
+            if not unit.active:
+                return done(1, err=f"{name}.service is not active, cannot reload.")
         elif verb in ("enable", "disable"):
             unit.enabled = verb == "enable"
         else:
@@ -406,7 +413,7 @@ class FakeTarget(Target):
 def run_step3(templates, topology: Topology, web: FakeWeb, host: str = "web2", events=()) -> list[str]:
     """The app server recipes in their definition order, as converge() runs them; the changes they report."""
     target = FakeTarget(web, topology, host, templates, events)
-    for func in (step3.unused_app_servers, step3.gunicorn, step3.mod_wsgi):
+    for func in (step3.gunicorn, step3.mod_wsgi):
         func(target)
     return target.changes
 
@@ -418,8 +425,8 @@ MOD_WSGI = linux(overrides=Overrides(web=2, app_server="mod_wsgi"))
 def test_switching_to_mod_wsgi_retires_gunicorn_then_starts_apache(templates):
     web = FakeWeb(gunicorn=Unit(enabled=True, active=True))
     changes = run_step3(templates, MOD_WSGI, web)
-    assert changes[:2] == ["stopped gunicorn", "disabled gunicorn"]
-    assert changes[-1] == "started apache2"
+    # Apache installed and configured while gunicorn still serves; the switch itself is one rolling window.
+    assert changes[-3:] == ["stopped gunicorn", "disabled gunicorn", "started apache2"]
     assert "installed apache2 libapache2-mod-wsgi-py3" in changes
     assert "removed /etc/apache2/sites-enabled/000-default.conf" in changes
     assert web.listening() == ["apache2"]
@@ -465,14 +472,22 @@ def test_gunicorn_host_without_apache_has_nothing_to_retire(templates):
     assert run_step3(templates, GUNICORN, web) == []
 
 
+def test_a_server_left_on_an_old_release_by_an_interrupted_run_is_reloaded(templates):
+    web = FakeWeb()
+    run_step3(templates, GUNICORN, web)
+    web.runs_current_release = False  # `current` switched, then Ctrl-C: no app-code event in the next run
+    assert run_step3(templates, GUNICORN, web) == ["reloaded gunicorn"]
+
+
 @pytest.mark.parametrize("event", ["app-code", "app-config"])
-def test_new_release_or_settings_restart_the_running_server(templates, event):
+def test_new_release_or_settings_reload_the_only_serving_server_gracefully(templates, event):
+    # No balancer to take the host out of (FakeTarget's rollout has none): a graceful reload in place.
     web = FakeWeb()
     run_step3(templates, MOD_WSGI, web)
-    assert run_step3(templates, MOD_WSGI, web, events=[event]) == ["restarted apache2"]
-    assert web.warm_ups == 2  # the restarted daemons load the new release before the balancer's first request
+    assert run_step3(templates, MOD_WSGI, web, events=[event]) == ["reloaded apache2"]
+    assert web.warm_ups == 2  # the reloaded daemons load the new release before the balancer's first request
     run_step3(templates, GUNICORN, web)
-    assert run_step3(templates, GUNICORN, web, events=[event]) == ["restarted gunicorn"]
+    assert run_step3(templates, GUNICORN, web, events=[event]) == ["reloaded gunicorn"]
 
 
 def test_changed_knobs_rewrite_the_site_and_restart_apache(templates):
@@ -493,5 +508,5 @@ def test_a_site_that_never_answers_fails_the_recipe(templates, monkeypatch):
         return real_run(command, user)
 
     monkeypatch.setattr(web, "run", unhealthy)
-    with pytest.raises(step3.RecipeError, match=r"did not answer after Apache started: .*HTTP Error 503"):
+    with pytest.raises(step3.RecipeError, match=r"did not answer after apache2 started: .*HTTP Error 503"):
         run_step3(templates, MOD_WSGI, web)

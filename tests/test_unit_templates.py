@@ -13,10 +13,12 @@ from lab.recipes import PROVISION_DIR
 from lab.topology import Overrides, resolve
 from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, DATABASE, ROLE, SETTINGS, STATIC_ROOT, VENV
 from provision.step3_appserver.recipes import APP_PORT, GUNICORN_WORKERS, WSGI_SCRIPT, WSGI_SCRIPT_NAME, WSGI_SOCKET_PREFIX
+from provision.step5_balancer.recipes import upstream_hosts, upstream_servers
 
 LOCAL_PROVIDER_DIR = Path(proxy.__file__).resolve().parent
 TOPOLOGY = resolve({}, {}, Overrides(web=2), platform="linux")  # lb1 .11, web1 .21, web2 .22, db1 .31
 WEB_IPS = ["192.168.56.21", "192.168.56.22"]
+BOTH_SERVE = upstream_servers(upstream_hosts(TOPOLOGY), {"web1", "web2"}, frozenset())  # as the nginx recipe derives them
 PROXY_URL = "http://192.168.56.1:3128"
 
 
@@ -57,7 +59,7 @@ CASES: dict[str, tuple[str, dict]] = {
     ),
     "step3_appserver/templates/bank.wsgi.j2": ("web2", {"settings": SETTINGS}),
     "step5_balancer/templates/nginx-bank.conf.j2": (
-        "lb1", {"web_hosts": TOPOLOGY.serving("app", TOPOLOGY.host("lb1")), "app_port": APP_PORT, "static_root": STATIC_ROOT},
+        "lb1", {"servers": BOTH_SERVE, "static_root": STATIC_ROOT},
     ),
 }
 
@@ -129,7 +131,7 @@ def test_hosts_file_names_every_host(templates):
     assert "127.0.0.1\tlocalhost" in lines
 
 
-def upstream_servers(text: str) -> list[str]:
+def upstream_server_lines(text: str) -> list[str]:
     upstream = re.search(r"upstream bank_web \{(.*?)\}", text, re.S)
     assert upstream, text
     return re.findall(r"^\s*server (\S+)", upstream.group(1), re.M)
@@ -137,7 +139,7 @@ def upstream_servers(text: str) -> list[str]:
 
 def test_nginx_balances_over_both_web_hosts(templates):
     text = render(templates, "step5_balancer/templates/nginx-bank.conf.j2")
-    assert upstream_servers(text) == [f"{ip}:8000" for ip in WEB_IPS]
+    assert upstream_server_lines(text) == [f"{ip}:8000" for ip in WEB_IPS]
     assert re.search(r"^\s*proxy_next_upstream error timeout", text, re.M)
     assert "proxy_next_upstream_tries 2;" in text
     assert "listen 192.168.56.11:80 default_server;" in text
@@ -146,9 +148,9 @@ def test_nginx_balances_over_both_web_hosts(templates):
 
 
 def test_nginx_follows_the_web_tier(templates):
-    one = TOPOLOGY.serving("app")[:1]
-    text = render(templates, "step5_balancer/templates/nginx-bank.conf.j2", web_hosts=one)
-    assert upstream_servers(text) == ["192.168.56.21:8000"]
+    one = upstream_servers(TOPOLOGY.serving("app")[:1], {"web1"}, frozenset())
+    text = render(templates, "step5_balancer/templates/nginx-bank.conf.j2", servers=one)
+    assert upstream_server_lines(text) == ["192.168.56.21:8000"]
     assert "proxy_next_upstream_tries 1;" in text
 
 

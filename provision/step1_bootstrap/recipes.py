@@ -8,7 +8,6 @@ import io
 import re
 import secrets
 import tarfile
-from pathlib import Path
 
 from lab.recipes import PROJECT_ROOT, RecipeError, Target, recipe
 from lab.stack import all_tiers

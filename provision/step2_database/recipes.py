@@ -7,7 +7,7 @@ import hashlib
 import hmac
 
 from lab.recipes import Target, recipe
-from provision.step1_bootstrap.recipes import APP_USER, CURRENT, DATABASE, ROLE, SETTINGS, STATIC_ROOT, VENV
+from provision.step1_bootstrap.recipes import APP_USER, CURRENT, DATABASE, ROLE, SETTINGS, VENV
 
 PG_VERSION = "15"
 PG_ETC = f"/etc/postgresql/{PG_VERSION}/main"

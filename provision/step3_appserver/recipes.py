@@ -7,8 +7,8 @@ import shlex
 from lab.recipes import RecipeError, Target, recipe
 from lab.system import gist
 from lab.topology import AppServerSettings
-from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, VENV
-from provision.step2_database.recipes import SETTINGS, STATIC_ROOT, manage
+from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, SETTINGS, STATIC_ROOT, VENV
+from provision.step2_database.recipes import manage
 
 APP_PORT = 8000
 GUNICORN_WORKERS = AppServerSettings().workers  # the default; lab.toml [appserver] workers sets the lab's own
@@ -20,6 +20,7 @@ WSGI_SOCKET_PREFIX = "/run/apache2/wsgi"  # /run/apache2 is Apache's run dir: ro
 APACHE_SITE = "/etc/apache2/sites-available/bank.conf"
 APACHE_DEFAULT_SITE = "/etc/apache2/sites-enabled/000-default.conf"
 WARM_UP_SECONDS = 60
+HEALTH_PATH = "/health/"  # the site's health check: 200 once it can serve (database reachable)
 
 
 KEEPALIVE_S = 75
@@ -38,23 +39,47 @@ def static_files(t: Target) -> None:
     t.changed(f"collected static files for {release.rsplit('/', 1)[-1]}", "static")
 
 
-@recipe(tiers=("web",))
-def unused_app_servers(t: Target) -> None:
-    """Every app server but the lab's stopped and disabled first: only one of them can hold the app port."""
-    # `systemctl stop` returns once the unit's processes are gone, and their listening socket with them.
-    for server, unit in SERVER_UNITS.items():
-        if server != t.topology.app_server:
-            _stopped_and_disabled(t, unit)
-
-
 def _stopped_and_disabled(t: Target, unit: str) -> None:
     # "activating" too: a unit in its restart loop would take the port back.
-    if t.run(f"systemctl is-active {unit}", check=False).stdout.strip() not in ("inactive", "failed", "unknown", ""):
+    if _active(t, unit):
         t.run(f"systemctl stop {unit}")
         t.changed(f"stopped {unit}")
     if t.test(f"systemctl is-enabled --quiet {unit}"):
         t.run(f"systemctl disable --quiet {unit}")
         t.changed(f"disabled {unit}")
+
+
+def _active(t: Target, unit: str) -> bool:
+    return t.run(f"systemctl is-active {unit}", check=False).stdout.strip() not in ("inactive", "failed", "unknown", "")
+
+
+def _serve(t: Target, unit: str, reconfigured: bool) -> None:
+    """The lab's app server serving on the app port, every other one stopped and disabled (only one can hold the
+    port). Restarting or switching a host that serves happens in a rolling window: one web host at a time, out of
+    the balancer's pool while other hosts can serve, back once its health check passed. The only host that
+    serves is reloaded in place instead, as gracefully as its server allows (a changed unit or site still restarts it).
+    """
+    others = [u for server, u in SERVER_UNITS.items() if server != t.topology.app_server]
+    switching = [u for u in others if _active(t, u)]
+    running = t.test(f"systemctl is-active --quiet {unit}")
+    # A run interrupted between switching `current` and the restart left no event behind: ask the processes.
+    refresh = reconfigured or t.notified("app-code", "app-config") or (running and not _in_current_release(t))
+    if not (running and refresh) and not (switching and not running):  # nothing that serves requests stops
+        for other in others:
+            _stopped_and_disabled(t, other)
+        started = t.service(unit)
+        t.wait_for_port(t.host.ip, APP_PORT)
+        if started:
+            _warm_up(t, unit)
+        return
+    with t.rolling(f"switching {' and '.join(switching)} to {unit}" if switching else f"restarting {unit}") as drained:
+        for other in others:  # `systemctl stop` returns once their processes, and the port, are gone
+            _stopped_and_disabled(t, other)
+        in_place = running and not drained and not reconfigured
+        t.service(unit, restart=not in_place, reload=in_place)
+        t.wait_for_port(t.host.ip, APP_PORT)
+        _warm_up(t, unit)
+        _serving_current_release(t, unit)
 
 
 @recipe(tiers=("web",))
@@ -74,8 +99,7 @@ def gunicorn(t: Target) -> None:
     )
     if unit_changed:
         t.run("systemctl daemon-reload")
-    t.service("gunicorn", restart=unit_changed or t.notified("app-code", "app-config"))
-    t.wait_for_port(t.host.ip, APP_PORT)
+    _serve(t, "gunicorn", reconfigured=unit_changed)
 
 
 @recipe(tiers=("web",))
@@ -105,17 +129,15 @@ def mod_wsgi(t: Target) -> None:
         check = t.run("apache2ctl configtest", check=False)
         if not check.ok:
             raise RecipeError(f"Apache rejects the new configuration: {gist(check.stderr or check.stdout)}")
-    # A restart, not a graceful reload: Listen, WSGISocketPrefix and the daemons' definition are only re-read
-    # reliably by a new Apache, and afterwards the warm-up request provably reaches the new release.
-    started = t.service("apache2", restart=changed or t.notified("app-code", "app-config"))
-    t.wait_for_port(t.host.ip, APP_PORT)
-    if started:
-        _warm_up(t, f"http://{t.host.ip}:{APP_PORT}/health/")
+    # A changed configuration means a restart, not a graceful reload: Listen, WSGISocketPrefix and the daemons'
+    # definition are only re-read reliably by a new Apache. A new release alone: a graceful reload restarts the daemons.
+    _serve(t, "apache2", reconfigured=changed)
 
 
-def _warm_up(t: Target, url: str) -> None:
-    """One request from the host itself after a (re)start: the balancer's first request finds the daemons ready,
-    and a site that cannot answer fails this recipe rather than `lab test`."""
+def _warm_up(t: Target, unit: str) -> None:
+    """The health check after a (re)start, from the host itself: the balancer's first request finds the site
+    ready, and a site that cannot answer fails this recipe rather than `lab test`."""
+    url = f"http://{t.host.ip}:{APP_PORT}{HEALTH_PATH}"
     script = (
         "import sys, time, urllib.request\n"
         "opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
@@ -131,4 +153,24 @@ def _warm_up(t: Target, url: str) -> None:
     )
     result = t.run(f"python3 -c {shlex.quote(script)} {shlex.quote(url)} {WARM_UP_SECONDS}", check=False)
     if not result.ok:
-        raise RecipeError(f"the site did not answer after Apache started: {gist(result.stderr)}")
+        raise RecipeError(f"the site did not answer after {unit} started: {gist(result.stderr)}")
+
+
+# Exits 0 when every process of the app user (the app server's workers and daemons) runs in the release `current`
+# points at: Gunicorn (--chdir) and mod_wsgi (home=) enter `current` when they start, so their cwd names it.
+IN_CURRENT_RELEASE = (
+    f'want=$(readlink -f {CURRENT}); for p in $(pgrep -u {APP_USER}); do '
+    f'cwd=$(readlink /proc/$p/cwd) || continue; [ "$cwd" = "$want" ] || exit 1; done'  # gone meanwhile: not stale
+)
+
+
+def _in_current_release(t: Target) -> bool:
+    return t.test(f"sh -c {shlex.quote(IN_CURRENT_RELEASE)}")
+
+
+def _serving_current_release(t: Target, unit: str) -> None:
+    """Wait until every process of the app user runs in the current release: after a graceful reload, old
+    workers finish their requests first; until then a request may still reach the old release."""
+    wait = f"until sh -c {shlex.quote(IN_CURRENT_RELEASE)}; do sleep 0.2; done"
+    if not t.test(f"timeout {WARM_UP_SECONDS} sh -c {shlex.quote(wait)}"):
+        raise RecipeError(f"{unit} still runs an old release {WARM_UP_SECONDS} s after its restart")

@@ -1,12 +1,14 @@
-"""Step 5 recipes: nginx balancing every web host, and the site's static files served by nginx itself."""
+"""Step 5 recipes: nginx balancing every web host that answers, and the site's static files served by nginx itself."""
 
 from __future__ import annotations
 
 import shlex
+from typing import Iterable
 
 from lab.recipes import RecipeError, Target, recipe
-from provision.step2_database.recipes import STATIC_ROOT
-from provision.step3_appserver.recipes import APP_PORT
+from lab.topology import Host, Topology
+from provision.step1_bootstrap.recipes import STATIC_ROOT
+from provision.step3_appserver.recipes import APP_PORT, HEALTH_PATH
 
 SITE = "/etc/nginx/sites-available/bank"
 SYSCTL_FILE = "/etc/sysctl.d/60-balancer.conf"
@@ -16,24 +18,115 @@ SYSCTL_FILE = "/etc/sysctl.d/60-balancer.conf"
 BALANCER_SYSCTLS = {"net.ipv4.tcp_tw_reuse": "1", "net.ipv4.ip_local_port_range": "15000 64999"}
 
 
-@recipe(tiers=("lb",))
-def nginx(t: Target) -> None:
-    t.packages("nginx")
-    changed = t.template(
-        SITE, "step5_balancer/templates/nginx-bank.conf.j2",
-        web_hosts=t.topology.serving("app", client=t.host), app_port=APP_PORT, static_root=STATIC_ROOT,
-    )
-    if t.run("readlink /etc/nginx/sites-enabled/bank", check=False).stdout.strip() != SITE:
-        t.run(f"ln -sfn {SITE} /etc/nginx/sites-enabled/bank")
-        t.changed("enabled the bank site")
-        changed = True
-    changed |= t.absent("/etc/nginx/sites-enabled/default")
+SERVER_PARAMETERS = "max_fails=1 fail_timeout=10s"
+DRAIN_SECONDS = 60  # how long a drain waits for requests in flight to a host leaving the pool
+# One request per web host, from the balancer, on nginx's own path to it: the status line of GET /health/.
+PROBE = (
+    'port=$1; shift; for ip in "$@"; do '
+    'line=$(timeout 5 bash -c \'exec 3<>/dev/tcp/$0/$1 && printf "GET $2 HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n" "$0" >&3 '
+    '&& head -n 1 <&3\' "$ip" "$port" "$HEALTH" 2>/dev/null); echo "$ip $line"; done'
+)
+
+
+def upstream_hosts(topology: Topology) -> list[Host]:
+    """The hosts nginx balances, those serving the `app` link: the one place that says which (the template and the
+    rolling restarts use it)."""
+    return topology.serving("app")
+
+
+def healthy(lb: Target, hosts: Iterable[Host]) -> set[str]:
+    """The hosts whose app server answers GET /health/ with 200, asked from the balancer itself."""
+    hosts = list(hosts)
+    if not hosts:
+        return set()
+    command = f"HEALTH={HEALTH_PATH} bash -c {shlex.quote(PROBE)} probe {APP_PORT} " + " ".join(h.ip for h in hosts)
+    answers = dict(line.split(" ", 1) for line in lb.run(command).stdout.splitlines() if " " in line)
+    return {h.name for h in hosts if answers.get(h.ip, "").split()[1:2] == ["200"]}
+
+
+def upstream_servers(hosts: list[Host], answering: set[str], down: frozenset[str]) -> list[dict[str, str]]:
+    """The upstream's server lines: hosts that answer, those in `down` marked so (nginx sends them nothing new).
+
+    nginx refuses an upstream without servers: when no host answers, all are listed (nothing to protect).
+    """
+    listed = [h for h in hosts if h.name in answering] or hosts
+    return [{"name": h.name, "address": f"{h.ip}:{APP_PORT}", "parameters": "down" if h.name in down else SERVER_PARAMETERS}
+            for h in listed]
+
+
+def write_site(lb: Target, servers: list[dict[str, str]]) -> bool:
+    changed = lb.template(SITE, "step5_balancer/templates/nginx-bank.conf.j2", servers=servers, static_root=STATIC_ROOT)
     if changed:
-        check = t.run("nginx -t", check=False)
-        if not check.ok:
-            raise RecipeError(f"nginx rejects the new configuration: {check.stderr.strip().splitlines()[-1]}")
-    t.service("nginx", reload=changed)
+        _check_config(lb)
+    return changed
+
+
+def _check_config(lb: Target) -> None:
+    check = lb.run("nginx -t", check=False)
+    if not check.ok:
+        raise RecipeError(f"nginx rejects the new configuration: {check.stderr.strip().splitlines()[-1]}")
+
+
+@recipe(tiers=("lb",), after=("step3_appserver.gunicorn", "step3_appserver.mod_wsgi"))
+def nginx(t: Target) -> None:
+    """nginx in front of the web hosts whose app server answers; it waits for their app server recipes, so a
+    host joins the pool only once it can serve, and a host that cannot is left out and named."""
+    t.packages("nginx")
+    hosts = upstream_hosts(t.topology)
+    with t.balancer_pool() as down:  # no web host restarts meanwhile: the pool written here stays true
+        answering = healthy(t, hosts)
+        changed = write_site(t, upstream_servers(hosts, answering, down))
+        enabled = False
+        if t.run("readlink /etc/nginx/sites-enabled/bank", check=False).stdout.strip() != SITE:
+            t.run(f"ln -sfn {SITE} /etc/nginx/sites-enabled/bank")
+            t.changed("enabled the bank site")
+            enabled = True
+        enabled |= t.absent("/etc/nginx/sites-enabled/default")
+        if enabled:
+            _check_config(t)
+        t.service("nginx", reload=changed or enabled)
     t.wait_for_port(t.host.ip, 80)
+    left_out = [h.name for h in hosts if h.name not in answering]
+    if left_out:
+        raise RecipeError(f"{', '.join(left_out)} left out of nginx's pool: GET {HEALTH_PATH} on port {APP_PORT} "
+                          f"did not answer 200 from {t.host.name}")
+
+
+class NginxPool:
+    """The balancer's side of a rolling restart (lab.recipes.Rollout): the upstream line of a host marked `down`,
+    a graceful reload, and a wait until nginx's old workers (the ones that may still talk to it) are gone."""
+
+    def serving(self, t: Target) -> set[str] | None:
+        answering: set[str] | None = None
+        for lb in self._balancers(t):
+            lines = lb.run(f"grep -E '^\\s*server .*;  # ' {SITE}", check=False).stdout.splitlines()
+            listed = {line.split("#", 1)[1].strip() for line in lines if not line.split("#", 1)[0].rstrip().endswith(" down;")}
+            here = healthy(lb, [h for h in upstream_hosts(t.topology) if h.name in listed])
+            answering = here if answering is None else answering & here
+        return answering
+
+    def apply(self, t: Target, down: frozenset[str]) -> None:
+        hosts = upstream_hosts(t.topology)
+        for lb in self._balancers(t):
+            if write_site(lb, upstream_servers(hosts, healthy(lb, hosts), down)):
+                old_workers = lb.run("pgrep -d ' ' -f '^nginx: worker process'", check=False).stdout.split()
+                lb.run("systemctl reload nginx")
+                wait = f"for p in {' '.join(old_workers)}; do while kill -0 $p 2>/dev/null; do sleep 0.1; done; done"
+                if not lb.test(f"timeout {DRAIN_SECONDS} sh -c {shlex.quote(wait)}"):
+                    raise RecipeError(f"nginx on {lb.host.name} still had requests in flight after {DRAIN_SECONDS} s")
+
+    @staticmethod
+    def _balancers(t: Target) -> list[Target]:
+        """The balancer hosts already running nginx with the lab's site (none on a lab's first `lab up`)."""
+        running = []
+        for host in t.topology.tier("lb"):
+            lb = t.on(host.name)
+            if lb.test(f"systemctl is-active --quiet nginx && test -e {SITE}"):
+                running.append(lb)
+        return running
+
+
+BALANCER_POOL = NginxPool()  # found by lab.recipes.converge: the rolling restarts of step 3 go through it
 
 
 @recipe(tiers=("lb",))

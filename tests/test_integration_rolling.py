@@ -1,0 +1,194 @@
+"""Rolling restarts under load: web×2 behind lb1, Locust through lb1 while `lab up` rolls out a new release and
+switches the app server both ways; not one request may fail, and both hosts must serve what was rolled out."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lab.bench import BenchSettings, locust_command, output_paths, parse_stats_json
+from lab.recipes import PROJECT_ROOT
+from lab.testing import ScratchLab, scratch_lab
+
+NAME = os.environ.get("TEST_LAB_NAME", "labroll")  # its own name and subnet: other labs on this machine must not matter
+pytestmark = pytest.mark.integration
+
+if os.geteuid() != 0:
+    if os.environ.get("CI"):
+        raise RuntimeError("the integration test needs root in CI")
+    pytest.skip("the local provider needs root", allow_module_level=True)
+
+WEBS = ("web1", "web2")
+USERS = 10  # Locust's anonymous SiteVisitor: pages, DB views, static files; ~30 requests/s through lb1
+LOAD_BEFORE_S = 5  # load flowing before the rollout starts, and after it ends
+LOAD_LIMIT_S = 900  # Locust's own bound, should a rollout hang
+# What a user's checkout needs to run `lab`: the test edits app/ in a copy, never the project's own.
+PROJECT_PARTS = ("lab", "provision", "app", "loadtests", "Vagrantfile.j2", "pyproject.toml")
+BASE_TEMPLATE = Path("app/accounts/templates/accounts/base.html")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project, so the test can change its site the way a user would: by editing app/."""
+    root = tmp_path_factory.mktemp("project")
+    for part in PROJECT_PARTS:
+        source = PROJECT_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, root / part, ignore=shutil.ignore_patterns("__pycache__", ".dev", ".pytest_cache"))
+        else:
+            shutil.copy2(source, root / part)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, project: Path):
+    # `python -m lab` runs the copy: its app/ is the site deployed
+    with scratch_lab(NAME, range(80, 100), folder=tmp_path_factory.mktemp("rolling"),
+                     extra_env={"PYTHONPATH": str(project)}) as the_lab:
+        yield the_lab
+
+
+def lb_address(lab: ScratchLab) -> str:
+    return next(h["ip"] for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
+
+
+def on(lab: ScratchLab, host: str, script: str) -> str:
+    return lab.ok("ssh", host, script).strip()
+
+
+def served_release(lab: ScratchLab, host: str) -> str:
+    """The release every process of the app user runs in (one name), or what differs."""
+    script = ("for p in $(pgrep -u bank); do readlink /proc/$p/cwd; done | sort -u | "
+              "sed 's|^/srv/bank/releases/||' | tr '\\n' ' '")
+    return on(lab, host, script)
+
+
+def app_server(lab: ScratchLab, host: str) -> str:
+    return on(lab, host, "for u in gunicorn apache2; do systemctl is-active --quiet $u && printf '%s ' $u; done; true")
+
+
+def under_load(lab: ScratchLab, results: Path, *up_args: str, web: int = 2) -> dict:
+    """`lab up ARGS` while Locust's users hit lb1; what Locust counted, and how long the rollout took."""
+    results.mkdir(parents=True)
+    settings = BenchSettings(f"http://{lb_address(lab)}", USERS, USERS, LOAD_LIMIT_S,
+                             PROJECT_ROOT / "loadtests" / "locustfile.py", results)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+    with open(results / "locust.log", "w") as log:
+        locust = subprocess.Popen([*locust_command(settings), "SiteVisitor"], cwd=results, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            time.sleep(LOAD_BEFORE_S)
+            assert locust.poll() is None, (results / "locust.log").read_text()
+            started = time.monotonic()
+            output = lab.ok("up", f"--web={web}", *up_args, timeout=LOAD_LIMIT_S - 60)
+            rollout_s = time.monotonic() - started
+            time.sleep(LOAD_BEFORE_S)
+        finally:
+            locust.send_signal(signal.SIGTERM)  # Locust writes its final stats on SIGTERM
+            locust.wait(60)
+    total, _ = parse_stats_json(output_paths(results)["locust_json"])
+    failures = output_paths(results)["csv_failures"]
+    figures = {"requests": total.requests, "failures": total.failures, "rollout_s": round(rollout_s, 1),
+               "load_s": round(rollout_s + 2 * LOAD_BEFORE_S, 1), "output": output,
+               "failure_report": failures.read_text() if failures.exists() else ""}
+    print(f"\n[rolling] lab up --web={web} {' '.join(up_args) or '(new release)'}: {figures['requests']} requests through lb1, "
+          f"{figures['failures']} failed; rollout {figures['rollout_s']} s (load {figures['load_s']} s)")
+    for line in output.splitlines():
+        if "balancer's pool" in line or "reloaded" in line or "restarted" in line:
+            print(f"[rolling]   {' '.join(line.split())}")
+    return figures
+
+
+def test_up_web2(lab: ScratchLab) -> None:
+    output = lab.ok("up", "--web=2", timeout=1500)
+    assert "0 failed" in output
+    assert [app_server(lab, web) for web in WEBS] == ["gunicorn", "gunicorn"]
+
+
+def test_converged_lab_changes_nothing(lab: ScratchLab) -> None:
+    output = lab.ok("up", "--web=2")
+    assert "no changes" in output, output
+
+
+def change_the_site(project: Path) -> str:
+    """What a user does before a deploy: edit a template of the site (in the test's copy of the project)."""
+    marker = f"<!-- rolled out {time.time_ns()} -->"
+    with open(project / BASE_TEMPLATE, "a") as template:
+        template.write(marker + "\n")
+    return marker
+
+
+def pages_through_lb1(lab: ScratchLab, count: int = 6) -> list[str]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    pages = []
+    for _ in range(count):  # round robin over the web hosts
+        with opener.open(f"http://{lb_address(lab)}/", timeout=10) as response:
+            pages.append(response.read().decode())
+    return pages
+
+
+def test_new_release_rolls_out_without_a_failed_request(lab: ScratchLab, project: Path, tmp_path: Path) -> None:
+    before = {web: served_release(lab, web) for web in WEBS}
+    marker = change_the_site(project)
+    figures = under_load(lab, tmp_path / "release")
+    assert figures["failures"] == 0, figures["failure_report"]
+    assert figures["requests"] > 100
+    for web in WEBS:
+        assert f"took {web} out of the balancer's pool for restarting gunicorn" in figures["output"]
+    after = {web: served_release(lab, web) for web in WEBS}
+    assert len(set(after.values())) == 1 and " " not in next(iter(after.values())), after  # one release, both hosts
+    assert after["web1"] != before["web1"] and after["web2"] != before["web2"]
+    assert all(marker in page for page in pages_through_lb1(lab))
+
+
+@pytest.mark.parametrize("server, unit", [("mod_wsgi", "apache2"), ("gunicorn", "gunicorn")])
+def test_switching_the_app_server_loses_no_request(lab: ScratchLab, tmp_path: Path, server: str, unit: str) -> None:
+    figures = under_load(lab, tmp_path / server, f"--app-server={server}")
+    assert figures["failures"] == 0, figures["failure_report"]
+    assert figures["requests"] > 100
+    for web in WEBS:
+        assert f"took {web} out of the balancer's pool for switching" in figures["output"]
+        assert app_server(lab, web) == unit
+    assert len({served_release(lab, web) for web in WEBS}) == 1
+    assert "no changes" in lab.ok("up", "--web=2", f"--app-server={server}")
+
+
+def test_an_interrupted_scale_up_sends_nothing_to_a_host_not_yet_serving(lab: ScratchLab) -> None:
+    process = subprocess.Popen(
+        lab.command("up", "--web=3"), cwd=lab.folder, env=lab.env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    lines = []
+    for line in process.stdout:  # type: ignore[union-attr]
+        lines.append(line)
+        if " web3 " in line and " virtualenv " in line:  # minutes after lb1's own recipes could have run
+            break
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    assert process.wait(60) == 130, "".join(lines) + process.stderr.read()  # type: ignore[union-attr]
+    web3 = next(h["ip"] for h in lab.state["topology"]["hosts"] if h["name"] == "web3")
+    assert on(lab, "web3", "systemctl is-active gunicorn || true") != "active"  # web3 cannot serve yet...
+    assert f"server {web3}:" not in on(lab, "lb1", "cat /etc/nginx/sites-enabled/bank")  # ...and gets nothing
+    lab.ok("up", "--web=3", timeout=1500)
+    assert f"server {web3}:8000 max_fails" in on(lab, "lb1", "cat /etc/nginx/sites-enabled/bank")
+
+
+def test_with_one_web_host_gunicorn_reloads_in_place_without_a_failed_request(lab: ScratchLab, project: Path,
+                                                                             tmp_path: Path) -> None:
+    lab.ok("up", "--web=1")
+    before = served_release(lab, "web1")
+    marker = change_the_site(project)
+    figures = under_load(lab, tmp_path / "web1", web=1)
+    assert figures["failures"] == 0, figures["failure_report"]
+    assert figures["requests"] > 100
+    assert "out of the balancer's pool" not in figures["output"]  # nothing else could serve: no drain
+    assert "reloaded gunicorn" in figures["output"]
+    after = served_release(lab, "web1")
+    assert after != before and " " not in after
+    assert all(marker in page for page in pages_through_lb1(lab))
