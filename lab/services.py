@@ -1,4 +1,4 @@
-"""Each tier's main services (the one map of them), and whether they are up on a running lab, asked over its ssh_config."""
+"""Whether each host's main services (its tier spec's, in lab.stack) are up on a running lab, asked over its ssh_config."""
 
 from __future__ import annotations
 
@@ -8,17 +8,9 @@ from typing import Iterable
 
 from lab.state import LabDir
 from lab.topology import Topology
-from provision.step2_database.recipes import PG_VERSION
+from lab.stack import APP_SERVER_UNIT
 from provision.step3_appserver.recipes import SERVER_UNITS
 
-APP_SERVER = "<app server>"  # stands for the lab's app server unit, which depends on the lab (gunicorn or apache2)
-# The systemd units that make a tier do its job; a later tier spec can take this over as one field per tier.
-# db: the cluster's own unit (postgresql.service is a wrapper that stays "active" when the cluster is down).
-TIER_SERVICES: dict[str, tuple[str, ...]] = {
-    "lb": ("nginx",),
-    "web": (APP_SERVER,),
-    "db": (f"postgresql@{PG_VERSION}-main",),
-}
 PROBE_TIMEOUT_S = 8.0  # per host, all hosts at once: `lab status` answers within this even when a host hangs
 UP, DOWN, UNKNOWN = "up", "down", "unknown"
 
@@ -26,7 +18,8 @@ UP, DOWN, UNKNOWN = "up", "down", "unknown"
 def services_of(topology: Topology, tier: str) -> tuple[str, ...]:
     """The units that tier runs in this lab, in display order."""
     unit = SERVER_UNITS[topology.app_server]
-    return tuple(unit if name == APP_SERVER else name for name in TIER_SERVICES.get(tier, ()))
+    spec = topology.stack.tiers.get(tier)
+    return tuple(unit if name == APP_SERVER_UNIT else name for name in (spec.services if spec else ()))
 
 
 def probe_command(labdir: LabDir, host: str, units: Iterable[str]) -> list[str]:

@@ -14,6 +14,8 @@ from typing import Iterable, Mapping
 MACHINE = "machine"  # this machine: where lab's SSH, the checks and the load tests come from
 SUBNET = "lab"  # anything on the lab's network (every host and the machine's bridge address)
 EVERY_TIER = "*"  # as a link's target: every host of the lab
+# In a tier's services: the lab's app server unit, which depends on the lab (gunicorn, or apache2 for mod_wsgi).
+APP_SERVER_UNIT = "<app server>"
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class TierSpec:
     memory_mb: int
     cpus: int
     role: str
-    services: tuple[str, ...] = ()  # the tier's main systemd services (what `lab status` can show)
+    services: tuple[str, ...] = ()  # the tier's main systemd units, what `lab status` shows (APP_SERVER_UNIT: the lab's)
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,9 @@ _BASE = Stack(
 )
 BUILT_IN = (
     _BASE.with_tier(TierSpec("lb", 10, 1, 1, 2, 512, 1, "nginx load balancer", ("nginx",)))
-    .with_tier(TierSpec("web", 20, 1, 1, 9, 768, 1, "Django web server", ("gunicorn",)))
-    .with_tier(TierSpec("db", 30, 1, 1, 1, 768, 1, "PostgreSQL server", ("postgresql",)))
+    .with_tier(TierSpec("web", 20, 1, 1, 9, 768, 1, "Django web server", (APP_SERVER_UNIT,)))
+    # The cluster's own unit: postgresql.service is a wrapper that stays "active" when the cluster is down.
+    .with_tier(TierSpec("db", 30, 1, 1, 1, 768, 1, "PostgreSQL server", ("postgresql@15-main",)))
     .with_links(
         Link(MACHINE, EVERY_TIER, 22, "ssh"),  # lab's own SSH (recipes, checks, `lab ssh`)
         Link(SUBNET, "lb", 80, "http"),  # the site, for the machine (browser, load tests) and every lab host

@@ -7,9 +7,10 @@ import time
 import pytest
 
 from lab import services
-from lab.services import TIER_SERVICES, probe, read_states, services_of
+from lab.services import probe, read_states, services_of
 from lab.state import LabDir
-from lab.topology import TIERS, Overrides, resolve
+from lab.topology import Overrides, resolve
+from provision.step2_database.recipes import PG_VERSION
 
 GUNICORN = resolve({}, {}, Overrides(web=2), platform="linux")
 MOD_WSGI = resolve({}, {}, Overrides(web=2, app_server="mod_wsgi"), platform="linux")
@@ -28,11 +29,12 @@ esac
 
 
 def test_every_tier_has_its_main_services():
-    assert set(TIER_SERVICES) == set(TIERS)
+    assert all(spec.services for spec in GUNICORN.stack.tiers.values())
     assert services_of(GUNICORN, "lb") == ("nginx",)
     assert services_of(GUNICORN, "web") == ("gunicorn",)
     assert services_of(MOD_WSGI, "web") == ("apache2",)
-    assert services_of(GUNICORN, "db") == ("postgresql@15-main",)  # the cluster, not the wrapper that stays active
+    # the cluster, not the wrapper that stays active; the version step 2 installs
+    assert services_of(GUNICORN, "db") == (f"postgresql@{PG_VERSION}-main",)
     assert services_of(GUNICORN, "cache") == ()
 
 
