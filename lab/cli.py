@@ -271,10 +271,7 @@ def box() -> None:
 @debug_option
 def box_build(rebuild: bool) -> None:
     """Build the Debian 12 box for vagrant-libvirt locally (nothing from Vagrant Cloud) and add it to Vagrant."""
-    from lab.providers.vagrant import box as boxes, libvirt
-
-    libvirt.ensure_libvirt(say)
-    say(f"box {boxes.ensure_box(say, rebuild=rebuild)} is ready")
+    say(f"box {lifecycle.build_box(say, rebuild=rebuild)} is ready")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -269,6 +269,11 @@ def close_ssh_masters(labdir: LabDir, hosts: Iterable[str]) -> None:
                        capture_output=True, stdin=subprocess.DEVNULL, timeout=10)
 
 
+def build_box(say: Say, rebuild: bool = False) -> str:
+    """`lab box build`: the vagrant provider's own box, made on this machine (no lab needed); returns its name."""
+    return get_provider("vagrant").build_box(say, rebuild=rebuild)
+
+
 def destroy(project: Project, say: Say) -> bool:
     """Remove the lab using only what .lab/ records; returns False when there was nothing to destroy."""
     labdir = project.labdir

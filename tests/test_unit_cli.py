@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from lab import cli as cli_module
 from lab import lifecycle
 from lab.cli import cli, main
-from lab.errors import NotUp, TopologyError
+from lab.errors import NotUp, TopologyError, UsageError
 from lab.recipes import discover_steps
 from lab.state import LabDir
 from lab.testing import one_error_line, run_main
@@ -477,3 +477,20 @@ def test_lab_test_verbose_names_each_skipped_check_and_why(skipping_checks, capf
     for check in SKIPPED:
         assert f"skipped {check.check}: this lab runs gunicorn" in out
     assert "2 check(s) skipped" in out and "`lab test -v`" not in out
+
+
+def test_box_build_goes_through_the_library_to_the_vagrant_provider(monkeypatch, capfd):
+    from lab.providers.vagrant import VagrantProvider
+
+    built = []
+    monkeypatch.setattr(VagrantProvider, "build_box", lambda self, say, rebuild=False: built.append(rebuild) or "lab/debian12")
+    code, out, _ = run_main(["box", "build", "--rebuild"], capfd)
+    assert (code, built) == (0, [True])
+    assert "box lab/debian12 is ready" in out
+
+
+def test_a_provider_without_a_box_refuses_box_build_in_one_line():
+    from lab.providers.local import LocalProvider
+
+    with pytest.raises(UsageError, match="without a box"):
+        LocalProvider().build_box(print)

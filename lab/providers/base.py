@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from lab.errors import UsageError
 from lab.hosts import HostFacts, SshEndpoint
 from lab.state import LabDir
 from lab.system import Say
@@ -31,6 +32,10 @@ class Provider(ABC):
     @abstractmethod
     def status(self, labdir: LabDir, state: dict[str, Any]) -> dict[str, str]:
         """Each host's state, in the provider's own words ("running", "stopped", "not created")."""
+
+    def build_box(self, say: Say, rebuild: bool = False) -> str:
+        """`lab box build`: a provider whose hosts start from a box builds it here; the others have none."""
+        raise UsageError(f"the {self.name} provider makes its hosts without a box: `lab box build` is for vagrant")
 
     def cpu_seconds(self, labdir: LabDir, state: dict[str, Any]) -> dict[str, float]:
         """CPU time each host has used so far, for benchmarks; providers that cannot tell return {}."""

@@ -31,6 +31,13 @@ def choose_vagrant_provider(topology: Topology) -> str:
 class VagrantProvider(Provider):
     name = "vagrant"
 
+    def build_box(self, say: Say, rebuild: bool = False) -> str:
+        """`lab box build`: libvirt ready, then the Debian 12 box built here and added to Vagrant; its name."""
+        from lab.providers.vagrant import box, libvirt  # the box builder's imports only when a box is built
+
+        libvirt.ensure_libvirt(say)
+        return box.ensure_box(say, rebuild=rebuild)
+
     def preflight(self, topology: Topology, labdir: LabDir, say: Say) -> None:
         provider = choose_vagrant_provider(topology)
         if provider == "libvirt":
