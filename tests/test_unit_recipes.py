@@ -15,9 +15,10 @@ import pytest
 
 from lab.errors import ProvisionFailed
 from lab.hosts import HostFacts
-from lab.recipes import (ConvergeReport, Recipe, RecipeError, RecipeResult, Target, converge, gist, load_recipes,
+from lab.recipes import (ConvergeReport, Recipe, RecipeError, RecipeResult, Target, converge, load_recipes,
                          raise_for_failures)
 from lab.remote import CommandResult
+from lab.system import gist
 
 NFT_OUTPUT = """\
 /etc/nftables.conf:12:46-46: Error: syntax error, unexpected '}'

@@ -93,7 +93,7 @@ def nginx(t: Target) -> None:
 
 
 class NginxPool:
-    """The balancer's side of a rolling restart (lab.recipes.Rollout): the upstream line of a host marked `down`,
+    """The balancer's side of a rolling restart (lab.recipes.target.Rollout): the upstream line of a host marked `down`,
     a graceful reload, and a wait until nginx's old workers (the ones that may still talk to it) are gone."""
 
     def serving(self, t: Target) -> set[str] | None:
@@ -126,7 +126,7 @@ class NginxPool:
         return running
 
 
-BALANCER_POOL = NginxPool()  # found by lab.recipes.converge: the rolling restarts of step 3 go through it
+BALANCER_POOL = NginxPool()  # found by lab.recipes.discovery.balancer_pool: the rolling restarts of step 3 go through it
 
 
 @recipe(tiers=("lb",))

@@ -1,140 +1,28 @@
-"""Runs the provision/ recipes: per host in parallel, in step order, each reporting what it changed."""
+"""What a recipe works on: one host as a Target, whose helpers check every command and record every change,
+and the rolling restarts that take a web host out of the balancer's pool meanwhile."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import shlex
-import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import jinja2
 
-from lab.errors import ProvisionFailed
 from lab.hosts import HostFacts
 from lab.remote import CommandResult, RemoteHost
 from lab.system import gist
 from lab.topology import Host, Topology
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROVISION_DIR = PROJECT_ROOT / "provision"
 
 
 class RecipeError(Exception):
     """A recipe could not bring its host to the wanted state; the message says which command failed."""
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """A named, idempotent piece of provisioning, introduced by one workshop step."""
-
-    name: str  # "<step folder>.<function>", unique
-    step: int
-    tiers: tuple[str, ...]
-    func: Callable[["Target"], None]
-    requires: tuple[str, ...] = ()
-    first_only: bool = False  # run on the tier's first host only (migrations, sample data)
-    after: tuple[str, ...] = ()  # recipes that must have finished everywhere first, whether or not they succeeded
-
-    def applies_to(self, host: Host, topology: Topology) -> bool:
-        if host.tier not in self.tiers:
-            return False
-        return not self.first_only or topology.tier(host.tier)[0].name == host.name
-
-
-def recipe(tiers: Iterable[str], requires: Iterable[str] = (), first_only: bool = False, after: Iterable[str] = ()):
-    """Mark a function in provision/stepN_*/recipes.py as a recipe (collected in definition order).
-
-    `requires`: skipped unless those recipes succeeded everywhere; `after`: runs once they finished everywhere,
-    successful or not (the recipe itself looks at what they left, e.g. which web hosts answer).
-    """
-
-    def mark(func: Callable[["Target"], None]) -> Callable[["Target"], None]:
-        func.lab_recipe = {"tiers": tuple(tiers), "requires": tuple(requires), "first_only": first_only,  # type: ignore[attr-defined]
-                           "after": tuple(after)}
-        return func
-
-    return mark
-
-
-@dataclass(frozen=True)
-class Step:
-    number: int
-    title: str
-    package: str  # e.g. "provision.step2_database"
-
-    @property
-    def folder(self) -> Path:
-        return PROVISION_DIR / self.package.rsplit(".", 1)[1]
-
-
-def discover_steps() -> list[Step]:
-    """The workshop's steps, one folder each: provision/stepN_name/ with recipes.py and checks."""
-    steps = []
-    for folder in sorted(PROVISION_DIR.glob("step[0-9]*_*")):
-        module = importlib.import_module(f"provision.{folder.name}")
-        steps.append(Step(number=module.STEP, title=module.TITLE, package=f"provision.{folder.name}"))
-    return sorted(steps, key=lambda s: s.number)
-
-
-def load_recipes(max_step: int | None = None) -> list[Recipe]:
-    recipes: list[Recipe] = []
-    for step in discover_steps():
-        if max_step is not None and step.number > max_step:
-            continue
-        module = importlib.import_module(f"{step.package}.recipes")
-        for attribute in vars(module).values():
-            spec = getattr(attribute, "lab_recipe", None)
-            if spec is not None and getattr(attribute, "__module__", None) == module.__name__:
-                recipes.append(Recipe(name=f"{step.folder.name}.{attribute.__name__}", step=step.number, func=attribute, **spec))
-    names = [r.name for r in recipes]
-    for index, r in enumerate(recipes):
-        for needed in r.requires + r.after:
-            if needed not in names[:index]:
-                raise ValueError(f"recipe {r.name} requires {needed}, which is not an earlier recipe")
-    return recipes
-
-
-@dataclass
-class RecipeResult:
-    host: str
-    recipe: str
-    step: int
-    status: str  # "changed" | "ok" | "failed" | "skipped"
-    changes: list[str] = field(default_factory=list)
-    error: str = ""
-    seconds: float = 0.0
-
-
-@dataclass
-class ConvergeReport:
-    results: list[RecipeResult]
-    seconds: float
-
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.results if r.status == status)
-
-    @property
-    def changes(self) -> int:
-        return sum(len(r.changes) for r in self.results)
-
-    def summary(self) -> str:
-        hosts = len({r.host for r in self.results})
-        parts = f"{self.count('changed')} changed, {self.count('ok')} ok, {self.count('failed')} failed, {self.count('skipped')} skipped"
-        verdict = "no changes: the lab was already converged" if self.changes == 0 and not self.count("failed") else f"{self.changes} change{'s' if self.changes != 1 else ''}"
-        return f"{len(self.results)} recipes on {hosts} hosts: {parts}; {verdict} ({self.seconds:.1f} s)"
-
-
 # -- rolling restarts: one web host at a time out of the balancer's pool ---------------------------------------
-
-BALANCER_POOL_ATTRIBUTE = "BALANCER_POOL"  # the recipes module of the step that balances the web tier defines it
-
 
 class BalancerPool(Protocol):
     """How the balancing step takes a web host out of its pool and back (step 5: nginx's upstream)."""
@@ -186,15 +74,6 @@ class Rollout:
         self._drained.add(t.host.name)
         self.pool.apply(t, frozenset(self._drained))
         return True
-
-
-def balancer_pool(recipes: Iterable[Recipe]) -> BalancerPool | None:
-    """The BALANCER_POOL of the loaded steps, if one of them balances the web tier (none with --step below it)."""
-    for module_name in dict.fromkeys(r.func.__module__ for r in recipes):
-        pool = getattr(sys.modules[module_name], BALANCER_POOL_ATTRIBUTE, None)
-        if pool is not None:
-            return pool
-    return None
 
 
 class Target:
@@ -394,127 +273,3 @@ class Target:
 
 def _short(command: str) -> str:
     return command if len(command) < 120 else command[:117] + "..."
-
-
-class _Progress:
-    """Which recipes have finished on which hosts, so cross-host requirements can wait for them."""
-
-    def __init__(self, needed_hosts: dict[str, set[str]]) -> None:
-        self._needed = needed_hosts
-        self._done: dict[str, set[str]] = {name: set() for name in needed_hosts}
-        self._failed: dict[str, str] = {}
-        self._cond = threading.Condition()
-
-    def finish(self, recipe: str, host: str, ok: bool) -> None:
-        with self._cond:
-            self._done[recipe].add(host)
-            if not ok:
-                self._failed.setdefault(recipe, host)
-            self._cond.notify_all()
-
-    def wait_all(self, recipe: str) -> None:
-        """Block until the recipe has finished (or failed, or been skipped) on every host it applies to; a recipe
-        this converge does not run (a run of chosen recipes only) has nothing to wait for."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._done.get(recipe, set()) >= self._needed.get(recipe, set()))
-
-    def wait(self, recipe: str) -> str | None:
-        """Block until the recipe is done everywhere; return the failed host's name, if any."""
-        with self._cond:
-            self._cond.wait_for(lambda: recipe in self._failed or self._done[recipe] >= self._needed[recipe])
-            return self._failed.get(recipe)
-
-
-def converge(
-    topology: Topology,
-    recipes: list[Recipe],
-    connect: Callable[[str], RemoteHost],
-    facts: HostFacts,
-    secrets: dict[str, str],
-    on_result: Callable[[RecipeResult], None] = lambda r: None,
-) -> ConvergeReport:
-    """Apply recipes to every host: one thread per host, in order, waiting only where a recipe requires another."""
-    started = time.monotonic()
-    templates = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(PROVISION_DIR)), undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-    )
-    progress = _Progress({r.name: {h.name for h in topology.hosts if r.applies_to(h, topology)} for r in recipes})
-    rollout = Rollout(balancer_pool(recipes))
-    results: list[RecipeResult] = []
-    lock = threading.Lock()
-
-    def record(result: RecipeResult) -> None:
-        with lock:
-            results.append(result)
-        on_result(result)
-
-    def provision(host: Host) -> None:
-        chain = [r for r in recipes if r.applies_to(host, topology)]
-        opened: list[RemoteHost] = []
-
-        def open_remote(name: str) -> RemoteHost:
-            remote = connect(name)
-            opened.append(remote)
-            return remote
-
-        failed_before: str | None = None
-        try:
-            remote = open_remote(host.name)
-            target = Target(remote, host, topology, facts, secrets, templates, open_remote, rollout)
-            for r in chain:
-                for finished in r.after:
-                    progress.wait_all(finished)
-                if failed_before is None:
-                    for needed in r.requires:
-                        blocker = progress.wait(needed)
-                        if blocker:
-                            failed_before = f"needs {needed}, which did not complete on {blocker}"
-                            break
-                if failed_before is not None:
-                    record(RecipeResult(host.name, r.name, r.step, "skipped", error=failed_before))
-                    progress.finish(r.name, host.name, ok=False)
-                    continue
-                t0 = time.monotonic()
-                before = len(target.changes)
-                try:
-                    r.func(target)
-                except Exception as error:  # a recipe's failure is reported per host, not raised
-                    message = " ".join(str(error).split()) or type(error).__name__
-                    record(RecipeResult(host.name, r.name, r.step, "failed", target.changes[before:], message, time.monotonic() - t0))
-                    progress.finish(r.name, host.name, ok=False)
-                    failed_before = f"an earlier recipe failed on {host.name}"
-                    continue
-                changes = target.changes[before:]
-                record(RecipeResult(host.name, r.name, r.step, "changed" if changes else "ok", changes, "", time.monotonic() - t0))
-                progress.finish(r.name, host.name, ok=True)
-        except Exception as error:  # could not even connect: every recipe of this host is skipped
-            message = " ".join(str(error).split()) or type(error).__name__
-            for r in chain:
-                if not any(res.host == host.name and res.recipe == r.name for res in results):
-                    record(RecipeResult(host.name, r.name, r.step, "failed", [], f"cannot reach {host.name}: {message}"))
-                    progress.finish(r.name, host.name, ok=False)
-        finally:
-            for remote in opened:
-                remote.close()
-
-    pool = ThreadPoolExecutor(max_workers=len(topology.hosts), thread_name_prefix="recipe")
-    try:
-        futures = [pool.submit(provision, h) for h in topology.hosts]
-        for future in futures:
-            while not future.done():
-                time.sleep(0.05)  # short waits keep the main thread able to take Ctrl-C
-            future.result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    report = ConvergeReport(sorted(results, key=lambda r: (r.step, r.host)), time.monotonic() - started)
-    return report
-
-
-def raise_for_failures(report: ConvergeReport) -> None:
-    failed = [r for r in report.results if r.status == "failed"]
-    if failed:
-        first = failed[0]
-        raise ProvisionFailed(
-            f"{len(failed)} recipe(s) failed; first: {first.recipe} on {first.host}: {first.error}"
-        )
