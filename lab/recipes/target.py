@@ -22,6 +22,12 @@ class RecipeError(Exception):
     """A recipe could not bring its host to the wanted state; the message says which command failed."""
 
 
+def quoted(command: str, *args: object) -> str:
+    """`command` with each arg shell-quoted into its %s placeholders, as testinfra's host.run(command, *args) does;
+    without args, `command` as it is (so a literal % needs no doubling)."""
+    return command % tuple(shlex.quote(str(arg)) for arg in args) if args else command
+
+
 # -- rolling restarts: one web host at a time out of the balancer's pool ---------------------------------------
 
 class BalancerPool(Protocol):
@@ -80,29 +86,36 @@ class Target:
     """What a recipe works on: one host, with idempotent helpers that record every change they make."""
 
     def __init__(self, remote: RemoteHost, host: Host, topology: Topology, facts: HostFacts,
-                 secrets: dict[str, str], templates: jinja2.Environment, peers: Callable[[str], RemoteHost],
-                 rollout: Rollout | None = None) -> None:
+                 secrets: dict[str, str], templates: jinja2.Environment, connect: Callable[[str], RemoteHost],
+                 rollout: Rollout | None = None, on_behalf_of: str | None = None) -> None:
         self.remote = remote
         self.host = host
         self.topology = topology
         self.facts = facts
         self.secrets = secrets
         self._templates = templates
-        self._peers = peers
+        self._connect = connect
         self._rollout = rollout or Rollout()
+        self._on_behalf_of = on_behalf_of  # the host whose recipe works here, when this is another host's Target
         self._others: dict[str, Target] = {}
         self.changes: list[str] = []
         self.events: set[str] = set()
 
     # -- commands -------------------------------------------------------------------------
-    def run(self, command: str, user: str | None = None, check: bool = True) -> CommandResult:
+    # Every command takes its variable parts as args, quoted into its %s placeholders (see quoted()):
+    # t.run("useradd --home-dir %s %s", home, user).
+    def run(self, command: str, *args: object, user: str | None = None, check: bool = True) -> CommandResult:
+        """Run a command; one that exits non-zero raises RecipeError unless check=False."""
+        command = quoted(command, *args)
         result = self.remote.run(command, user=user)
         if check and not result.ok:
-            raise RecipeError(f"`{_short(command)}` exited {result.exit_code}: {gist(result.stderr or result.stdout)}")
+            where = f" on {self.host.name}" if self._on_behalf_of else ""
+            raise RecipeError(f"`{_short(command)}` exited {result.exit_code}{where}: {gist(result.stderr or result.stdout)}")
         return result
 
-    def test(self, command: str, user: str | None = None) -> bool:
-        return self.remote.run(command, user=user).ok
+    def test(self, command: str, *args: object, user: str | None = None) -> bool:
+        """Whether a command exits 0."""
+        return self.remote.run(quoted(command, *args), user=user).ok
 
     def changed(self, what: str, *events: str) -> None:
         self.changes.append(what)
@@ -111,15 +124,13 @@ class Target:
     def notified(self, *events: str) -> bool:
         return bool(self.events.intersection(events))
 
-    def peer(self, host_name: str) -> RemoteHost:
-        """Another host of the lab (e.g. the balancer copying static files from web1)."""
-        return self._peers(host_name)
-
     def on(self, host_name: str) -> "Target":
-        """Another host of the lab with this Target's helpers; what changes there is not this host's change."""
+        """Another host of the lab (e.g. web1, whose static files the balancer copies), with the same checked helpers;
+        a failed command there names that host, and what changes there is not this host's change."""
         if host_name not in self._others:  # one connection per peer and Target (a Target is one thread's)
-            self._others[host_name] = Target(self.peer(host_name), self.topology.host(host_name), self.topology,
-                                             self.facts, self.secrets, self._templates, self._peers, self._rollout)
+            self._others[host_name] = Target(self._connect(host_name), self.topology.host(host_name), self.topology,
+                                             self.facts, self.secrets, self._templates, self._connect, self._rollout,
+                                             on_behalf_of=self.host.name)
         return self._others[host_name]
 
     @contextmanager
@@ -141,7 +152,7 @@ class Target:
 
     # -- state helpers --------------------------------------------------------------------
     def packages(self, *names: str) -> bool:
-        query = "dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' " + " ".join(names) + " 2>/dev/null"
+        query = "dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' " + _words(names) + " 2>/dev/null"
         installed = {line.split()[0] for line in self.run(query, check=False).stdout.splitlines() if line.split()[1:2] == ["ii"]}
         missing = [n for n in names if n not in installed]
         if not missing:
@@ -156,7 +167,7 @@ class Target:
         install = (
             "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && "
             "trap 'rm -f /usr/sbin/policy-rc.d' EXIT && "
-            "apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=120 " + " ".join(missing)
+            "apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=120 " + _words(missing)
         )
         if not self.test(install):
             self.run("apt-get update -q")  # package lists too old for the archive: refresh once
@@ -168,19 +179,19 @@ class Target:
              events: Iterable[str] = ()) -> bool:
         data = content.encode() if isinstance(content, str) else content
         wanted = f"{mode:o} {owner} {group} {hashlib.sha256(data).hexdigest()}"
-        q = shlex.quote(path)
-        current = self.run(f"stat -c '%a %U %G' {q} 2>/dev/null && sha256sum {q} | cut -d' ' -f1", check=False).stdout.split()
+        current = self.run("stat -c %s %s 2>/dev/null && sha256sum %s | cut -d' ' -f1", "%a %U %G", path, path,
+                           check=False).stdout.split()
         if " ".join(current) == wanted:
             return False
+        owners, octal = f"{owner}:{group}", f"{mode:o}"
         if len(current) == 4 and current[3] == wanted.split()[3]:
-            self.run(f"chown {owner}:{group} {q} && chmod {mode:o} {q}")
+            self.run("chown %s %s && chmod %s %s", owners, path, octal, path)
             self.changed(f"set {path} to {mode:o} {owner}:{group}", *events)
             return True
         tmp = f"/tmp/.lab-upload-{hashlib.sha1(path.encode()).hexdigest()[:12]}"
         self.remote.put(data, tmp)
-        self.run(
-            f"chown {owner}:{group} {tmp} && chmod {mode:o} {tmp} && mkdir -p $(dirname {q}) && mv -f {tmp} {q}"
-        )
+        self.run("chown %s %s && chmod %s %s && mkdir -p $(dirname %s) && mv -f %s %s",
+                 owners, tmp, octal, tmp, path, tmp, path)
         self.changed(f"{'updated' if current else 'created'} {path}", *events)
         return True
 
@@ -190,35 +201,33 @@ class Target:
         return self.file(path, text, mode, owner, group, events)
 
     def absent(self, path: str, *events: str) -> bool:
-        q = shlex.quote(path)
-        if not self.test(f"test -e {q} || test -L {q}"):
+        if not self.test("test -e %s || test -L %s", path, path):
             return False
-        self.run(f"rm -rf {q}")
+        self.run("rm -rf %s", path)
         self.changed(f"removed {path}", *events)
         return True
 
     def directory(self, path: str, mode: int = 0o755, owner: str = "root", group: str = "root") -> bool:
-        q = shlex.quote(path)
-        current = self.run(f"stat -c '%F %a %U %G' {q} 2>/dev/null", check=False).stdout.strip()
+        current = self.run("stat -c %s %s 2>/dev/null", "%F %a %U %G", path, check=False).stdout.strip()
         if current == f"directory {mode:o} {owner} {group}":
             return False
-        self.run(f"mkdir -p {q} && chown {owner}:{group} {q} && chmod {mode:o} {q}")
+        self.run("mkdir -p %s && chown %s %s && chmod %s %s", path, f"{owner}:{group}", path, f"{mode:o}", path)
         self.changed(f"{'fixed' if current else 'created'} directory {path}")
         return True
 
     def service(self, name: str, restart: bool = False, reload: bool = False) -> bool:
         """The unit enabled and running; restarted (or reloaded) when asked because its inputs changed."""
         did = False
-        if not self.test(f"systemctl is-enabled --quiet {name}"):
-            self.run(f"systemctl enable --quiet {name}")
+        if not self.test("systemctl is-enabled --quiet %s", name):
+            self.run("systemctl enable --quiet %s", name)
             self.changed(f"enabled {name}")
             did = True
-        if not self.test(f"systemctl is-active --quiet {name}"):
-            self.run(f"systemctl start {name}")
+        if not self.test("systemctl is-active --quiet %s", name):
+            self.run("systemctl start %s", name)
             self.changed(f"started {name}")
             return True
         if restart or reload:
-            self.run(f"systemctl {'reload' if reload and not restart else 'restart'} {name}")
+            self.run("systemctl %s %s", "reload" if reload and not restart else "restart", name)
             self.changed(f"{'reloaded' if reload and not restart else 'restarted'} {name}")
             did = True
         return did
@@ -229,21 +238,22 @@ class Target:
     LOCK_DIR = "/run/lock"
     OWED_DIR = "/var/lib/lab/owed"
 
-    def locked(self, key: str, command: str) -> str:
-        """`command` wrapped in a host-side lock named after key: a re-run waits for a leftover run instead of racing it."""
+    def locked(self, key: str, command: str, *args: object) -> str:
+        """`command` (args quoted in as by run) wrapped in a host-side lock named after key: a re-run waits for a
+        leftover run instead of racing it."""
         lock = f"{self.LOCK_DIR}/lab-{hashlib.sha1(key.encode()).hexdigest()[:12]}.lock"
-        return f"flock {lock} sh -c {shlex.quote(command)}"
+        return quoted("flock %s sh -c %s", lock, quoted(command, *args))
 
-    def completed(self, marker: str, command: str) -> bool:
+    def completed(self, marker: str, command: str, *args: object) -> bool:
         """Make something that takes several commands so that it is either complete or made again from scratch.
 
         `command` must start from scratch (remove what an interrupted run left); the marker file is written
         only after it succeeded, so its absence means "redo". Runs under locked(marker). Returns whether it ran.
         """
-        q = shlex.quote(marker)
-        if self.test(f"test -e {q}"):
+        if self.test("test -e %s", marker):
             return False
-        made = self.run(self.locked(marker, f"test -e {q} && exit 0; ({command}) && touch {q} && echo lab-made"))
+        q = shlex.quote(marker)  # shell code around shell code: pasted, not quoted in as one argument
+        made = self.run(self.locked(marker, f"test -e {q} && exit 0; ({quoted(command, *args)}) && touch {q} && echo lab-made"))
         return "lab-made" in made.stdout
 
     @contextmanager
@@ -253,9 +263,9 @@ class Target:
         seen again. A marker on the host spans the block; only finishing the block removes it (so an interrupt
         anywhere inside costs at most one restart more than needed)."""
         marker = f"{self.OWED_DIR}/{key}"
-        earlier = self.run(f"test -e {marker} && echo owed; mkdir -p {self.OWED_DIR} && touch {marker}").stdout
+        earlier = self.run("test -e %s && echo owed; mkdir -p %s && touch %s", marker, self.OWED_DIR, marker).stdout
         yield "owed" in earlier
-        self.run(f"rm -f {marker}")
+        self.run("rm -f %s", marker)
 
     def wait_for_port(self, address: str, port: int, seconds: float = 180) -> None:
         """Services start asynchronously; checks that run right after `lab up` must find them listening.
@@ -263,12 +273,15 @@ class Target:
         Generous on purpose: a healthy host answers at once, but a software-emulated VM can take a minute or
         more to bring PostgreSQL or an app server up, and giving up early would fail a lab that is fine.
         """
-        probe = f"ss -Hltn 'sport = :{port}' | grep -q '{address}:{port}'"
         deadline = time.monotonic() + seconds
-        while not self.test(probe):
+        while not self.test("ss -Hltn %s | grep -q %s", f"sport = :{port}", f"{address}:{port}"):
             if time.monotonic() > deadline:
                 raise RecipeError(f"nothing listens on {address}:{port} after {seconds:.0f} s")
             time.sleep(0.2)
+
+
+def _words(names: Iterable[str]) -> str:
+    return " ".join(shlex.quote(name) for name in names)
 
 
 def _short(command: str) -> str:

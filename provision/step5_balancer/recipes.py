@@ -11,6 +11,7 @@ from provision.step1_bootstrap.recipes import STATIC_ROOT
 from provision.step3_appserver.recipes import APP_PORT, HEALTH_PATH
 
 SITE = "/etc/nginx/sites-available/bank"
+STATIC_ARCHIVE = "/tmp/.lab-static.tgz"  # web1's static tree on its way to the balancer
 SYSCTL_FILE = "/etc/sysctl.d/60-balancer.conf"
 # nginx opens a new connection to a web host for each request a sync Gunicorn worker answers (it closes
 # every connection): at a few thousand requests/s the default 28k ports sit in TIME_WAIT within seconds
@@ -144,22 +145,19 @@ def balancer_network(t: Target) -> None:
 @recipe(tiers=("lb",), requires=("step3_appserver.static_files",))
 def static_files(t: Target) -> None:
     """Copy web1's collected static tree when its manifest differs from the one nginx serves."""
-    source_host = t.topology.tier("web")[0].name
-    source = t.peer(source_host)
+    source = t.on(t.topology.tier("web")[0].name)
     manifest = f"{STATIC_ROOT}/staticfiles.json"
-    wanted = source.run(f"sha256sum {manifest}").stdout.split()[:1]
-    if t.run(f"sha256sum {manifest} 2>/dev/null", check=False).stdout.split()[:1] == wanted and wanted:
+    wanted = source.run("sha256sum %s", manifest).stdout.split()[:1]
+    if t.run("sha256sum %s 2>/dev/null", manifest, check=False).stdout.split()[:1] == wanted and wanted:
         return
-    packed = source.run(f"tar -czf /tmp/.lab-static.tgz -C {STATIC_ROOT} .")
-    if not packed.ok:
-        raise RecipeError(f"cannot pack static files on {source_host}: {packed.stderr.strip()}")
-    data = source.get("/tmp/.lab-static.tgz")
-    source.run("rm -f /tmp/.lab-static.tgz")
-    t.remote.put(data, "/tmp/.lab-static.tgz")
-    root = shlex.quote(STATIC_ROOT)
+    source.run("tar -czf %s -C %s .", STATIC_ARCHIVE, STATIC_ROOT)
+    data = source.remote.get(STATIC_ARCHIVE)
+    source.run("rm -f %s", STATIC_ARCHIVE)
+    t.remote.put(data, STATIC_ARCHIVE)
+    root = shlex.quote(STATIC_ROOT)  # one path in many places of one shell command: quoted once, pasted
     t.run(
-        f"rm -rf {root}.new && mkdir -p {root}.new && tar -xzf /tmp/.lab-static.tgz -C {root}.new "
+        f"rm -rf {root}.new && mkdir -p {root}.new && tar -xzf {STATIC_ARCHIVE} -C {root}.new "
         f"&& chmod -R a+rX {root}.new && rm -rf {root}.old && (test ! -e {root} || mv {root} {root}.old) "
-        f"&& mv {root}.new {root} && rm -rf {root}.old /tmp/.lab-static.tgz"
+        f"&& mv {root}.new {root} && rm -rf {root}.old {STATIC_ARCHIVE}"
     )
-    t.changed(f"copied static files from {source_host}")
+    t.changed(f"copied static files from {source.host.name}")
