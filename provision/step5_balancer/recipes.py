@@ -40,8 +40,8 @@ def healthy(lb: Target, hosts: Iterable[Host]) -> set[str]:
     hosts = list(hosts)
     if not hosts:
         return set()
-    command = f"HEALTH={HEALTH_PATH} bash -c {shlex.quote(PROBE)} probe {APP_PORT} " + " ".join(h.ip for h in hosts)
-    answers = dict(line.split(" ", 1) for line in lb.run(command).stdout.splitlines() if " " in line)
+    probed = lb.run("HEALTH=%s bash -c %s probe %s" + " %s" * len(hosts), HEALTH_PATH, PROBE, APP_PORT, *(h.ip for h in hosts))
+    answers = dict(line.split(" ", 1) for line in probed.stdout.splitlines() if " " in line)
     return {h.name for h in hosts if answers.get(h.ip, "").split()[1:2] == ["200"]}
 
 
@@ -79,7 +79,7 @@ def nginx(t: Target) -> None:
         changed = write_site(t, upstream_servers(hosts, answering, down))
         enabled = False
         if t.run("readlink /etc/nginx/sites-enabled/bank", check=False).stdout.strip() != SITE:
-            t.run(f"ln -sfn {SITE} /etc/nginx/sites-enabled/bank")
+            t.run("ln -sfn %s /etc/nginx/sites-enabled/bank", SITE)
             t.changed("enabled the bank site")
             enabled = True
         enabled |= t.absent("/etc/nginx/sites-enabled/default")
@@ -100,7 +100,7 @@ class NginxPool:
     def serving(self, t: Target) -> set[str] | None:
         answering: set[str] | None = None
         for lb in self._balancers(t):
-            lines = lb.run(f"grep -E '^\\s*server .*;  # ' {SITE}", check=False).stdout.splitlines()
+            lines = lb.run("grep -E %s %s", r"^\s*server .*;  # ", SITE, check=False).stdout.splitlines()
             listed = {line.split("#", 1)[1].strip() for line in lines if not line.split("#", 1)[0].rstrip().endswith(" down;")}
             here = healthy(lb, [h for h in upstream_hosts(t.topology) if h.name in listed])
             answering = here if answering is None else answering & here
@@ -113,7 +113,7 @@ class NginxPool:
                 old_workers = lb.run("pgrep -d ' ' -f '^nginx: worker process'", check=False).stdout.split()
                 lb.run("systemctl reload nginx")
                 wait = f"for p in {' '.join(old_workers)}; do while kill -0 $p 2>/dev/null; do sleep 0.1; done; done"
-                if not lb.test(f"timeout {DRAIN_SECONDS} sh -c {shlex.quote(wait)}"):
+                if not lb.test("timeout %s sh -c %s", DRAIN_SECONDS, wait):
                     raise RecipeError(f"nginx on {lb.host.name} still had requests in flight after {DRAIN_SECONDS} s")
 
     @staticmethod
@@ -122,7 +122,7 @@ class NginxPool:
         running = []
         for host in t.topology.tier("lb"):
             lb = t.on(host.name)
-            if lb.test(f"systemctl is-active --quiet nginx && test -e {SITE}"):
+            if lb.test("systemctl is-active --quiet nginx && test -e %s", SITE):
                 running.append(lb)
         return running
 
@@ -134,9 +134,9 @@ BALANCER_POOL = NginxPool()  # found by lab.recipes.discovery.balancer_pool: the
 def balancer_network(t: Target) -> None:
     """Kernel settings a busy reverse proxy needs, kept in sysctl.d so they survive a reboot."""
     t.file(SYSCTL_FILE, "".join(f"{key} = {value}\n" for key, value in BALANCER_SYSCTLS.items()))
-    live = {key: " ".join(t.run(f"sysctl -n {key}").stdout.split()) for key in BALANCER_SYSCTLS}
+    live = {key: " ".join(t.run("sysctl -n %s", key).stdout.split()) for key in BALANCER_SYSCTLS}
     if live != BALANCER_SYSCTLS:
-        applied = t.run(f"sysctl -q -p {SYSCTL_FILE}", check=False)
+        applied = t.run("sysctl -q -p %s", SYSCTL_FILE, check=False)
         if not applied.ok:
             raise RecipeError(f"cannot apply {SYSCTL_FILE}: {applied.stderr.strip()}")
         t.changed("applied " + ", ".join(f"{k}={v}" for k, v in BALANCER_SYSCTLS.items() if live[k] != v))
