@@ -11,7 +11,7 @@ import pytest
 from lab import checkplugin
 from lab.errors import ChecksFailed, NotUp, TopologyError
 from lab.hosts import HostFacts
-from lab.recipes import discover_steps
+from lab.recipes.discovery import discover_steps
 from lab.state import LabDir
 from lab.topology import Topology
 

@@ -26,7 +26,7 @@ PYTHON_DIRS = ("lab", "benchmarks", "tests", "provision")
 SHELL_FILES = ("setup.sh", "test.sh", ".ci/run", *(str(p.relative_to(REPO)) for p in sorted((REPO / "scripts").glob("*.sh"))))
 # The one installer of machine packages, and the one of the lab's hosts' packages (over SSH, by the recipes).
 MACHINE_INSTALLER = "lab/system.py"
-HOST_INSTALLER = "lab/recipes.py"
+HOST_INSTALLER = "lab/recipes/target.py"
 DEBIAN_NAME = re.compile(r"[a-z0-9][a-z0-9.+-]+")
 LIBVIRT_NAT_FAILURE = (
     "==> lb1: Creating image (snapshot of base box volume).\n"

@@ -15,9 +15,10 @@ import pytest
 
 from lab.errors import ProvisionFailed
 from lab.hosts import HostFacts
-from lab.recipes import (ConvergeReport, Recipe, RecipeError, RecipeResult, Target, converge, gist, load_recipes,
+from lab.recipes import (ConvergeReport, Recipe, RecipeError, RecipeResult, Target, converge, load_recipes,
                          raise_for_failures)
 from lab.remote import CommandResult
+from lab.system import gist
 
 NFT_OUTPUT = """\
 /etc/nftables.conf:12:46-46: Error: syntax error, unexpected '}'
@@ -487,3 +488,83 @@ def test_gist_without_error_words_gives_the_last_real_line():
 def test_gist_of_nothing():
     assert gist("") == "no output"
     assert gist("\n ^^^ \n---\n") == "no output"
+
+
+# -- commands: args quoted in as testinfra's host.run(command, *args) does; peers as Targets ----------------------
+
+
+def test_run_quotes_each_arg_into_its_placeholder(shell_target, tmp_path):
+    odd = tmp_path / "it's a $HOME; rm -rf ~"
+    result = shell_target.run("mkdir %s && printf '%%s|' %s %s", odd, "a b", 7)  # str() of non-strings too
+    assert odd.is_dir() and result.stdout == "a b|7|"
+    assert shell_target.remote.commands[-1] == f"mkdir {shlex.quote(str(odd))} && printf '%s|' 'a b' 7"
+    assert shell_target.test("test -d %s", odd) and not shell_target.test("test -f %s", odd)
+
+
+def test_a_command_without_args_is_left_as_written(shell_target):
+    assert shell_target.run("printf '%s' 100%").stdout == "100%"
+    assert shell_target.remote.commands[-1] == "printf '%s' 100%"
+
+
+def test_locked_and_completed_quote_their_args_like_run(shell_target, tmp_path):
+    folder = tmp_path / "two words"
+    assert shell_target.completed(f"{folder}/.done", "rm -rf %s && mkdir %s", folder, folder) is True
+    assert (folder / ".done").exists()
+    assert shell_target.locked("k", "rm -rf %s", "a b").endswith(shlex.quote("rm -rf 'a b'"))
+
+
+def test_a_command_on_another_host_is_checked_and_names_that_host(topology):
+    lab = FakeLab()
+    lab.files["web1"] = {"/srv/manifest": "v2"}
+    here = Target(lab.connect("lb1"), topology.host("lb1"), topology, FACTS, SECRETS, jinja2.Environment(), lab.connect)
+    web1 = here.on("web1")
+    assert here.on("web1") is web1 and web1.host.name == "web1"  # one connection per peer
+    assert web1.run("cat %s", "/srv/manifest").stdout == "v2"
+    with pytest.raises(RecipeError, match=r"^`cat /srv/missing` exited 1 on web1: cat: /srv/missing: No such file"):
+        web1.run("cat %s", "/srv/missing")
+    with pytest.raises(RecipeError, match=r"^`cat /srv/missing` exited 1: "):  # the recipe's own host: named by its result
+        here.run("cat %s", "/srv/missing")
+    assert not hasattr(here, "peer")  # no unchecked way to another host
+
+
+def test_the_balancer_copies_static_files_from_web1_through_checked_commands(topology):
+    from provision.step5_balancer import recipes as step5
+
+    manifest = f"{step5.STATIC_ROOT}/staticfiles.json"
+
+    class StaticHost(FakeHost):
+        """Also sha256sum, tar -czf and rm as the balancer's static_files recipe runs them."""
+
+        def run(self, command, user=None):
+            words = shlex.split(command)
+            if words[0] == "sha256sum":
+                if words[1] not in self.files:
+                    return CommandResult(command, 1, "", f"sha256sum: {words[1]}: No such file or directory\n")
+                return CommandResult(command, 0, f"{self.files[words[1]]}  {words[1]}\n", "")
+            if words[:2] == ["tar", "-czf"]:
+                self.files[words[2]] = "archive"
+            elif words[:2] == ["rm", "-f"]:
+                self.files.pop(words[2], None)
+            elif words[:2] == ["rm", "-rf"]:  # the balancer's unpack-and-swap, one shell command
+                self.files[manifest] = lab.files["web1"][manifest]
+            else:
+                return super().run(command, user)
+            return CommandResult(command, 0, "", "")
+
+    class StaticLab(FakeLab):
+        def connect(self, name):
+            host = StaticHost(name, self.files.setdefault(name, {}), set())
+            self.opened.append(host)
+            return host
+
+    lab = StaticLab()
+    lab.files["web1"] = {manifest: "abc123"}
+    lb = Target(lab.connect("lb1"), topology.host("lb1"), topology, FACTS, SECRETS, jinja2.Environment(), lab.connect)
+    step5.static_files(lb)
+    assert lb.changes == ["copied static files from web1"]
+    assert lab.files["lb1"][step5.STATIC_ARCHIVE] == "archive" and step5.STATIC_ARCHIVE not in lab.files["web1"]
+    step5.static_files(lb)  # the same manifest on both: nothing to copy
+    assert lb.changes == ["copied static files from web1"]
+    del lab.files["web1"][manifest]  # web1 lost its tree: an error naming web1
+    with pytest.raises(RecipeError, match=r"^`sha256sum /srv/bank/static/staticfiles.json` exited 1 on web1: "):
+        step5.static_files(lb)

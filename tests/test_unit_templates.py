@@ -10,10 +10,12 @@ import pytest
 
 from lab.providers.local import proxy
 from lab.recipes import PROVISION_DIR
-from lab.topology import Overrides, resolve
+from lab.topology import AppServerSettings, Overrides, resolve
 from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, DATABASE, ROLE, SETTINGS, STATIC_ROOT, VENV
-from provision.step3_appserver.recipes import APP_PORT, GUNICORN_WORKERS, WSGI_SCRIPT, WSGI_SCRIPT_NAME, WSGI_SOCKET_PREFIX
+from provision.step3_appserver.recipes import APP_PORT, WSGI_SCRIPT, WSGI_SCRIPT_NAME, WSGI_SOCKET_PREFIX
 from provision.step5_balancer.recipes import upstream_hosts, upstream_servers
+
+DEFAULT_WORKERS = AppServerSettings().workers  # Gunicorn's, unless lab.toml [appserver] workers says otherwise
 
 LOCAL_PROVIDER_DIR = Path(proxy.__file__).resolve().parent
 TOPOLOGY = resolve({}, {}, Overrides(web=2), platform="linux")  # lb1 .11, web1 .21, web2 .22, db1 .31
@@ -48,7 +50,7 @@ CASES: dict[str, tuple[str, dict]] = {
     "step3_appserver/templates/gunicorn.service.j2": (
         "web2",
         {"user": APP_USER, "current": CURRENT, "settings": SETTINGS, "venv": VENV, "port": APP_PORT,
-         "workers": GUNICORN_WORKERS, "worker_class": "sync", "threads": 1, "keepalive_s": 75},
+         "workers": DEFAULT_WORKERS, "worker_class": "sync", "threads": 1, "keepalive_s": 75},
     ),
     "step3_appserver/templates/apache-ports.conf.j2": ("web2", {"port": APP_PORT}),
     "step3_appserver/templates/apache-bank.conf.j2": (
@@ -179,7 +181,7 @@ def test_gunicorn_binds_the_host_ip(templates):
     assert len(exec_start) == 1
     assert exec_start[0].startswith(f"ExecStart={VENV}/bin/gunicorn ")
     assert "--bind 192.168.56.22:8000 " in exec_start[0]
-    assert f"--workers {GUNICORN_WORKERS} " in exec_start[0]
+    assert f"--workers {DEFAULT_WORKERS} " in exec_start[0]
     assert "0.0.0.0" not in text
     assert f"User={APP_USER}" in text.splitlines()
     assert f"Environment=BANK_CONFIG={SETTINGS}" in text.splitlines()

@@ -16,6 +16,7 @@ APP_SOURCE = PROJECT_ROOT / "app"
 APP_USER = "bank"
 APP_HOME = "/srv/bank"
 VENV = f"{APP_HOME}/venv"
+PIP = f"{VENV}/bin/pip"
 VENV_MARKER = f"{VENV}/.lab-complete"  # written last: a venv without it is half-made
 RELEASES = f"{APP_HOME}/releases"
 CURRENT = f"{APP_HOME}/current"
@@ -54,8 +55,8 @@ def firewall(t: Target) -> None:
 
 @recipe(tiers=("web",))
 def app_user(t: Target) -> None:
-    if not t.test(f"id -u {APP_USER}"):
-        t.run(f"useradd --system --home-dir {APP_HOME} --no-create-home --shell /usr/sbin/nologin {APP_USER}")
+    if not t.test("id -u %s", APP_USER):
+        t.run("useradd --system --home-dir %s --no-create-home --shell /usr/sbin/nologin %s", APP_HOME, APP_USER)
         t.changed(f"created system user {APP_USER}")
     t.directory(APP_HOME, 0o755, "root", "root")
     t.directory(RELEASES, 0o755, "root", "root")
@@ -77,7 +78,7 @@ def virtualenv(t: Target) -> None:
     # A venv is made by several programs (venv, then ensurepip) and its scripts embed its path, so it cannot be
     # made aside and moved: one without its marker is half-made (e.g. bin/python but no bin/pip) and made again.
     # Installs hold the same lock (the marker's): a pip left going by an interrupt never writes into a venv being remade.
-    if t.completed(VENV_MARKER, f"rm -rf {VENV} && python3 -m venv {VENV}"):
+    if t.completed(VENV_MARKER, "rm -rf %s && python3 -m venv %s", VENV, VENV):
         t.changed(f"created virtualenv {VENV}")
     t.file(REQUIREMENTS, (APP_SOURCE / "requirements.txt").read_text())
     missing = _missing_requirements(t)
@@ -85,15 +86,15 @@ def virtualenv(t: Target) -> None:
         return
     if t.facts.wheelhouse:
         wheels = t.facts.wheelhouse
-        offline = f"{VENV}/bin/pip install -q --no-index --find-links {wheels} -r {REQUIREMENTS}"
-        if not t.test(t.locked(VENV_MARKER, offline)):
+        offline = t.locked(VENV_MARKER, "%s install -q --no-index --find-links %s -r %s", PIP, wheels, REQUIREMENTS)
+        if not t.test(offline):
             # Hosts share one wheelhouse: fetch once (through the proxy), under a lock, then install offline.
             # pip copies each wheel into --dest in place, and trusts a file it finds there: download into a
             # folder of this run's own and move whole wheels in, so a killed download never leaves half a wheel.
-            t.run(f"flock {wheels}/.lock sh -c {_quote(download_wheels(wheels))}")
-            t.run(t.locked(VENV_MARKER, offline))
+            t.run("flock %s sh -c %s", f"{wheels}/.lock", download_wheels(wheels))
+            t.run(offline)
     else:
-        t.run(t.locked(VENV_MARKER, f"{VENV}/bin/pip install -q -r {REQUIREMENTS}"))
+        t.run(t.locked(VENV_MARKER, "%s install -q -r %s", PIP, REQUIREMENTS))
     t.changed(f"installed {', '.join(missing)}", "app-code")
 
 
@@ -102,7 +103,7 @@ def download_wheels(wheels: str) -> str:
     partial = f"{wheels}/.partial"
     return (
         f"rm -rf {partial} && mkdir {partial} && "
-        f"{VENV}/bin/pip download -q --dest {partial} --find-links {wheels} -r {REQUIREMENTS} && "
+        f"{PIP} download -q --dest {partial} --find-links {wheels} -r {REQUIREMENTS} && "
         f"for w in {partial}/*; do [ ! -e \"$w\" ] || [ -e {wheels}/\"${{w##*/}}\" ] || mv \"$w\" {wheels}/ || exit; done "
         f"&& rm -rf {partial}"
     )
@@ -116,13 +117,9 @@ def _missing_requirements(t: Target) -> list[str]:
         "want = dict(a.split('==') for a in sys.argv[1:])\n"
         "print(' '.join(f'{n}=={v}' for n, v in want.items() if have.get(n) != v))\n"
     )
-    pins = " ".join(f"{name}=={version}" for name, version in pinned_requirements().items())
-    result = t.run(f"{VENV}/bin/python -c {_quote(script)} {pins}")
+    pins = [f"{name}=={version}" for name, version in pinned_requirements().items()]
+    result = t.run("%s -c %s" + " %s" * len(pins), f"{VENV}/bin/python", script, *pins)
     return result.stdout.split()
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 def app_archive() -> tuple[str, bytes]:
@@ -149,7 +146,7 @@ def release(t: Target) -> None:
     """The site's code as an immutable release folder; `current` points at it (switched atomically)."""
     name, archive = app_archive()
     folder = f"{RELEASES}/{name}"
-    if not t.test(f"test -f {folder}/manage.py"):
+    if not t.test("test -f %s", f"{folder}/manage.py"):
         # Unpacked aside and renamed into place: the folder exists only complete. The upload has a name of this
         # run's own (a half-uploaded file of an interrupted run is never unpacked), and the unpacking holds the
         # release's lock (a re-run waits for an unpacking an interrupted run left going on the host).
@@ -160,7 +157,7 @@ def release(t: Target) -> None:
             f"rm -rf {folder}.tmp && mkdir -p {folder}.tmp && tar -xzf {upload} -C {folder}.tmp && mv -T {folder}.tmp {folder}"
         )))
         t.changed(f"unpacked release {name}")
-    if t.run(f"readlink {CURRENT}", check=False).stdout.strip() != folder:
+    if t.run("readlink %s", CURRENT, check=False).stdout.strip() != folder:
         t.run(f"ln -sfn {folder} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}")
         t.changed(f"switched {CURRENT} to release {name}", "app-code")
 

@@ -51,15 +51,15 @@ def scram_matches(verifier: str, password: str) -> bool:
 @recipe(tiers=("db",))
 def site_database(t: Target) -> None:
     password = t.secrets["db_password"]
-    verifier = t.run(f"psql -tAc \"SELECT rolpassword FROM pg_authid WHERE rolname = '{ROLE}'\"", user="postgres").stdout.strip()
+    verifier = t.run("psql -tAc %s", f"SELECT rolpassword FROM pg_authid WHERE rolname = '{ROLE}'", user="postgres").stdout.strip()
     if not verifier:
-        t.run(f"psql -qc \"CREATE ROLE {ROLE} LOGIN PASSWORD '{password}'\"", user="postgres")
+        t.run("psql -qc %s", f"CREATE ROLE {ROLE} LOGIN PASSWORD '{password}'", user="postgres")
         t.changed(f"created role {ROLE}")
     elif not scram_matches(verifier, password):
-        t.run(f"psql -qc \"ALTER ROLE {ROLE} PASSWORD '{password}'\"", user="postgres")
+        t.run("psql -qc %s", f"ALTER ROLE {ROLE} PASSWORD '{password}'", user="postgres")
         t.changed(f"reset the password of role {ROLE}")
-    if not t.run(f"psql -tAc \"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'\"", user="postgres").stdout.strip():
-        t.run(f"createdb --owner={ROLE} {DATABASE}", user="postgres")
+    if not t.run("psql -tAc %s", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'", user="postgres").stdout.strip():
+        t.run("createdb --owner=%s %s", ROLE, DATABASE, user="postgres")
         t.changed(f"created database {DATABASE}")
 
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
-
-from lab.recipes import RecipeError, Target, recipe
+from lab.recipes import RecipeError, Target, quoted, recipe
 from lab.system import gist
-from lab.topology import AppServerSettings
 from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, SETTINGS, STATIC_ROOT, VENV
 from provision.step2_database.recipes import manage
 
 APP_PORT = 8000
-GUNICORN_WORKERS = AppServerSettings().workers  # the default; lab.toml [appserver] workers sets the lab's own
 # The systemd unit behind each app server lab.toml may name: the ones not chosen are kept stopped and disabled.
 SERVER_UNITS = {"gunicorn": "gunicorn", "mod_wsgi": "apache2"}
 WSGI_SCRIPT_NAME = "bank.wsgi"
@@ -29,28 +25,28 @@ KEEPALIVE_S = 75
 @recipe(tiers=("web",))
 def static_files(t: Target) -> None:
     """collectstatic once per release: a marker names the release the static tree was collected from."""
-    release = t.run(f"readlink {CURRENT}").stdout.strip()
+    release = t.run("readlink %s", CURRENT).stdout.strip()
     marker = f"{STATIC_ROOT}/.lab-release"
     t.directory(STATIC_ROOT, 0o755, APP_USER, APP_USER)
-    if t.run(f"cat {marker} 2>/dev/null", check=False).stdout.strip() == release:
+    if t.run("cat %s 2>/dev/null", marker, check=False).stdout.strip() == release:
         return
     t.run(manage("collectstatic --noinput --clear -v 0"), user=APP_USER)
-    t.run(f"echo {release} > {marker}", user=APP_USER)
+    t.run("echo %s > %s", release, marker, user=APP_USER)
     t.changed(f"collected static files for {release.rsplit('/', 1)[-1]}", "static")
 
 
 def _stopped_and_disabled(t: Target, unit: str) -> None:
     # "activating" too: a unit in its restart loop would take the port back.
     if _active(t, unit):
-        t.run(f"systemctl stop {unit}")
+        t.run("systemctl stop %s", unit)
         t.changed(f"stopped {unit}")
-    if t.test(f"systemctl is-enabled --quiet {unit}"):
-        t.run(f"systemctl disable --quiet {unit}")
+    if t.test("systemctl is-enabled --quiet %s", unit):
+        t.run("systemctl disable --quiet %s", unit)
         t.changed(f"disabled {unit}")
 
 
 def _active(t: Target, unit: str) -> bool:
-    return t.run(f"systemctl is-active {unit}", check=False).stdout.strip() not in ("inactive", "failed", "unknown", "")
+    return t.run("systemctl is-active %s", unit, check=False).stdout.strip() not in ("inactive", "failed", "unknown", "")
 
 
 def _serve(t: Target, unit: str, reconfigured: bool) -> None:
@@ -61,7 +57,7 @@ def _serve(t: Target, unit: str, reconfigured: bool) -> None:
     """
     others = [u for server, u in SERVER_UNITS.items() if server != t.topology.app_server]
     switching = [u for u in others if _active(t, u)]
-    running = t.test(f"systemctl is-active --quiet {unit}")
+    running = t.test("systemctl is-active --quiet %s", unit)
     # A run interrupted between switching `current` and the restart left no event behind: ask the processes.
     refresh = reconfigured or t.notified("app-code", "app-config") or (running and not _in_current_release(t))
     if not (running and refresh) and not (switching and not running):  # nothing that serves requests stops
@@ -151,7 +147,7 @@ def _warm_up(t: Target, unit: str) -> None:
         "            sys.exit(f'{sys.argv[1]}: {error}')\n"
         "        time.sleep(0.5)\n"
     )
-    result = t.run(f"python3 -c {shlex.quote(script)} {shlex.quote(url)} {WARM_UP_SECONDS}", check=False)
+    result = t.run("python3 -c %s %s %s", script, url, WARM_UP_SECONDS, check=False)
     if not result.ok:
         raise RecipeError(f"the site did not answer after {unit} started: {gist(result.stderr)}")
 
@@ -165,12 +161,12 @@ IN_CURRENT_RELEASE = (
 
 
 def _in_current_release(t: Target) -> bool:
-    return t.test(f"sh -c {shlex.quote(IN_CURRENT_RELEASE)}")
+    return t.test("sh -c %s", IN_CURRENT_RELEASE)
 
 
 def _serving_current_release(t: Target, unit: str) -> None:
     """Wait until every process of the app user runs in the current release: after a graceful reload, old
     workers finish their requests first; until then a request may still reach the old release."""
-    wait = f"until sh -c {shlex.quote(IN_CURRENT_RELEASE)}; do sleep 0.2; done"
-    if not t.test(f"timeout {WARM_UP_SECONDS} sh -c {shlex.quote(wait)}"):
+    wait = quoted("until sh -c %s; do sleep 0.2; done", IN_CURRENT_RELEASE)
+    if not t.test("timeout %s sh -c %s", WARM_UP_SECONDS, wait):
         raise RecipeError(f"{unit} still runs an old release {WARM_UP_SECONDS} s after its restart")

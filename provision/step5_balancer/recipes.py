@@ -11,6 +11,7 @@ from provision.step1_bootstrap.recipes import STATIC_ROOT
 from provision.step3_appserver.recipes import APP_PORT, HEALTH_PATH
 
 SITE = "/etc/nginx/sites-available/bank"
+STATIC_ARCHIVE = "/tmp/.lab-static.tgz"  # web1's static tree on its way to the balancer
 SYSCTL_FILE = "/etc/sysctl.d/60-balancer.conf"
 # nginx opens a new connection to a web host for each request a sync Gunicorn worker answers (it closes
 # every connection): at a few thousand requests/s the default 28k ports sit in TIME_WAIT within seconds
@@ -39,8 +40,8 @@ def healthy(lb: Target, hosts: Iterable[Host]) -> set[str]:
     hosts = list(hosts)
     if not hosts:
         return set()
-    command = f"HEALTH={HEALTH_PATH} bash -c {shlex.quote(PROBE)} probe {APP_PORT} " + " ".join(h.ip for h in hosts)
-    answers = dict(line.split(" ", 1) for line in lb.run(command).stdout.splitlines() if " " in line)
+    probed = lb.run("HEALTH=%s bash -c %s probe %s" + " %s" * len(hosts), HEALTH_PATH, PROBE, APP_PORT, *(h.ip for h in hosts))
+    answers = dict(line.split(" ", 1) for line in probed.stdout.splitlines() if " " in line)
     return {h.name for h in hosts if answers.get(h.ip, "").split()[1:2] == ["200"]}
 
 
@@ -78,7 +79,7 @@ def nginx(t: Target) -> None:
         changed = write_site(t, upstream_servers(hosts, answering, down))
         enabled = False
         if t.run("readlink /etc/nginx/sites-enabled/bank", check=False).stdout.strip() != SITE:
-            t.run(f"ln -sfn {SITE} /etc/nginx/sites-enabled/bank")
+            t.run("ln -sfn %s /etc/nginx/sites-enabled/bank", SITE)
             t.changed("enabled the bank site")
             enabled = True
         enabled |= t.absent("/etc/nginx/sites-enabled/default")
@@ -93,13 +94,13 @@ def nginx(t: Target) -> None:
 
 
 class NginxPool:
-    """The balancer's side of a rolling restart (lab.recipes.Rollout): the upstream line of a host marked `down`,
+    """The balancer's side of a rolling restart (lab.recipes.target.Rollout): the upstream line of a host marked `down`,
     a graceful reload, and a wait until nginx's old workers (the ones that may still talk to it) are gone."""
 
     def serving(self, t: Target) -> set[str] | None:
         answering: set[str] | None = None
         for lb in self._balancers(t):
-            lines = lb.run(f"grep -E '^\\s*server .*;  # ' {SITE}", check=False).stdout.splitlines()
+            lines = lb.run("grep -E %s %s", r"^\s*server .*;  # ", SITE, check=False).stdout.splitlines()
             listed = {line.split("#", 1)[1].strip() for line in lines if not line.split("#", 1)[0].rstrip().endswith(" down;")}
             here = healthy(lb, [h for h in upstream_hosts(t.topology) if h.name in listed])
             answering = here if answering is None else answering & here
@@ -112,7 +113,7 @@ class NginxPool:
                 old_workers = lb.run("pgrep -d ' ' -f '^nginx: worker process'", check=False).stdout.split()
                 lb.run("systemctl reload nginx")
                 wait = f"for p in {' '.join(old_workers)}; do while kill -0 $p 2>/dev/null; do sleep 0.1; done; done"
-                if not lb.test(f"timeout {DRAIN_SECONDS} sh -c {shlex.quote(wait)}"):
+                if not lb.test("timeout %s sh -c %s", DRAIN_SECONDS, wait):
                     raise RecipeError(f"nginx on {lb.host.name} still had requests in flight after {DRAIN_SECONDS} s")
 
     @staticmethod
@@ -121,21 +122,21 @@ class NginxPool:
         running = []
         for host in t.topology.tier("lb"):
             lb = t.on(host.name)
-            if lb.test(f"systemctl is-active --quiet nginx && test -e {SITE}"):
+            if lb.test("systemctl is-active --quiet nginx && test -e %s", SITE):
                 running.append(lb)
         return running
 
 
-BALANCER_POOL = NginxPool()  # found by lab.recipes.converge: the rolling restarts of step 3 go through it
+BALANCER_POOL = NginxPool()  # found by lab.recipes.discovery.balancer_pool: the rolling restarts of step 3 go through it
 
 
 @recipe(tiers=("lb",))
 def balancer_network(t: Target) -> None:
     """Kernel settings a busy reverse proxy needs, kept in sysctl.d so they survive a reboot."""
     t.file(SYSCTL_FILE, "".join(f"{key} = {value}\n" for key, value in BALANCER_SYSCTLS.items()))
-    live = {key: " ".join(t.run(f"sysctl -n {key}").stdout.split()) for key in BALANCER_SYSCTLS}
+    live = {key: " ".join(t.run("sysctl -n %s", key).stdout.split()) for key in BALANCER_SYSCTLS}
     if live != BALANCER_SYSCTLS:
-        applied = t.run(f"sysctl -q -p {SYSCTL_FILE}", check=False)
+        applied = t.run("sysctl -q -p %s", SYSCTL_FILE, check=False)
         if not applied.ok:
             raise RecipeError(f"cannot apply {SYSCTL_FILE}: {applied.stderr.strip()}")
         t.changed("applied " + ", ".join(f"{k}={v}" for k, v in BALANCER_SYSCTLS.items() if live[k] != v))
@@ -144,22 +145,19 @@ def balancer_network(t: Target) -> None:
 @recipe(tiers=("lb",), requires=("step3_appserver.static_files",))
 def static_files(t: Target) -> None:
     """Copy web1's collected static tree when its manifest differs from the one nginx serves."""
-    source_host = t.topology.tier("web")[0].name
-    source = t.peer(source_host)
+    source = t.on(t.topology.tier("web")[0].name)
     manifest = f"{STATIC_ROOT}/staticfiles.json"
-    wanted = source.run(f"sha256sum {manifest}").stdout.split()[:1]
-    if t.run(f"sha256sum {manifest} 2>/dev/null", check=False).stdout.split()[:1] == wanted and wanted:
+    wanted = source.run("sha256sum %s", manifest).stdout.split()[:1]
+    if t.run("sha256sum %s 2>/dev/null", manifest, check=False).stdout.split()[:1] == wanted and wanted:
         return
-    packed = source.run(f"tar -czf /tmp/.lab-static.tgz -C {STATIC_ROOT} .")
-    if not packed.ok:
-        raise RecipeError(f"cannot pack static files on {source_host}: {packed.stderr.strip()}")
-    data = source.get("/tmp/.lab-static.tgz")
-    source.run("rm -f /tmp/.lab-static.tgz")
-    t.remote.put(data, "/tmp/.lab-static.tgz")
-    root = shlex.quote(STATIC_ROOT)
+    source.run("tar -czf %s -C %s .", STATIC_ARCHIVE, STATIC_ROOT)
+    data = source.remote.get(STATIC_ARCHIVE)
+    source.run("rm -f %s", STATIC_ARCHIVE)
+    t.remote.put(data, STATIC_ARCHIVE)
+    root = shlex.quote(STATIC_ROOT)  # one path in many places of one shell command: quoted once, pasted
     t.run(
-        f"rm -rf {root}.new && mkdir -p {root}.new && tar -xzf /tmp/.lab-static.tgz -C {root}.new "
+        f"rm -rf {root}.new && mkdir -p {root}.new && tar -xzf {STATIC_ARCHIVE} -C {root}.new "
         f"&& chmod -R a+rX {root}.new && rm -rf {root}.old && (test ! -e {root} || mv {root} {root}.old) "
-        f"&& mv {root}.new {root} && rm -rf {root}.old /tmp/.lab-static.tgz"
+        f"&& mv {root}.new {root} && rm -rf {root}.old {STATIC_ARCHIVE}"
     )
-    t.changed(f"copied static files from {source_host}")
+    t.changed(f"copied static files from {source.host.name}")
