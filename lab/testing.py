@@ -17,9 +17,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+import pytest
+
 from lab.cli import main
 from lab.machine.network import first_free_subnet
 from lab.topology import Overrides, Topology, resolve
+
+
+def needs_root() -> None:
+    """At an integration test module's top: real labs need root. In CI its absence is an error, elsewhere a skip."""
+    if os.geteuid() == 0:
+        return
+    if os.environ.get("CI"):
+        raise RuntimeError("the integration tests need root in CI")
+    pytest.skip("the local provider needs root", allow_module_level=True)
 
 
 class LabCommandFailed(Exception):

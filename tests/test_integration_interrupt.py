@@ -12,7 +12,7 @@ from typing import Callable
 
 import pytest
 
-from lab.testing import ScratchLab, scratch_lab
+from lab.testing import ScratchLab, needs_root, scratch_lab
 
 NAME = os.environ.get("TEST_LAB_NAME", "labintr")  # TEST_LAB_NAME: two runs can share one machine
 UP = ("up", "--web=3")
@@ -20,10 +20,7 @@ WEB_HOSTS = ("web1", "web2", "web3")
 VENV = "srv/bank/venv"
 pytestmark = pytest.mark.integration
 
-if os.geteuid() != 0:
-    if os.environ.get("CI"):
-        raise RuntimeError("the integration test needs root in CI")
-    pytest.skip("the local provider needs root", allow_module_level=True)
+needs_root()
 
 
 @pytest.fixture(scope="module")

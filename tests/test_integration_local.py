@@ -14,16 +14,13 @@ from pathlib import Path
 import pytest
 
 from lab.machine.paths import data_root
-from lab.testing import ScratchLab, scratch_lab
+from lab.testing import ScratchLab, needs_root, scratch_lab
 
 NAME = os.environ.get("TEST_LAB_NAME", "labci")  # its own name and subnet: a developer's lab on this machine must not matter
 # TEST_LAB_NAME: two runs of this test can share one machine (each gets its own lab name and so its own subnet).
 pytestmark = pytest.mark.integration
 
-if os.geteuid() != 0:
-    if os.environ.get("CI"):
-        raise RuntimeError("the integration test needs root in CI")
-    pytest.skip("the local provider needs root", allow_module_level=True)
+needs_root()
 
 
 @pytest.fixture(scope="module")

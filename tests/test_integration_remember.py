@@ -11,15 +11,12 @@ import urllib.request
 
 import pytest
 
-from lab.testing import ScratchLab, scratch_lab
+from lab.testing import ScratchLab, needs_root, scratch_lab
 
 NAME = os.environ.get("TEST_LAB_NAME", "labremember")  # its own name and subnet: other labs on this machine must not matter
 pytestmark = pytest.mark.integration
 
-if os.geteuid() != 0:
-    if os.environ.get("CI"):
-        raise RuntimeError("the integration test needs root in CI")
-    pytest.skip("the local provider needs root", allow_module_level=True)
+needs_root()
 
 ALL_UP = {"lb1": {"nginx": "up"}, "web1": {"gunicorn": "up"}, "web2": {"gunicorn": "up"},
           "db1": {"postgresql@15-main": "up"}}

@@ -15,15 +15,12 @@ import pytest
 
 from lab.bench import BenchSettings, locust_command, output_paths, parse_stats_json
 from lab.recipes import PROJECT_ROOT
-from lab.testing import ScratchLab, scratch_lab
+from lab.testing import ScratchLab, needs_root, scratch_lab
 
 NAME = os.environ.get("TEST_LAB_NAME", "labroll")  # its own name and subnet: other labs on this machine must not matter
 pytestmark = pytest.mark.integration
 
-if os.geteuid() != 0:
-    if os.environ.get("CI"):
-        raise RuntimeError("the integration test needs root in CI")
-    pytest.skip("the local provider needs root", allow_module_level=True)
+needs_root()
 
 WEBS = ("web1", "web2")
 USERS = 10  # Locust's anonymous SiteVisitor: pages, DB views, static files; ~30 requests/s through lb1

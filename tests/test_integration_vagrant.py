@@ -15,17 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from lab.testing import ScratchLab, scratch_lab
+from lab.testing import ScratchLab, needs_root, scratch_lab
 
 NAME = os.environ.get("TEST_LAB_NAME", "labvci")  # its own name and subnet: a developer's lab (local or vagrant) on this machine must not matter
 # TEST_LAB_NAME: two runs of this test can share one machine (each gets its own lab name and so its own subnet).
 SYSTEM = ["virsh", "-c", "qemu:///system"]
 pytestmark = pytest.mark.integration
 
-if os.geteuid() != 0:
-    if os.environ.get("CI"):
-        raise RuntimeError("the vagrant integration test needs root in CI")
-    pytest.skip("the vagrant provider's libvirt needs root here", allow_module_level=True)
+needs_root()
 
 
 def virsh(*args: str) -> str:

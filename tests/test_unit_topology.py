@@ -573,19 +573,6 @@ def test_which_hosts_serve_each_link():
 # -- `lab up --preset` ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def no_lab(tmp_path, monkeypatch):
-    """An empty project folder with its own LAB_DIR, and no LAB_* settings leaking in from outside."""
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("LAB_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LAB_DIR", str(tmp_path / ".lab"))
-    return tmp_path
-
-
 def up_topology(args, capfd, monkeypatch):
     """The topology `lab up ARGS` would build (lifecycle.up stopped before any provider work)."""
     from lab import lifecycle
