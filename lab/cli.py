@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -233,9 +234,11 @@ def bench(servers, webs, workers, threads, users, spawn_rate, duration, warmup, 
 def ssh(ctx: click.Context, host: str, command: tuple[str, ...]) -> None:
     """Open a shell on HOST, or run COMMAND there.
 
-    lab's options go before HOST (`lab ssh --debug web1`); everything after HOST is the command for HOST, passed on
-    as it is (`lab ssh web1 ls -la /srv`). As no program is called --help, `lab ssh web1 --help` shows this help;
-    any other option right after HOST is refused (put it before HOST). `lab ssh web1 -- CMD` runs CMD as it is.
+    lab's options go before HOST (`lab ssh --debug web1`); everything after HOST is the command for HOST. Several
+    words run as they are, each quoted (`lab ssh web1 ls -la /srv`, `lab ssh db1 sudo -u postgres psql bank -c '\\dt'`);
+    one word is a shell command line for HOST (`lab ssh web1 'journalctl -u gunicorn | tail'`). As no program is
+    called --help, `lab ssh web1 --help` shows this help; another option right after HOST is refused: `lab ssh web1
+    -- CMD` runs a CMD that starts with "-".
     """
     if command and command[0] == "--":  # `lab ssh web1 -- CMD`: CMD as it is, even if it starts with "-"
         command = command[1:]
@@ -243,9 +246,9 @@ def ssh(ctx: click.Context, host: str, command: tuple[str, ...]) -> None:
         click.echo(ctx.get_help())
         return
     elif command and command[0].startswith("-"):
-        raise UsageError(f"`lab ssh {host} {command[0]}`: lab's options go before HOST (`lab ssh {command[0]} {host}`); "
-                         "after HOST comes the command to run there")
-    argv = lifecycle.ssh_command(project(), host, command)
+        raise UsageError(f"`lab ssh {host} {command[0]}`: lab's own options go before HOST; to run a command that "
+                         f"starts with '-' on {host}: `lab ssh {host} -- {command[0]} ...`")
+    argv = lifecycle.ssh_command(project(), host, command, terminal=sys.stdin.isatty() and sys.stdout.isatty())
     sys.stdout.flush()
     os.execvp(argv[0], argv)
 
@@ -298,11 +301,11 @@ def main(argv: list[str] | None = None) -> None:
         os._exit(exit_code_for(KeyboardInterrupt()))
     except LabError as error:
         if options["debug"]:
-            raise
+            traceback.print_exc()  # the traceback as well, and still the error's own exit code
         errors.print(f"lab: error: {one_line(error)}", markup=False)
         sys.exit(exit_code_for(error))
     except Exception as error:
         if options["debug"]:
-            raise
+            traceback.print_exc()
         errors.print(f"lab: internal error ({type(error).__name__}): {one_line(error)}; rerun with --debug", markup=False)
         sys.exit(exit_code_for(error))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -132,8 +133,13 @@ def plan_up(project: Project, flags: Overrides, state: dict[str, Any] | None, fo
         raise TopologyError(f"{one_line(error)} (a choice remembered in {project.labdir.state_file}; "
                             "`lab up --forget` drops it)") from None
     # A choice is remembered only if the lab would differ without it: one equal to lab.toml/LAB_* lets them govern.
-    choices = {key: value for key, value in wanted.items()
-               if resolves({k: v for k, v in wanted.items() if k != key}) != topology}
+    # Dropped one at a time, each test against what is still kept: two choices that each make the other redundant
+    # (`--preset workshop --web=2`) must not both go. The earlier ones are tried first, so this command's win.
+    choices = dict(wanted)
+    for key in wanted:
+        without = {k: v for k, v in choices.items() if k != key}
+        if resolves(without) == topology:
+            choices = without
     kept = {key: value for key, value in choices.items() if key not in given}
     return UpPlan(topology, choices, kept, inferred and bool(kept), resolves({}))
 
@@ -253,11 +259,23 @@ def test(project: Project, tiers: Iterable[str] | None, junit_xml: Path | None, 
                       on_skipped=on_skipped)
 
 
-def ssh_command(project: Project, host: str, command: Iterable[str]) -> list[str]:
-    """The ssh command line for `lab ssh`: the same ssh_config Fabric and testinfra use."""
+def ssh_command(project: Project, host: str, command: Iterable[str], terminal: bool = False) -> list[str]:
+    """The ssh command line for `lab ssh`: the same ssh_config Fabric and testinfra use.
+
+    One word is a shell command line for the host (`lab ssh db1 'psql -c "\\dt"'`); several words are run as they
+    are, each quoted, so the host's shell does not split or expand them again (`lab ssh web1 echo 'a  b'`). With
+    a terminal on this side, a command gets one on the host too (psql's prompt, line editing).
+    """
     state, topology = _running_lab(project)
     topology.host(host)  # a clear error naming the lab's hosts
-    return ["ssh", "-F", str(project.labdir.ssh_config), host, *command]
+    remote = remote_command(command)
+    return ["ssh", "-F", str(project.labdir.ssh_config), *(["-t"] if terminal and remote else []), host, *remote]
+
+
+def remote_command(words: Iterable[str]) -> list[str]:
+    """What ssh sends for `lab ssh HOST WORDS`: one word as a shell line, several quoted so they arrive as they are."""
+    words = list(words)
+    return words if len(words) < 2 else [" ".join(shlex.quote(word) for word in words)]
 
 
 def close_ssh_masters(labdir: LabDir, hosts: Iterable[str]) -> None:

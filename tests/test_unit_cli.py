@@ -181,13 +181,22 @@ def test_unexpected_exception_is_an_internal_error_without_traceback(no_lab, cap
     assert lines == ["lab: internal error (RuntimeError): boom second line; rerun with --debug"]
 
 
+def debug_run(args, capfd) -> tuple[int, str]:
+    """main() with --debug: its exit code (the error's own, as without --debug) and stderr, which has the traceback."""
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    err = capfd.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    return done.value.code, err
+
+
 def test_debug_shows_the_traceback(no_lab, capfd, monkeypatch):
     def broken():
         raise RuntimeError("boom")
 
     monkeypatch.setattr(cli_module, "project", broken)
-    with pytest.raises(RuntimeError, match="boom"):
-        main(["--debug", "status"])
+    code, err = debug_run(["--debug", "status"], capfd)
+    assert code == 70 and "RuntimeError: boom" in err
 
 
 def test_keyboard_interrupt_exits_130(no_lab, capfd, monkeypatch):
@@ -311,16 +320,16 @@ def test_an_unknown_app_server_has_one_exit_code_from_flags_and_lab_toml(no_lab,
 
 
 @pytest.mark.parametrize("args", [["--debug", "up", "--web=0"], ["up", "--debug", "--web=0"], ["up", "--web=0", "--debug"]])
-def test_debug_is_accepted_anywhere_before_or_after_the_verb(no_lab, args):
-    with pytest.raises(TopologyError, match="--web"):
-        main(args)
+def test_debug_is_accepted_anywhere_before_or_after_the_verb(no_lab, capfd, args):
+    code, err = debug_run(args, capfd)
+    assert code == TopologyError.exit_code and "TopologyError: --web" in err  # the traceback, and the same exit code
 
 
 @pytest.mark.parametrize("args", [["ssh", "--debug", "web1"], ["status", "--debug"], ["test", "--debug"],
                                   ["creds", "--debug"], ["bench", "--debug"]])
-def test_debug_after_any_verb_shows_the_traceback(no_lab, args):
-    with pytest.raises(NotUp):
-        main(args)
+def test_debug_after_any_verb_shows_the_traceback(no_lab, capfd, args):
+    code, err = debug_run(args, capfd)
+    assert code == NotUp.exit_code and "lab.errors.NotUp" in err
 
 
 def test_without_debug_the_same_error_is_one_line(no_lab, capfd):
@@ -328,10 +337,10 @@ def test_without_debug_the_same_error_is_one_line(no_lab, capfd):
     assert code == 7 and "no lab in" in one_error_line(err)
 
 
-def test_lab_debug_in_the_environment_shows_the_traceback(no_lab, monkeypatch):
+def test_lab_debug_in_the_environment_shows_the_traceback(no_lab, capfd, monkeypatch):
     monkeypatch.setenv("LAB_DEBUG", "1")
-    with pytest.raises(NotUp):
-        main(["status"])
+    code, err = debug_run(["status"], capfd)
+    assert code == NotUp.exit_code and "lab.errors.NotUp" in err
 
 
 # -- lab ssh: lab's options before HOST, the remote command after it -----------------------------------
@@ -346,7 +355,7 @@ def fake_ssh(no_lab, monkeypatch):
         ran.append(argv)
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli_module.lifecycle, "ssh_command", lambda project, host, command: ["ssh", host, *command])
+    monkeypatch.setattr(cli_module.lifecycle, "ssh_command", lambda project, host, command, terminal: ["ssh", host, *command])
     monkeypatch.setattr(cli_module.os, "execvp", run)
     return ran
 
@@ -377,7 +386,7 @@ def test_ssh_refuses_an_option_right_after_host(fake_ssh, capfd, option):
     code, out, err = run_main(["ssh", "web1", option], capfd)
     assert code == 2 and out == "" and fake_ssh == []
     line = one_error_line(err)
-    assert f"`lab ssh {option} web1`" in line
+    assert "lab's own options go before HOST" in line and f"`lab ssh web1 -- {option} ...`" in line
 
 
 def test_ssh_refuses_an_unknown_option_before_host(fake_ssh, capfd):
@@ -494,3 +503,13 @@ def test_a_provider_without_a_box_refuses_box_build_in_one_line():
 
     with pytest.raises(UsageError, match="without a box"):
         LocalProvider().build_box(print)
+
+
+@pytest.mark.parametrize(("words", "sent"), [
+    ((), []),
+    (("journalctl -u gunicorn | tail",), ["journalctl -u gunicorn | tail"]),  # one word: a shell line on the host
+    (("echo", "a   b", "$HOSTNAME", "x;y"), ["echo 'a   b' '$HOSTNAME' 'x;y'"]),  # several: each arrives as it is
+    (("psql", "bank", "-c", "select count(*) from pg_tables"), ["psql bank -c 'select count(*) from pg_tables'"]),
+])
+def test_ssh_sends_several_words_quoted_and_one_word_as_a_shell_line(words, sent):
+    assert lifecycle.remote_command(words) == sent

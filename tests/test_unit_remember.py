@@ -355,3 +355,14 @@ def test_bench_whose_put_back_fails_after_a_good_run_is_an_error(project, bench_
     plan["fail_put_back"] = ProvisionFailed("1 recipe failed")
     with pytest.raises(ProvisionFailed):
         bench(project, servers=("gunicorn", "mod_wsgi"))
+
+
+def test_two_choices_that_each_make_the_other_redundant_keep_one(project):
+    # --preset workshop gives web×2, as --web=2 does: the lab must still be web×2 on the next plain `lab up`.
+    state = write_state(project, linux(Overrides(web=2)), {"web": 2})
+    plan = plan_up(project, Overrides(preset="workshop"), state)
+    assert webs(plan.topology) == ["web1", "web2"]
+    assert plan.choices == {"preset": "workshop"}  # this command's flag is the one remembered
+    state = write_state(project, plan.topology, plan.choices)
+    assert webs(plan_up(project, Overrides(), state).topology) == ["web1", "web2"]
+    assert plan_up(project, Overrides(preset="workshop", web=2), None).choices != {}
