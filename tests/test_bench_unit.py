@@ -1,4 +1,4 @@
-"""Unit tests for lab.bench and lab.report: real Locust runs against a loopback HTTP server, no lab needed."""
+"""Unit tests for lab.bench.locust and lab.bench.report: real Locust runs against a loopback HTTP server, no lab needed."""
 from __future__ import annotations
 
 import http.server
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lab import bench
-from lab.bench import (
+from lab.bench import locust as bench
+from lab.bench.locust import (
     BenchResult,
     BenchSettings,
     parse_failures_csv,
@@ -27,7 +27,7 @@ from lab.bench import (
     timestamped_results_dir,
 )
 from lab.errors import BenchError, LabError
-from lab.report import bench_table
+from lab.bench.report import bench_table
 
 REPO = Path(__file__).resolve().parents[1]
 MIX = REPO / "loadtests" / "locustfile.py"
@@ -365,7 +365,7 @@ def test_settings_are_validated(change: dict[str, object], tmp_path: Path) -> No
 
 
 class _PopenSpy:
-    """Wraps subprocess.Popen in lab.bench to keep hold of the process it starts."""
+    """Wraps subprocess.Popen in lab.bench.locust to keep hold of the process it starts."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.procs: list[subprocess.Popen[str]] = []

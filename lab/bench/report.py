@@ -4,7 +4,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from lab.bench import BenchResult, EndpointStats
+from lab.bench.locust import BenchResult, EndpointStats
 
 
 def _failures_cell(failures: int, requests: int) -> Text:
