@@ -16,7 +16,8 @@ from lab.hosts import HostFacts
 from lab.recipes import ConvergeReport, RecipeResult
 from lab.remote import RemoteHost, render_known_hosts, render_ssh_config
 from lab.services import DOWN, UNKNOWN, probe as probe_services, services_of
-from lab.state import LabDir, write_private
+from lab.files import write_atomically
+from lab.state import LabDir
 from lab.system import Say
 from lab.topology import Overrides, Topology, choice_flag, load_file, resolve
 
@@ -160,8 +161,8 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
         state["status"] = "creating"
         labdir.write(state)
         endpoints = provider.up(topology, labdir, state, say)
-        write_private(labdir.known_hosts, render_known_hosts(endpoints))
-        write_private(labdir.ssh_config, render_ssh_config(endpoints, labdir))
+        write_atomically(labdir.known_hosts, render_known_hosts(endpoints), fsync=True)
+        write_atomically(labdir.ssh_config, render_ssh_config(endpoints, labdir), fsync=True)
         state["status"] = "up"
         labdir.write(state)
         recipes = recipes_module.load_recipes(max_step)

@@ -18,6 +18,7 @@ from lab.bench.html import render as render_report
 from lab.bench.locust import timestamped_results_dir
 from lab.bench.matrix import Cell, CellReport, MatrixSettings, compare_cells, measure_cell
 from lab.errors import BenchError, ThresholdMissed, TopologyError, UsageError, one_line
+from lab.files import write_atomically
 from lab.lifecycle import Project
 from lab.machine_packages import ensure_feature
 from lab.providers import get_provider
@@ -125,8 +126,10 @@ def bench(project: Project, request: BenchRequest, say: Say, on_result: Callable
     if switched:
         _put_back(project, found, say, on_result)
     machine = {"cores": os.cpu_count() or 1}
-    (results_dir / "results.json").write_text(json.dumps(
-        {"cells": [r.to_dict() for r in reports], "machine": machine, "request": asdict(request)}, indent=2, default=str))
+    # Whole or not at all: `lab bench --compare` reads it back.
+    write_atomically(results_dir / "results.json", json.dumps(
+        {"cells": [r.to_dict() for r in reports], "machine": machine, "request": asdict(request)}, indent=2, default=str),
+        mode=0o644)
     (results_dir / "report.html").write_text(render_report(reports, f"lab bench — {results_dir.name}", machine))
     if all(r.error for r in reports):
         raise BenchError(f"every cell failed; first: {reports[0].cell.label}: {reports[0].error} (report in {results_dir})")
