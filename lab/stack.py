@@ -27,7 +27,6 @@ class TierSpec:
     max_count: int
     memory_mb: int
     cpus: int
-    role: str
     services: tuple[str, ...] = ()  # the tier's main systemd services (what `lab status` can show)
 
 
@@ -94,9 +93,9 @@ _BASE = Stack(
     presets={"minimal": {}, "workshop": {"web": 2}, "full": {}},
 )
 BUILT_IN = (
-    _BASE.with_tier(TierSpec("lb", 10, 1, 1, 2, 512, 1, "nginx load balancer", ("nginx",)))
-    .with_tier(TierSpec("web", 20, 1, 1, 9, 768, 1, "Django web server", ("gunicorn",)))
-    .with_tier(TierSpec("db", 30, 1, 1, 1, 768, 1, "PostgreSQL server", ("postgresql",)))
+    _BASE.with_tier(TierSpec("lb", 10, 1, 1, 2, 512, 1, ("nginx",)))  # the load balancer
+    .with_tier(TierSpec("web", 20, 1, 1, 9, 768, 1, ("gunicorn",)))  # Django under the app server
+    .with_tier(TierSpec("db", 30, 1, 1, 1, 768, 1, ("postgresql",)))  # PostgreSQL
     .with_links(
         Link(MACHINE, EVERY_TIER, 22, "ssh"),  # lab's own SSH (recipes, checks, `lab ssh`)
         Link(SUBNET, "lb", 80, "http"),  # the site, for the machine (browser, load tests) and every lab host

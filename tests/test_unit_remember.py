@@ -58,12 +58,6 @@ def test_from_choices_drops_keys_this_lab_does_not_know():
     assert Overrides.from_choices({"preset": "workshop"}) == Overrides(preset="workshop")
 
 
-def test_later_choices_win_key_by_key():
-    earlier = Overrides(web=2, app_server="mod_wsgi", counts={"lb": 2, "db": 1})
-    merged = Overrides(web=1, counts={"db": 1}).over(earlier)
-    assert merged == Overrides(web=1, app_server="mod_wsgi", counts={"lb": 2, "db": 1})
-
-
 def test_describing_a_topology_asks_for_exactly_it():
     made = linux(Overrides(web=3, app_server="mod_wsgi"))
     assert Overrides.describing(made).choices() == {"web": 3, "provider": "local", "app_server": "mod_wsgi",
