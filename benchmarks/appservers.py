@@ -16,7 +16,7 @@ import platform
 import re
 from pathlib import Path
 
-from lab.matrix import run_wrk
+from lab.bench.wrk import run_wrk
 from lab.testing import benchmark_main, scratch_lab
 
 NAME = "labshootout"

@@ -1,4 +1,4 @@
-"""The `lab` command line: a thin layer over lab.lifecycle; every error leaves here as one line and an exit code."""
+"""The `lab` command line, thin over lab.lifecycle and lab.bench; every error leaves here as one line and an exit code."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+import lab.bench
 from lab import lifecycle
 from lab.errors import LabError, UsageError, exit_code_for, one_line
 from lab.recipes import RecipeResult
-from lab.report import comparison_table, matrix_table
+from lab.bench.report import comparison_table, matrix_table
 from lab.topology import TIERS, Overrides
 from lab.verify import SkippedCheck
 
@@ -213,17 +214,17 @@ def bench(servers, webs, workers, threads, users, spawn_rate, duration, warmup, 
     afterwards, also after a failure or Ctrl-C.
     """
     if compare:
-        console.print(comparison_table(lifecycle.compare(project(), *compare)))
+        console.print(comparison_table(lab.bench.compare(project(), *compare)))
         return
-    request = lifecycle.BenchRequest(
+    request = lab.bench.BenchRequest(
         servers=servers, webs=webs, workers=workers or (None,), threads=threads or (None,), users=users,
         spawn_rate=spawn_rate, duration_s=duration, warmup_s=warmup, repeats=repeats, processes=processes, scenario=scenario,
         reference_wrk=reference_wrk,
     )
-    run = lifecycle.bench(project(), request, say, functools.partial(show_result, verbose=False))
+    run = lab.bench.bench(project(), request, say, functools.partial(show_result, verbose=False))
     console.print(matrix_table(run.cells))
     say(f"report: {run.results_dir / 'report.html'}")
-    lifecycle.check_thresholds(run.cells, fail_under_rps, max_p95_ms)
+    lab.bench.check_thresholds(run.cells, fail_under_rps, max_p95_ms)
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})

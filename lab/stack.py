@@ -29,7 +29,6 @@ class TierSpec:
     max_count: int
     memory_mb: int
     cpus: int
-    role: str
     services: tuple[str, ...] = ()  # the tier's main systemd units, what `lab status` shows (APP_SERVER_UNIT: the lab's)
 
 
@@ -96,10 +95,10 @@ _BASE = Stack(
     presets={"minimal": {}, "workshop": {"web": 2}, "full": {}},
 )
 BUILT_IN = (
-    _BASE.with_tier(TierSpec("lb", 10, 1, 1, 2, 512, 1, "nginx load balancer", ("nginx",)))
-    .with_tier(TierSpec("web", 20, 1, 1, 9, 768, 1, "Django web server", (APP_SERVER_UNIT,)))
-    # The cluster's own unit: postgresql.service is a wrapper that stays "active" when the cluster is down.
-    .with_tier(TierSpec("db", 30, 1, 1, 1, 768, 1, "PostgreSQL server", ("postgresql@15-main",)))
+    _BASE.with_tier(TierSpec("lb", 10, 1, 1, 2, 512, 1, ("nginx",)))  # the load balancer
+    .with_tier(TierSpec("web", 20, 1, 1, 9, 768, 1, (APP_SERVER_UNIT,)))  # Django under the app server
+    # PostgreSQL; its cluster's own unit: postgresql.service is a wrapper that stays "active" when the cluster is down.
+    .with_tier(TierSpec("db", 30, 1, 1, 1, 768, 1, ("postgresql@15-main",)))
     .with_links(
         Link(MACHINE, EVERY_TIER, 22, "ssh"),  # lab's own SSH (recipes, checks, `lab ssh`)
         Link(SUBNET, "lb", 80, "http"),  # the site, for the machine (browser, load tests) and every lab host

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lab.errors import LabBusy, NotUp, ProviderError
+from lab.files import write_atomically
 from lab.topology import Topology
 
 STATE_VERSION = 2
@@ -104,7 +105,7 @@ class LabDir:
         if missing or extra or data["status"] not in STATUSES:
             raise ValueError(f"bad state: missing {missing}, extra {extra}, status {data.get('status')}")
         data = dict(data, updated_at=_now())
-        write_private(self.state_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        write_atomically(self.state_file, json.dumps(data, indent=2, sort_keys=True) + "\n", fsync=True)
 
     def new_state(self, topology: Topology, choices: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
@@ -148,7 +149,7 @@ class LabDir:
             f'{key} = "{value}"\n' for key, value in sorted(current.items())
         )
         self.ensure()
-        write_private(self.secrets_file, body)
+        write_atomically(self.secrets_file, body, fsync=True)
         return current
 
     def remove(self, keep_results: bool = True) -> None:
@@ -164,17 +165,6 @@ class LabDir:
                 child.unlink()
         if not any(self.path.iterdir()):
             self.path.rmdir()
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _now() -> str:

@@ -223,10 +223,6 @@ class Overrides:
                 values[name] = value
         return cls(**values)
 
-    def over(self, earlier: "Overrides") -> "Overrides":
-        """These choices on top of earlier ones: this command's flags over the remembered choices."""
-        return Overrides.from_choices({**earlier.choices(), **self.choices()})
-
     @classmethod
     def describing(cls, topology: "Topology") -> "Overrides":
         """The choices that ask for exactly this topology's own values (what an existing lab was made with)."""

@@ -1,8 +1,7 @@
-"""Unit tests for lab.bench and lab.report: real Locust runs against a loopback HTTP server, no lab needed."""
+"""Unit tests for lab.bench.locust: real Locust runs against a loopback HTTP server, no lab needed."""
 from __future__ import annotations
 
 import http.server
-import io
 import json
 import socket
 import subprocess
@@ -13,10 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
-from lab import bench
-from lab.bench import (
+from lab.bench import locust as adapter
+from lab.bench.locust import (
     BenchResult,
     BenchSettings,
     parse_failures_csv,
@@ -27,7 +25,6 @@ from lab.bench import (
     timestamped_results_dir,
 )
 from lab.errors import BenchError, LabError
-from lab.report import bench_table
 
 REPO = Path(__file__).resolve().parents[1]
 MIX = REPO / "loadtests" / "locustfile.py"
@@ -215,17 +212,6 @@ def test_locust_never_imported_here(mix_run: tuple[BenchSettings, BenchResult, l
     assert "gevent" not in sys.modules
 
 
-def test_table_renders(mix_run: tuple[BenchSettings, BenchResult, list[str]]) -> None:
-    _, result, _ = mix_run
-    out = io.StringIO()
-    Console(file=out, width=160, color_system=None).print(bench_table(result))
-    text = out.getvalue()
-    assert "Aggregated" in text
-    assert "GET /balance/ (db, cached)" in text
-    assert "p99 ms" in text
-    assert f"{result.requests:,}" in text
-
-
 def test_rerun_in_same_dir_does_not_reuse_old_stats(site: str, tmp_path: Path) -> None:
     results_dir = tmp_path / "run"
     results_dir.mkdir()
@@ -250,9 +236,6 @@ def test_server_errors_are_failures_not_exceptions(
     assert 0 < result.failure_ratio < 1
     assert any("500" in reason.error for reason in result.errors)
     assert json.loads(result.files["json"].read_text(encoding="utf-8"))["locust"]["exit_code"] == 1
-    out = io.StringIO()
-    Console(file=out, width=160, color_system=None).print(bench_table(result))
-    assert "500" in out.getvalue()
 
 
 def test_unreachable_target_is_a_result_with_every_request_failed(tmp_path: Path) -> None:
@@ -327,14 +310,14 @@ def test_gist_picks_the_telling_line() -> None:
         "ValueError: LAB_WAIT must be a number of seconds >= 0, got 'soon'",
         "",
     ]
-    assert bench._gist(traceback_tail) == "ValueError: LAB_WAIT must be a number of seconds >= 0, got 'soon'"
+    assert adapter._gist(traceback_tail) == "ValueError: LAB_WAIT must be a number of seconds >= 0, got 'soon'"
     logged = [
         "[2026-01-01 00:00:00,000] vm/INFO/locust.main: Starting Locust 2.47.0",
         "[2026-01-01 00:00:00,001] vm/ERROR/locust.main: No User class found!",
     ]
-    assert bench._gist(logged) == "No User class found!"
-    assert bench._gist([]) == ""
-    assert bench._gist(["[2026-01-01 00:00:00,000] vm/INFO/locust.main: Shutting down (exit code 1)"]) == ""
+    assert adapter._gist(logged) == "No User class found!"
+    assert adapter._gist([]) == ""
+    assert adapter._gist(["[2026-01-01 00:00:00,000] vm/INFO/locust.main: Shutting down (exit code 1)"]) == ""
 
 
 def test_missing_locustfile(tmp_path: Path) -> None:
@@ -343,9 +326,9 @@ def test_missing_locustfile(tmp_path: Path) -> None:
 
 
 def test_missing_locust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_find_spec = bench.importlib.util.find_spec
+    real_find_spec = adapter.importlib.util.find_spec
     monkeypatch.setattr(
-        bench.importlib.util, "find_spec", lambda name, *a: None if name == "locust" else real_find_spec(name, *a)
+        adapter.importlib.util, "find_spec", lambda name, *a: None if name == "locust" else real_find_spec(name, *a)
     )
     with pytest.raises(BenchError, match="not installed"):
         run_locust(_settings("http://127.0.0.1:1", tmp_path / "run"))
@@ -365,7 +348,7 @@ def test_settings_are_validated(change: dict[str, object], tmp_path: Path) -> No
 
 
 class _PopenSpy:
-    """Wraps subprocess.Popen in lab.bench to keep hold of the process it starts."""
+    """Wraps subprocess.Popen in lab.bench.locust to keep hold of the process it starts."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.procs: list[subprocess.Popen[str]] = []
@@ -376,13 +359,13 @@ class _PopenSpy:
             self.procs.append(proc)
             return proc
 
-        monkeypatch.setattr(bench.subprocess, "Popen", spy)
+        monkeypatch.setattr(adapter.subprocess, "Popen", spy)
 
 
 def test_overrun_is_killed_and_reported(site: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spy = _PopenSpy(monkeypatch)
     # A 1 s run with a 0.5 s hard limit: the limit always hits first.
-    monkeypatch.setattr(bench, "TIMEOUT_GRACE_S", -0.5)
+    monkeypatch.setattr(adapter, "TIMEOUT_GRACE_S", -0.5)
     with pytest.raises(BenchError, match="did not finish"):
         run_locust(_settings(site, tmp_path / "run", HELLO, users=1, duration_s=1))
     (proc,) = spy.procs
@@ -405,7 +388,7 @@ def test_ctrl_c_stops_locust_and_is_reraised(site: str, tmp_path: Path, monkeypa
 
 
 def test_timestamped_results_dir_never_collides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench, "_utcnow", lambda: datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc))
+    monkeypatch.setattr(adapter, "_utcnow", lambda: datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc))
     made = [timestamped_results_dir(tmp_path) for _ in range(3)]
     assert [p.name for p in made] == ["20240506-070809", "20240506-070809-2", "20240506-070809-3"]
     assert all(p.parent == tmp_path / "results" and p.is_dir() for p in made)

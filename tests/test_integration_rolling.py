@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench import BenchSettings, locust_command, output_paths, parse_stats_json
+from lab.bench.locust import BenchSettings, locust_command, output_paths, parse_stats_json
 from lab.recipes import PROJECT_ROOT
 from lab.testing import ScratchLab, needs_root, scratch_lab
 

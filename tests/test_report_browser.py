@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.matrix import Cell, CellReport, Run
-from lab.report_html import PALETTE, render
+from lab.bench.matrix import Cell, CellReport, Run
+from lab.bench.html import PALETTE, render
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:

@@ -30,8 +30,8 @@ SECRETS = {"django_secret_key": "k3y", "db_password": "pw"}
 DERIVED = ("step1_bootstrap.hosts_file", "step1_bootstrap.firewall", "step1_bootstrap.site_settings",
            "step2_database.postgresql", "step5_balancer.nginx")
 
-CACHE = TierSpec("cache", 40, 0, 0, 3, 256, 1, "memcached cache", ("memcached",))
-POOLER = TierSpec("pooler", 50, 1, 1, 1, 256, 1, "pgbouncer connection pooler", ("pgbouncer",))
+CACHE = TierSpec("cache", 40, 0, 0, 3, 256, 1, ("memcached",))
+POOLER = TierSpec("pooler", 50, 1, 1, 1, 256, 1, ("pgbouncer",))
 
 
 def cache_stack():
@@ -207,7 +207,7 @@ def test_a_pooler_between_web_and_db_moves_settings_pg_hba_and_firewall():
 
 
 def test_the_upstream_is_every_host_serving_the_app_link():
-    api = TierSpec("api", 60, 0, 0, 2, 512, 1, "the site's API hosts", ("gunicorn",))
+    api = TierSpec("api", 60, 0, 0, 2, 512, 1, ("gunicorn",))  # the site's API hosts
     stack = stacks.current().with_tier(api, [Link("lb", "api", 8000, "app")])
     topology = resolve({"tiers": {"api": {"count": 1}}}, {}, platform="linux", stack=stack)
     files = provision(topology)
@@ -230,7 +230,7 @@ def test_every_source_address_is_on_the_lab_network_or_the_machine(cache_lab):
 def test_a_registered_kind_gets_every_hosts_recipes_and_checks():
     code = (
         "from lab import stack\n"
-        "stack.register_tier(stack.TierSpec('cache', 40, 0, 0, 3, 256, 1, 'memcached'),"
+        "stack.register_tier(stack.TierSpec('cache', 40, 0, 0, 3, 256, 1),"
         " [stack.Link('web', 'cache', 11211, 'cache')])\n"
         "from lab.recipes import load_recipes\n"
         "import provision.step1_bootstrap.test_firewall as checks\n"

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench import BenchResult
+from lab.bench import check_thresholds
+from lab.bench.html import comparison_verdict, render
+from lab.bench.locust import BenchResult
+from lab.bench.matrix import Cell, CellReport, Run, compare_cells, steady_state, verdict
+from lab.bench.report import matrix_table
+from lab.bench.wrk import run_wrk
 from lab.errors import BenchError, ThresholdMissed
-from lab.lifecycle import check_thresholds
-from lab.matrix import Cell, CellReport, Run, compare_cells, run_wrk, steady_state, verdict
-from lab.report import matrix_table
-from lab.report_html import comparison_verdict, render
 
 
 def a_run(rps: float, p95: float = 50.0, generator: float = 0.3, busy: float = 0.5, web: float = 0.6,

@@ -6,10 +6,12 @@ import os
 
 import pytest
 
+import lab.bench
 from lab import lifecycle
 from lab.errors import ProvisionFailed, TopologyError
-from lab.lifecycle import BenchRequest, Project, plan_up
-from lab.matrix import CellReport, Run
+from lab.bench import BenchRequest
+from lab.lifecycle import Project, plan_up
+from lab.bench.matrix import CellReport, Run
 from lab.providers.base import HostFacts
 from lab.recipes import ConvergeReport
 from lab.topology import Overrides, Topology, choice_flag, resolve
@@ -54,12 +56,6 @@ def test_from_choices_drops_keys_this_lab_does_not_know():
     assert Overrides.from_choices({"web": 3, "flavour": "big", "web.x": 1, "counts": 2}) == Overrides(web=3)
     # preset is a flag like --web: remembered and read back
     assert Overrides.from_choices({"preset": "workshop"}) == Overrides(preset="workshop")
-
-
-def test_later_choices_win_key_by_key():
-    earlier = Overrides(web=2, app_server="mod_wsgi", counts={"lb": 2, "db": 1})
-    merged = Overrides(web=1, counts={"db": 1}).over(earlier)
-    assert merged == Overrides(web=1, app_server="mod_wsgi", counts={"lb": 2, "db": 1})
 
 
 def test_describing_a_topology_asks_for_exactly_it():
@@ -211,7 +207,8 @@ class FakeProvider:
 @pytest.fixture
 def fake_hosts(project, monkeypatch) -> FakeProvider:
     provider = FakeProvider()
-    monkeypatch.setattr(lifecycle, "get_provider", lambda name: provider)
+    for verbs in (lifecycle, lab.bench):
+        monkeypatch.setattr(verbs, "get_provider", lambda name: provider)
     monkeypatch.setattr(lifecycle.recipes_module, "load_recipes", lambda max_step=None: [])
     monkeypatch.setattr(lifecycle.recipes_module, "converge", lambda *args, **kwargs: ConvergeReport([], 0.0))
     return provider
@@ -282,14 +279,14 @@ def bench_lab(project, monkeypatch, fake_hosts):
         return CellReport(cell, {}, [run], None, "web1 CPU")
 
     monkeypatch.setattr(lifecycle, "up", fake_up)
-    monkeypatch.setattr(lifecycle, "measure_cell", fake_measure)
+    monkeypatch.setattr(lab.bench, "measure_cell", fake_measure)
     return ups, measured, plan
 
 
 def bench(project, said: list[str] | None = None, **asked) -> list[str]:
-    """lifecycle.bench with short runs; what it said lands in `said` even when it raises."""
+    """lab.bench.bench with short runs; what it said lands in `said` even when it raises."""
     said = [] if said is None else said
-    lifecycle.bench(project, BenchRequest(duration_s=1, warmup_s=0, repeats=1, **asked), said.append, lambda result: None)
+    lab.bench.bench(project, BenchRequest(duration_s=1, warmup_s=0, repeats=1, **asked), said.append, lambda result: None)
     return said
 
 

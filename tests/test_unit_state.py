@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import stat
 import subprocess
 import tomllib
@@ -11,7 +10,7 @@ import tomllib
 import pytest
 
 from lab.errors import LabBusy, NotUp, ProviderError
-from lab.state import SECRET_NAMES, STATE_KEYS, STATE_VERSION, LabDir, write_private
+from lab.state import SECRET_NAMES, STATE_KEYS, STATE_VERSION, LabDir
 
 
 def mode(path) -> int:
@@ -153,16 +152,6 @@ def test_read_of_state_with_other_keys_raises_provider_error(labdir):
     labdir.state_file.write_text(json.dumps({"version": 1, "name": "lab"}))
     with pytest.raises(ProviderError, match="unexpected keys"):
         labdir.read()
-
-
-def test_write_private_is_owner_only_and_replaces(tmp_path):
-    path = tmp_path / "f"
-    path.write_text("old")
-    os.chmod(path, 0o644)
-    write_private(path, "new")
-    assert path.read_text() == "new"
-    assert mode(path) == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
 
 
 # -- secrets ------------------------------------------------------------------------------------

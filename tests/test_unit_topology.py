@@ -496,7 +496,7 @@ def test_unknown_preset_is_refused_with_the_topology_exit_code(where, kwargs):
 
 # -- optional tiers ---------------------------------------------------------------------------------------
 
-CACHE = TierSpec("cache", 40, 0, 0, 3, 256, 1, "memcached", ("memcached",))
+CACHE = TierSpec("cache", 40, 0, 0, 3, 256, 1, ("memcached",))
 
 
 def with_cache():
@@ -524,9 +524,9 @@ def test_a_required_tier_refuses_0():
 
 def test_the_stack_refuses_inconsistent_tiers_and_links():
     with pytest.raises(ValueError, match="already registered"):
-        stacks.current().with_tier(TierSpec("web", 50, 1, 1, 2, 256, 1, "again"))
+        stacks.current().with_tier(TierSpec("web", 50, 1, 1, 2, 256, 1))
     with pytest.raises(ValueError, match="min <= default <= max"):
-        stacks.current().with_tier(TierSpec("queue", 50, 0, 1, 2, 256, 1, "rabbitmq"))
+        stacks.current().with_tier(TierSpec("queue", 50, 0, 1, 2, 256, 1))
     with pytest.raises(ValueError, match="unknown tier"):
         stacks.current().with_tier(CACHE, [Link("web", "search", 9200, "search")])
     with pytest.raises(ValueError, match="unknown"):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabBusy
+from lab.files import write_atomically
 from lab.hosts import HostFacts, SshEndpoint
 from lab.machine import network
 from lab.machine.paths import cache_root, data_root, short_id
@@ -83,14 +84,15 @@ class LocalProvider(Provider):
         root = Path(resources["root"])
         root.mkdir(parents=True, exist_ok=True)
         (root / "owner").write_text(str(labdir.path.resolve()) + "\n")
-        (root / "resources.json").write_text(json.dumps(state["resources"], indent=2))
+        # Whole or not at all: a later `lab up` of another folder reads it to clean up after this lab.
+        write_atomically(root / "resources.json", json.dumps(state["resources"], indent=2), mode=0o644)
 
         for name, spec in dropped.items():
             say(f"removing {name} (no longer in the topology)")
             _remove_host(machines.MachineSpec(**spec))
         state["resources"] = resources
         labdir.write(state)
-        (root / "resources.json").write_text(json.dumps(resources, indent=2))
+        write_atomically(root / "resources.json", json.dumps(resources, indent=2), mode=0o644)
 
         cache_root().mkdir(parents=True, exist_ok=True)
         cache_root().chmod(0o755)  # squid runs as `proxy` and must reach its cache folder below this one

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.errors import ProviderError
+from lab.files import write_atomically
 from lab.system import run
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -65,10 +66,7 @@ def write_if_changed(path: Path, content: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_text() == content and (path.stat().st_mode & 0o777) == mode:
         return
-    tmp = path.with_name(path.name + ".lab-tmp")
-    tmp.write_text(content)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomically(path, content, mode)
 
 
 def ensure_identity(spec: MachineSpec, authorized_key: str) -> str:

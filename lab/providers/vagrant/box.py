@@ -14,6 +14,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from lab.errors import BoxMissing, MissingDependency, ProviderError
+from lab.files import write_atomically
 from lab.machine import debian_rootfs
 from lab.machine.debian_rootfs import SUITE, machine_ca_certificates
 from lab.machine.paths import cache_root
@@ -236,7 +237,7 @@ def build_box(say: Say, cache_dir: Path | None = None, force: bool = False) -> P
             # The box goes in whole, by one rename, and its stamp only after it: a build cut short
             # between the two leaves a box without a matching stamp, which is rebuilt, never reused.
             os.replace(box, final)
-            _write_atomically(boxes / STAMP_FILE, json.dumps({"key": box_key(), "box": BOX_FILE}) + "\n")
+            write_atomically(boxes / STAMP_FILE, json.dumps({"key": box_key(), "box": BOX_FILE}) + "\n", mode=0o644)
         finally:
             _remove_build_dir(work)
         say(f"built {final} ({final.stat().st_size >> 20} MiB) in {time.monotonic() - started:.0f} s")
@@ -248,12 +249,6 @@ def _complete(box: Path, stamp: Path) -> bool:
         return box.is_file() and json.loads(stamp.read_text()).get("key") == box_key()
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 def _remove_build_dir(work: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jinja2
 
-from lab.matrix import NOISE, CellReport
+from lab.bench.matrix import NOISE, CellReport
 
 PALETTE = ("#2f6db5", "#d9822b", "#3c9d5d", "#b5452f", "#7a52b3", "#5f6b7a", "#c2a12b", "#2bb5a6")
 WIDTH, BAR_HEIGHT, ROW_GAP, LEFT, RIGHT = 840, 22, 12, 310, 90  # LEFT fits a label like 'mod_wsgi web×2 workers=2 threads=5'

@@ -4,51 +4,6 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from lab.bench import BenchResult, EndpointStats
-
-
-def _failures_cell(failures: int, requests: int) -> Text:
-    share = failures / requests if requests else 0.0
-    return Text(f"{failures:,} ({share:.1%})", style="red" if failures else "")
-
-
-def _row(row: EndpointStats) -> list[str | Text]:
-    return [
-        row.name,
-        f"{row.requests:,}",
-        _failures_cell(row.failures, row.requests),
-        f"{row.rps:,.1f}",
-        f"{row.p50_ms:,.0f}",
-        f"{row.p95_ms:,.0f}",
-        f"{row.p99_ms:,.0f}",
-    ]
-
-
-def bench_table(result: BenchResult) -> Table:
-    """One row per endpoint, then the aggregated row; the commonest failure reasons as caption."""
-    table = Table(title="Load test", title_justify="left", caption_justify="left")
-    table.add_column("Endpoint", overflow="fold")
-    for heading in ("Requests", "Failures", "Req/s", "p50 ms", "p95 ms", "p99 ms"):
-        table.add_column(heading, justify="right", no_wrap=True)
-    for row in result.per_endpoint:
-        table.add_row(*_row(row))
-    table.add_section()
-    table.add_row(
-        "Aggregated",
-        f"{result.requests:,}",
-        _failures_cell(result.failures, result.requests),
-        f"{result.rps:,.1f}",
-        f"{result.p50_ms:,.0f}",
-        f"{result.p95_ms:,.0f}",
-        f"{result.p99_ms:,.0f}",
-        style="bold",
-    )
-    if result.errors:
-        table.caption = "\n".join(
-            f"{reason.occurrences:,} × {reason.name}: {reason.error}" for reason in result.errors[:5]
-        )
-    return table
-
 
 def matrix_table(cells: list) -> Table:
     """One row per configuration: medians with their spread, and what limited it."""

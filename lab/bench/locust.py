@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Mapping, NamedTuple
 
 from lab.errors import BenchError
+from lab.files import write_atomically
 
 # The hard limit on one run is duration_s + this. It covers interpreter and
 # locustfile start-up, STOP_TIMEOUT_S and writing the reports.
@@ -457,13 +458,6 @@ def _locust_version() -> str | None:
         return None
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    # Written whole then renamed, so a reader never sees half a file.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def run_locust(settings: BenchSettings, on_output: OutputCallback | None = None) -> BenchResult:
     """Run Locust headless against settings.target and return what it measured.
 
@@ -524,14 +518,15 @@ def run_locust(settings: BenchSettings, on_output: OutputCallback | None = None)
         files=files,
         errors=parse_failures_csv(paths["csv_failures"]),
     )
-    _write_json(
+    write_atomically(
         paths["json"],
-        {
+        json.dumps({
             "settings": settings_to_dict(settings),
             "result": result_to_dict(result),
             "locust": {"version": _locust_version(), "exit_code": returncode, "command": cmd},
             "started_at": started_at.isoformat(timespec="seconds"),
             "finished_at": finished_at.isoformat(timespec="seconds"),
-        },
+        }, indent=2) + "\n",
+        mode=0o644,  # a result for anyone to read, as Locust's own files beside it
     )
     return result

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 import resource
 import statistics
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from lab.bench import BenchResult, BenchSettings, run_locust
+from lab.bench.locust import BenchResult, BenchSettings, run_locust
+from lab.bench.wrk import run_wrk
 from lab.errors import BenchError, LabError
-from lab.system import Say, gist
+from lab.system import Say
 
 NOISE = 0.10  # run-to-run spread measured on this kind of machine: differences below it mean little
 GENERATOR_SATURATED = 0.85  # cores per Locust process: past this, Locust (not the servers) sets the pace
@@ -238,21 +237,6 @@ def measure_cell(
         report.error = f"{report.median('failure_pct'):.0f}% of requests failed"
     report.bottleneck = verdict(report.runs, settings.processes, cores)
     return report
-
-
-def run_wrk(url: str, connections: int, duration_s: int) -> float:
-    """wrk's requests/s against one URL (one thread, as many connections as Locust has users)."""
-    try:
-        result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", url],
-                                capture_output=True, text=True, timeout=duration_s + 30, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise BenchError("wrk is not installed (Debian: apt-get install wrk)") from None
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish within {duration_s + 30} s") from None
-    found = re.search(r"Requests/sec:\s+([0-9.]+)", result.stdout)
-    if result.returncode != 0 or not found:
-        raise BenchError(f"wrk failed (exit {result.returncode}): {gist(result.stderr + result.stdout)}")
-    return float(found.group(1))
 
 
 def compare_cells(a: Iterable[dict], b: Iterable[dict]) -> list[dict]:
