@@ -5,4 +5,4 @@ cd "$(dirname "$0")"
 scripts/ensure-venv.sh
 .venv/bin/lab up "$@"
 .venv/bin/lab test
-echo "setup: the lab is up and proved; open http://$(.venv/bin/lab status --format json | .venv/bin/python -c 'import json,sys; print(next(h["ip"] for h in json.load(sys.stdin) if h["tier"] == "lb"))')/"
+echo "setup: the lab is up and proved; open https://$(.venv/bin/lab status --format json | .venv/bin/python -c 'import json,sys; print(next(h["ip"] for h in json.load(sys.stdin) if h["tier"] == "lb"))')/ (its certificate is signed by the lab's own CA: $(.venv/bin/lab ca))"

@@ -30,18 +30,26 @@ def summary(results: Path) -> dict:
         cells[cell["cell"]["server"]] = {
             "label": cell["label"],
             "error": cell["error"],
-            "rps_median": round(cell["median"].get("rps", 0), 1),
+            "did_not_settle": cell["not_settled"],
+            "rps_median": round(cell["median"].get("rps", 0), 1),  # successful requests/s, steady window
             "rps_spread": [round(v, 1) for v in cell["spread"].get("rps", [])],
             "p95_ms_median": cell["median"].get("p95_ms"),
             "failure_pct_median": cell["median"].get("failure_pct"),
             "locust_cores_median": round(cell["median"].get("generator_cores", 0), 2),
             "bottleneck": cell["bottleneck"],
+            "rps_runs": [round(r["rps"], 1) for r in cell["runs"] if r["settled"]],
+            "stale_reads": cell["stale"],
+            "requests_per_web_host": cell["hosts"],
+            "idle_web_hosts": cell["idle_hosts"],
             "wrk_rps": cell["wrk_rps"],
+            "wrk_errors": cell["wrk_errors"],
             "locust_over_wrk": round(cell["locust_over_wrk"], 2) if cell["locust_over_wrk"] else None,
         }
     if {"gunicorn", "mod_wsgi"} <= cells.keys() and cells["gunicorn"]["rps_median"]:
         cells["mod_wsgi_over_gunicorn_rps"] = round(cells["mod_wsgi"]["rps_median"] / cells["gunicorn"]["rps_median"], 2)
     cells["report"] = str(results / "report.html")
+    cells["cpu_split"] = data.get("cpu_split")
+    cells["money"] = data.get("money")
     return cells
 
 
@@ -74,9 +82,11 @@ def main() -> None:
                 raise SystemExit(f"lab bench printed no report path:\n{output[-2000:]}")
             report["scenarios"][scenario] = summary(Path(found.group(1)))
         lb = next(h for h in json.loads(lab.ok("status", "--format", "json")) if h["tier"] == "lb")
-        static_rps = run_wrk(f"http://{lb['ip']}{STATIC_FILE}", options.users, options.duration)
+        static = run_wrk(f"https://{lb['ip']}{STATIC_FILE}", options.users, options.duration)  # http:// only redirects
+        static_rps = static.rps
         hello = report["scenarios"]["hello"]
         report["nginx_static_file_wrk_rps"] = static_rps
+        report["nginx_static_file_wrk_errors"] = static.describe_errors()
         report["static_over_hello_wrk"] = {
             server: round(static_rps / hello[server]["wrk_rps"], 1) for server in ("gunicorn", "mod_wsgi")
             if hello.get(server, {}).get("wrk_rps")

@@ -9,6 +9,7 @@ import pytest
 
 from lab import hostcheck
 from lab.hosts import HostFacts
+from lab.secrets import redact
 from lab.state import LabDir
 from lab.topology import Host, Topology
 
@@ -65,5 +66,24 @@ def lab(request: pytest.FixtureRequest) -> Topology:
 
 
 @pytest.fixture(scope="session")
+def labdir(request: pytest.FixtureRequest) -> LabDir:
+    """The lab's directory: its CA (for HTTPS checks from this machine) and its secrets."""
+    return _context(request.config).labdir
+
+
+@pytest.fixture(scope="session")
 def facts(request: pytest.FixtureRequest) -> HostFacts:
     return _context(request.config).facts
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """A failing check's report (the terminal, the JUnit XML) never shows a secret of the lab: each is redacted."""
+    outcome = yield
+    report = outcome.get_result()
+    values = _context(item.config).labdir.secret_values()
+    if not values:
+        return
+    if report.longrepr is not None and any(value in str(report.longrepr) for value in values):
+        report.longrepr = redact(str(report.longrepr), values)
+    report.sections = [(title, redact(body, values)) for title, body in report.sections]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -16,10 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 
 import lab.bench
-from lab import lifecycle
-from lab.errors import LabError, UsageError, exit_code_for, one_line
+import lab.failover
+from lab import deploy as deploys
+from lab import lifecycle, workshop
+from lab.errors import ChecksFailed, LabError, UsageError, exit_code_for, one_line
 from lab.recipes import RecipeResult
-from lab.bench.report import comparison_table, matrix_table
+from lab.bench.report import comparison_table, matrix_table, tls_cost_lines
 from lab.topology import TIERS, Overrides
 from lab.verify import SkippedCheck
 
@@ -81,22 +84,32 @@ def cli() -> None:
 @click.option("--provider", default=None, metavar="NAME", help="local (systemd-nspawn, default on Linux) or vagrant.")
 @click.option("--app-server", default=None, metavar="NAME",
               help="What serves the site on the web hosts: gunicorn (default) or mod_wsgi (Apache); switches in place.")
-@click.option("--preset", default=None, metavar="NAME", help="Tier counts to start from: minimal (default), workshop or full.")
+@click.option("--preset", default=None, metavar="NAME",
+              help="Tier counts to start from: minimal (default), workshop, tuned or full.")
+@click.option("--pooler", default=None, metavar="NAME",
+              help="Between the site and PostgreSQL: none or pgbouncer (default per preset; [db] pooler).")
+@click.option("--cache", "cache_hosts", type=int, default=None, metavar="N", help="memcached hosts cache1..cacheN (0: none).")
+@click.option("--db", "db_hosts", type=int, default=None, metavar="N", help="Database hosts: 1, or 2 (db2 a hot standby).")
 @click.option("--forget", is_flag=True,
               help="Drop the choices remembered from earlier flags: lab.toml and LAB_* decide again.")
 @step_option
 @click.option("-v", "--verbose", is_flag=True, help="List unchanged recipes too.")
 @debug_option
-def up(web: int | None, provider: str | None, app_server: str | None, preset: str | None, forget: bool,
-       step: int | None, verbose: bool) -> None:
+def up(web: int | None, provider: str | None, app_server: str | None, preset: str | None, pooler: str | None,
+       cache_hosts: int | None, db_hosts: int | None, forget: bool, step: int | None, verbose: bool) -> None:
     """Create or start the lab's hosts and converge every recipe (safe to run again).
 
     Flags are remembered: after `lab up --web=2`, a plain `lab up` keeps web1 and web2 (and says so) until another
     flag changes it or `--forget` hands the choice back to lab.toml and LAB_*.
     """
-    report = lifecycle.up(project(), Overrides(web=web, provider=provider, app_server=app_server, preset=preset), say,
-                          functools.partial(show_result, verbose=verbose), max_step=step, forget=forget)
+    counts = {tier: n for tier, n in (("cache", cache_hosts), ("db", db_hosts)) if n is not None}
+    overrides = Overrides(web=web, provider=provider, app_server=app_server, preset=preset, pooler=pooler, counts=counts)
+    report = lifecycle.up(project(), overrides, say, functools.partial(show_result, verbose=verbose), max_step=step,
+                          forget=forget,
+                          on_converged=workshop.step_completed)
     say(report.summary())
+    if project().labdir.exists():
+        say(project().labdir.topology().describe_data_tiers())
 
 
 def _services_cell(services: dict[str, str]) -> str:
@@ -119,7 +132,24 @@ def status(output: str) -> None:
         table.add_row(row.name, row.tier, row.ip, f"[{'green' if row.state == 'running' else 'red'}]{row.state}[/]",
                       _services_cell(row.services))
     console.print(table)
+    down = [row.name for row in rows if row.state != "running"]
+    if down:
+        say(f"not running: {', '.join(down)}; `lab up` starts them")
+    say(here.labdir.topology().describe_data_tiers())
     say(f"site: {lifecycle.site_url(here.labdir.topology())}/  (`lab creds` shows the demo user's login)")
+    with contextlib.suppress(LabError):  # no CA before the first `lab up` reaches the recipes
+        say(f"CA: {lifecycle.ca_file(here)}  (curl --cacert \"$(lab ca)\" ...; `lab ca --help`)")
+
+
+@cli.command()
+@debug_option
+def ca() -> None:
+    """Print the path of this lab's CA certificate, which signed the balancer's: `curl --cacert "$(lab ca)" URL`.
+
+    Each lab makes its own CA on its first `lab up` (.lab/ca/: ca.crt, and ca.key readable by root only). Its name
+    constraints permit only this lab's IPv4 subnet and balancer names; trust it in a browser to open the site without a warning.
+    """
+    click.echo(lifecycle.ca_file(project()))
 
 
 @cli.command()
@@ -194,6 +224,9 @@ def _list(kind: Callable[[str], Any]) -> Callable[[Any, Any, str | None], tuple 
 @click.option("--web", "webs", callback=_list(int), metavar="LIST", help="Web host counts to compare, e.g. 1,2 (default: the lab's).")
 @click.option("--workers", callback=_list(int), metavar="LIST", help="App server processes per web host, e.g. 2,4.")
 @click.option("--threads", callback=_list(int), metavar="LIST", help="Threads per app server process, e.g. 1,4.")
+@click.option("--tune", callback=_list(str), metavar="LIST",
+              help="Steps of the tuning ladder, each on top of the previous: e.g. baseline,pgbouncer,memcached,replica.")
+@click.option("--scheme", "schemes", callback=_list(str), metavar="LIST", help="http, https or both (default: the site's).")
 @click.option("--users", type=int, default=32, show_default=True, help="Concurrent simulated users.")
 @click.option("--spawn-rate", type=float, default=None, help="Users started per second (default: all at once).")
 @click.option("--duration", type=int, default=20, show_default=True, help="Seconds per measured run.")
@@ -205,9 +238,12 @@ def _list(kind: Callable[[str], Any]) -> Callable[[Any, Any, str | None], tuple 
 @click.option("--compare", nargs=2, metavar="RUN_A RUN_B", default=None, help="Print the deltas between two earlier runs and exit.")
 @click.option("--fail-under-rps", type=float, default=None, help="Exit 14 if any configuration's median req/s is below this.")
 @click.option("--max-p95-ms", type=float, default=None, help="Exit 14 if any configuration's median p95 is above this.")
+@click.option("--max-failed-pct", type=float, default=None,
+              help="Exit 14 if any configuration's median share of failed requests is above this (%); such a cell is marked failed.")
+@click.option("--shared-cpus", is_flag=True, help="Run Locust and wrk on the lab's CPUs too (no [bench] generator_cpus split).")
 @debug_option
-def bench(servers, webs, workers, threads, users, spawn_rate, duration, warmup, repeats, processes, scenario,
-          reference_wrk, compare, fail_under_rps, max_p95_ms) -> None:
+def bench(servers, webs, workers, threads, tune, schemes, users, spawn_rate, duration, warmup, repeats, processes,
+          scenario, reference_wrk, compare, fail_under_rps, max_p95_ms, max_failed_pct, shared_cpus) -> None:
     """Load-test the site through the balancer with Locust: one configuration, or a matrix compared side by side.
 
     When it switches the lab (another server, web count, workers or threads), it puts the lab back as it found it
@@ -219,12 +255,14 @@ def bench(servers, webs, workers, threads, users, spawn_rate, duration, warmup, 
     request = lab.bench.BenchRequest(
         servers=servers, webs=webs, workers=workers or (None,), threads=threads or (None,), users=users,
         spawn_rate=spawn_rate, duration_s=duration, warmup_s=warmup, repeats=repeats, processes=processes, scenario=scenario,
-        reference_wrk=reference_wrk,
+        reference_wrk=reference_wrk, tune=tune, schemes=schemes, max_failed_pct=max_failed_pct, shared_cpus=shared_cpus,
     )
     run = lab.bench.bench(project(), request, say, functools.partial(show_result, verbose=False))
-    console.print(matrix_table(run.cells))
+    console.print(matrix_table(run.cells, run.money, run.cells[0].settings.get("cpu_split", "") if run.cells else ""))
+    for line in tls_cost_lines(run.cells):
+        say(escape(line))  # a label is plain text, not rich markup
     say(f"report: {run.results_dir / 'report.html'}")
-    lab.bench.check_thresholds(run.cells, fail_under_rps, max_p95_ms)
+    lab.bench.check_thresholds(run.cells, fail_under_rps, max_p95_ms, max_failed_pct)
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})
@@ -254,6 +292,27 @@ def ssh(ctx: click.Context, host: str, command: tuple[str, ...]) -> None:
     os.execvp(argv[0], argv)
 
 
+@cli.group()
+@debug_option
+def failover() -> None:
+    """Fail a tier over to its standby."""
+
+
+@failover.command("db")
+@debug_option
+def failover_db() -> None:
+    """Promote the standby db host, point every writer at it (pgbouncer: pause, repoint, resume), fence the old primary.
+
+    A small write prober (one customer's transfers through the balancer, bounded in time and count) runs meanwhile;
+    the report gives how long writes were refused, how many requests failed, and the confirmed transfers lost
+    (must be 0). The next `lab up` makes the old primary a standby of the new one.
+    """
+    report = lab.failover.failover_db(project(), say, functools.partial(show_result, verbose=False))
+    say(report.summary())
+    if report.lost:
+        raise lab.failover.FailoverFailed(f"confirmed transfers missing after the failover: {', '.join(report.lost)}")
+
+
 @cli.command()
 @debug_option
 def destroy() -> None:
@@ -262,6 +321,88 @@ def destroy() -> None:
         say("lab destroyed")
     else:
         say("no lab here: nothing to destroy")
+
+
+@cli.command("forget-key")
+@click.argument("host")
+@debug_option
+def forget_key(host: str) -> None:
+    """Forget HOST's pinned SSH host key, on purpose (you re-made the host); the next `lab up` pins its new key."""
+    if lifecycle.forget_key(project(), host):
+        say(f"forgot {host}'s pinned host key: the next `lab up` pins the key it offers then")
+    else:
+        say(f"no key pinned for {host}: nothing to forget")
+
+
+# -- workshop mode (lab/workshop.py): do a step by hand, check it, solve it, rewind it --------------------------
+
+@cli.command("check")
+@click.argument("step", type=int)
+@debug_option
+def check_step(step: int) -> None:
+    """Run step STEP's checks against what is on the hosts now (no recipe is applied): did you do the step right?
+
+    Each failing check prints why it failed and what to try; `lab solve STEP` does the step for you.
+    """
+    failed = workshop.check(project(), step)
+    for failure in failed:
+        console.print(f"  [bold red]failed[/] {escape(failure.check)}\n    why: {escape(failure.why)}\n"
+                      f"    try: {escape(failure.hint)}")
+    if failed:
+        raise ChecksFailed(f"step {step}: {len(failed)} check(s) failed (`lab solve {step}` applies the step's recipes)")
+    say(f"step {step}: every check passed")
+
+
+@cli.command()
+@click.argument("step", type=int)
+@click.option("-v", "--verbose", is_flag=True, help="List unchanged recipes too.")
+@debug_option
+def solve(step: int, verbose: bool) -> None:
+    """Apply step STEP's recipes (and any earlier step's left undone), as `lab up --step STEP` would: when stuck."""
+    report = workshop.solve(project(), step, say, functools.partial(show_result, verbose=verbose))
+    say(report.summary())
+
+
+@cli.command()
+@click.option("--no-checks", is_flag=True, help="Do not run the checks (faster): only what lab applied.")
+@debug_option
+def steps(no_checks: bool) -> None:
+    """List the workshop's steps and, for this lab, which lab applied, which pass their checks, which can be reset to."""
+    table = Table("step", "title", "applied by lab", "checks", "reset to")
+    marks = {True: "[green]yes[/]", False: "no", None: "-"}
+    for row in workshop.steps(project(), run_checks=not no_checks):
+        checks = "-" if row.passes is None else ("[green]pass[/]" if row.passes else f"[red]{row.failed} failed[/]")
+        table.add_row(str(row.number), row.title, marks[row.applied], checks, "yes" if row.snapshot else "")
+    console.print(table)
+
+
+@cli.command()
+@click.option("--to-step", "to_step", type=int, required=True, metavar="K",
+              help="The step whose end to go back to (0: the bare hosts of `lab up --step 0`).")
+@debug_option
+def reset(to_step: int) -> None:
+    """Put every host back as it was at the end of step K (a snapshot taken when lab finished that step)."""
+    seconds = workshop.reset(project(), to_step, say)
+    following = [step for step in workshop.step_numbers() if step > to_step]
+    next_hint = f"`lab check {following[0]}` shows what is next" if following else "`lab steps` shows where it stands"
+    say(f"every host is back at the end of step {to_step} "
+        f"({', '.join(f'{host} {s:.1f} s' for host, s in seconds.items())}); {next_hint}")
+
+
+# -- step 4: deploys (lab/deploy.py; fabfile.py has the same tasks for Fabric's `fab`) --------------------------
+
+@cli.command("deploy")
+@debug_option
+def deploy_command() -> None:
+    """Roll out app/ as a new release, one web host at a time out of the balancer; stops if a host fails its health check."""
+    say(deploys.deploy(project(), say).summary("deployed"))
+
+
+@cli.command()
+@debug_option
+def rollback() -> None:
+    """Put every web host back on the release before, the same rolling way as `lab deploy`."""
+    say(deploys.rollback(project(), say).summary("rolled back to"))
 
 
 @cli.group()

@@ -117,6 +117,36 @@ class BootTimeout(ProviderError):
     exit_code = 19
 
 
+class HostKeyChanged(LabError):
+    """A host answered SSH with another key than the one lab pinned for it (`lab forget-key HOST` re-pins on purpose)."""
+
+    exit_code = 55
+
+
+class NotALabDir(LabError):
+    """The lab directory (.lab/ or LAB_DIR) is a folder lab did not make: lab neither writes into it nor removes it."""
+
+    exit_code = 56
+
+
+class NoSnapshot(LabError):
+    """`lab reset --to-step K`: the lab has no snapshot of the end of step K (it never got there, or its hosts changed)."""
+
+    exit_code = 71
+
+
+class DeployFailed(LabError):
+    """`lab deploy`/`lab rollback` stopped: a host failed its health check (the release before still serves)."""
+
+    exit_code = 72
+
+
+class SnapshotsUnsupported(LabError):
+    """The lab's provider cannot snapshot its hosts (so `lab reset` cannot rewind it)."""
+
+    exit_code = 73
+
+
 class Interrupted(LabError):
     """The user pressed Ctrl-C; what was done is recorded and the next run converges."""
 

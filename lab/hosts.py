@@ -22,5 +22,8 @@ class HostFacts:
     """What recipes may need to know about how a host reaches the outside world, and nothing else."""
 
     proxy_url: str | None  # HTTP proxy for apt and pip, or None for direct access
-    wheelhouse: str | None = None  # a folder on the host shared by every host, to download each wheel once
+    wheelhouse: str | None = None  # the machine's wheel cache as the host sees it (read-only), or None: from PyPI
     control_address: str | None = None  # where lab's SSH comes from, as hosts see it; None: from anywhere
+    # (protocol, port) the provider's own management needs on any address of every host, outside the lab network:
+    # a VM's sshd answering Vagrant on its management NIC, and that NIC's DHCP client. Empty for the local provider.
+    management_sockets: tuple[tuple[str, int], ...] = ()

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from lab import recipes as recipes_module
-from lab import verify
-from lab.errors import LabBusy, NotUp, TopologyError, UsageError, one_line
+from lab import tls, verify
+from lab.errors import HostKeyChanged, LabBusy, NotUp, TopologyError, UsageError, one_line
 from lab.providers import get_provider
 from lab.hosts import HostFacts
 from lab.recipes import ConvergeReport, RecipeResult
-from lab.remote import RemoteHost, render_known_hosts, render_ssh_config
+from lab.remote import (RemoteHost, check_host_keys, forget_host_key, pin_host_keys, render_known_hosts,
+                        render_ssh_config)
 from lab.services import DOWN, UNKNOWN, probe as probe_services, services_of
 from lab.files import write_atomically
 from lab.state import LabDir
@@ -27,6 +28,7 @@ CONFIG_FILE = "lab.toml"
 # test keeps the two equal); its password is the lab's own secret "demo_password" in .lab/secrets.toml.
 DEMO_USERNAME = "demo"
 LOGIN_PATH = "/accounts/login/"
+FAILOVER_CHOICE = "db_primary"  # remembered like a flag by `lab failover db`; kept by --forget too
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,11 @@ def step_names() -> str:
     return ", ".join(f"{step.number} {step.folder.name.split('_', 1)[1]}" for step in recipes_module.discover_steps())
 
 
-def check_step(max_step: int | None) -> None:
-    """`--step K` names one of the workshop's steps (the provision/stepN_* folders), or is not given."""
+def check_step(max_step: int | None, bare: bool = False) -> None:
+    """`--step K` names one of the workshop's steps (the provision/stepN_* folders), or is not given; with bare,
+    0 too (`lab up --step 0`: the hosts alone, for an attendee who does step 1 by hand)."""
+    if bare and max_step == 0:
+        return
     if max_step is not None and max_step not in [step.number for step in recipes_module.discover_steps()]:
         raise UsageError(f"--step must be one of the workshop's steps: {step_names()} (got {max_step})")
 
@@ -80,15 +85,18 @@ class UpPlan:
     def keeping(self) -> str:
         """One line saying what is kept, why, and how to change it."""
         what = " and ".join(_choice_words(key, value) for key, value in self.kept.items())
-        flags = " ".join(choice_flag(key, value) for key, value in self.kept.items())
+        # the primary is `lab failover db`'s doing, not a flag's: named, never offered as one
+        flags = " ".join(choice_flag(key, value) for key, value in self.kept.items() if key != FAILOVER_CHOICE)
         why = "as the lab was made" if self.inferred else f"from your earlier `lab up {flags}`"
         theirs = Overrides.describing(self.defaults).choices() if self.defaults else {}
-        back = " ".join(choice_flag(key, theirs[key]) for key in self.kept if key in theirs)
+        back = " ".join(choice_flag(key, theirs[key]) for key in self.kept if key in theirs and key != FAILOVER_CHOICE)
         return f"keeping {what} {why}; {f'`{back}` or ' if back else ''}`--forget` goes back to what lab.toml/LAB_* say"
 
 
 def _choice_words(key: str, value: Any) -> str:
     """web×2, lb×2, mod_wsgi: a choice as `lab status` and `lab bench` would name it."""
+    if key == FAILOVER_CHOICE:
+        return f"{value} as the primary (from `lab failover db`)"
     if key == "web" or key.startswith("counts."):
         return f"{key.rpartition('.')[2]}×{value}"
     return str(value)
@@ -115,6 +123,9 @@ def plan_up(project: Project, flags: Overrides, state: dict[str, Any] | None, fo
     given = flags.choices()
     inferred = False
     earlier: dict[str, Any] = {}
+    if state is not None and forget and state["choices"]:
+        # Which db host is the primary is what `lab failover db` made true, not a flag: --forget must keep it.
+        earlier = {key: value for key, value in state["choices"].items() if key == FAILOVER_CHOICE}
     if state is not None and not forget:
         earlier = state["choices"]
         if earlier is None:  # a lab made before lab remembered choices: keep it as its topology records it
@@ -140,14 +151,17 @@ def plan_up(project: Project, flags: Overrides, state: dict[str, Any] | None, fo
 
 
 def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[RecipeResult], None],
-       max_step: int | None = None, topology: Topology | None = None, forget: bool = False) -> ConvergeReport:
+       max_step: int | None = None, topology: Topology | None = None, forget: bool = False,
+       on_converged: Callable[[Project, Any, int | None, ConvergeReport, Say], None] | None = None) -> ConvergeReport:
     """Create or start every host, then converge every recipe up to max_step. Safe to repeat and to interrupt.
 
     Without `topology`, the lab is what plan_up() resolves (earlier flags kept); with it (as `lab bench` switches
-    the lab), exactly that topology is built and the remembered choices stay as they were.
+    the lab), exactly that topology is built and the remembered choices stay as they were. on_converged(project,
+    provider, max_step, report, say) runs once every recipe succeeded, still under the lab's lock (lab.workshop's snapshot).
     """
-    check_step(max_step)
+    check_step(max_step, bare=True)
     labdir = project.labdir
+    labdir.refuse_foreign("write into")  # LAB_DIR naming a folder lab did not make: refused before any change
     existing = labdir.read() if labdir.exists() else None
     if topology is None:
         plan = plan_up(project, overrides, existing, forget)
@@ -159,6 +173,8 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
     provider = get_provider(topology.provider)
     _same_lab(labdir, topology)
     provider.preflight(topology, labdir, say)  # before anything is written: refusals leave nothing behind
+    if existing is not None:  # a running host offering another key than the pinned one: refused before any change
+        check_host_keys(labdir, [h.name for h in topology.hosts])
     with labdir.locked():
         state = _same_lab(labdir, topology)
         state = state or labdir.new_state(topology)
@@ -166,7 +182,15 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
         state["choices"] = choices
         state["status"] = "creating"
         labdir.write(state)
-        endpoints = provider.up(topology, labdir, state, say)
+        try:
+            endpoints = pin_host_keys(labdir, provider.up(topology, labdir, state, say))
+        except HostKeyChanged:
+            # A stopped host came back offering another key: refused, and the lab stays as its last `lab up` left
+            # it (not "creating"), with whatever the provider recorded kept so `lab destroy` still finds it.
+            if existing is not None:
+                state["status"] = existing["status"]
+                labdir.write(state)
+            raise
         write_atomically(labdir.known_hosts, render_known_hosts(endpoints), fsync=True)
         write_atomically(labdir.ssh_config, render_ssh_config(endpoints, labdir), fsync=True)
         state["status"] = "up"
@@ -174,9 +198,11 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
         recipes = recipes_module.load_recipes(max_step)
         report = recipes_module.converge(
             topology, recipes, lambda name: RemoteHost(labdir, name), provider.facts(topology),
-            labdir.secrets(), on_result,
+            {**labdir.secrets(), **lab_authority(project, topology).as_secrets()}, on_result,
         )
         recipes_module.raise_for_failures(report)
+        if on_converged is not None:
+            on_converged(project, provider, max_step, report, say)
         return report
 
 
@@ -217,9 +243,49 @@ def status(project: Project, services: bool = True) -> list[HostStatus]:
     return rows
 
 
-def site_url(topology: Topology) -> str:
-    """The site as a browser on this machine reaches it: the first host serving the `http` link (the balancer)."""
-    return f"http://{topology.serving('http')[0].ip}"
+SCHEMES = ("https", "http")
+
+
+def site_url(topology: Topology, scheme: str = "https") -> str:
+    """The site as a browser on this machine reaches it: the first host serving that scheme's link (the balancer).
+
+    https is the site; http answers with a redirect to it. A client verifies https against ca_file(project).
+    """
+    if scheme not in SCHEMES:
+        raise UsageError(f"unknown scheme {scheme!r}; the site speaks {' and '.join(SCHEMES)}")
+    return f"{scheme}://{topology.serving(scheme)[0].ip}"
+
+
+def bench_plain_url(topology: Topology) -> str:
+    """The site without TLS, for `lab bench --scheme http` only: the balancer's machine-only http-plain port.
+
+    Port 80 answers only redirects, so measuring it would measure 301s; this port proxies like the https site
+    (telling the site the request came over TLS), so comparing the two measures what TLS costs.
+    """
+    return f"http://{topology.serving('http-plain')[0].ip}:{topology.port('http-plain')}"
+
+
+def ca_file(project: Project) -> Path:
+    """The lab CA's certificate (.lab/ca/ca.crt), for `curl --cacert` and load tests; its key is 0600 beside it.
+
+    It exists once a `lab up` has reached the recipes; NotUp before that.
+    """
+    cert, _key = tls.ca_paths(project.labdir.path)
+    if not cert.exists():
+        raise NotUp(f"this lab has no CA yet ({cert} is missing): run `lab up`")
+    return cert
+
+
+def balancer_names(topology: Topology) -> list[str]:
+    """Every name a host serving https could have in this lab's stack (lb1..lbN up to the tier's maximum): the CA
+    signs for them all, so adding a balancer later needs no new CA."""
+    tiers = {link.target for link in topology.stack.links if link.purpose == "https"}
+    return [f"{tier}{index}" for tier in sorted(tiers) for index in range(1, topology.stack.tiers[tier].max_count + 1)]
+
+
+def lab_authority(project: Project, topology: Topology) -> tls.Authority:
+    """The lab's CA in .lab/ca/, made on the first `lab up` (its key never leaves this machine)."""
+    return tls.ensure_authority(project.labdir.path, topology.name, topology.subnet, balancer_names(topology))
 
 
 @dataclass(frozen=True)
@@ -251,6 +317,7 @@ def test(project: Project, tiers: Iterable[str] | None, junit_xml: Path | None, 
     not_running = [s.name for s in status(project, services=False) if s.state != "running"]
     if not_running:
         raise NotUp(f"hosts not running: {', '.join(not_running)}; run `lab up`")
+    check_host_keys(project.labdir, [h.name for h in topology.hosts])
     verify.run_checks(project.labdir, topology, facts_of(state, topology), tiers, junit_xml, max_step,
                       on_skipped=on_skipped)
 
@@ -283,14 +350,26 @@ def close_ssh_masters(labdir: LabDir, hosts: Iterable[str]) -> None:
                        capture_output=True, stdin=subprocess.DEVNULL, timeout=10)
 
 
+def forget_key(project: Project, host: str) -> bool:
+    """`lab forget-key HOST`: drop HOST's pinned SSH host key on purpose; returns whether one was pinned."""
+    project.labdir.read()  # NotUp when there is no lab here
+    Topology.from_dict(project.labdir.read()["topology"]).host(host)  # a clear error naming the lab's hosts
+    with project.labdir.locked():
+        return forget_host_key(project.labdir, host)
+
+
 def build_box(say: Say, rebuild: bool = False) -> str:
     """`lab box build`: the vagrant provider's own box, made on this machine (no lab needed); returns its name."""
     return get_provider("vagrant").build_box(say, rebuild=rebuild)
 
 
 def destroy(project: Project, say: Say) -> bool:
-    """Remove the lab using only what .lab/ records; returns False when there was nothing to destroy."""
+    """Remove the lab using only what .lab/ records; returns False when there was nothing to destroy.
+
+    A lab directory is recognised by its state file: a folder lab did not make (LAB_DIR=., a project, a home) is
+    refused (NotALabDir) before anything is touched."""
     labdir = project.labdir
+    labdir.refuse_foreign("destroy")
     if not labdir.exists():
         return False
     with labdir.locked():

@@ -89,30 +89,57 @@ class Stack:
 _BASE = Stack(
     tiers={},
     links=(),
-    # minimal: lb1/web1/db1, the default. workshop: the workshop's two web hosts behind one balancer.
-    # full: every tier the lab knows, optional ones included: today that is minimal, since every tier the lab
-    # builds yet is required; each tier that registers itself adds its count to "full".
-    presets={"minimal": {}, "workshop": {"web": 2}, "full": {}},
+    # minimal: lb1/web1/db1, the default. workshop: the workshop's steps 1-5 as the seed teaches them (two web
+    # hosts behind one balancer; pgbouncer on each, see lab.topology.PRESET_POOLER). tuned: workshop plus step 6
+    # (the cache hosts, registered by provision/step6_cache, and the hot standby db2). full: every tier the lab
+    # knows, optional ones included; each tier that registers itself adds its count to "full" (and "tuned").
+    presets={"minimal": {}, "workshop": {"web": 2}, "tuned": {"web": 2, "db": 2}, "full": {"web": 2, "db": 2}},
 )
 BUILT_IN = (
     _BASE.with_tier(TierSpec("lb", 10, 1, 1, 2, 512, 1, ("nginx",)))  # the load balancer
     .with_tier(TierSpec("web", 20, 1, 1, 9, 768, 1, (APP_SERVER_UNIT,)))  # Django under the app server
     # PostgreSQL; its cluster's own unit: postgresql.service is a wrapper that stays "active" when the cluster is down.
-    .with_tier(TierSpec("db", 30, 1, 1, 1, 768, 1, ("postgresql@15-main",)))
+    # db1 is the primary at first; db2 (at most one more) a hot standby by streaming replication (step 6).
+    .with_tier(TierSpec("db", 30, 1, 1, 2, 768, 1, ("postgresql@15-main",)))
     .with_links(
         Link(MACHINE, EVERY_TIER, 22, "ssh"),  # lab's own SSH (recipes, checks, `lab ssh`)
         Link(SUBNET, "lb", 80, "http"),  # the site, for the machine (browser, load tests) and every lab host
+        Link(SUBNET, "lb", 443, "https"),  # the site over TLS (port 80 redirects to it)
+        # `lab bench --scheme http` only: the same site without TLS, so the bench can measure what TLS costs.
+        # The machine alone may reach it (the firewall follows this link); a browser never gets here.
+        Link(MACHINE, "lb", 8080, "http-plain"),
         Link("lb", "web", 8000, "app"),  # the balancer's upstream: the app server on each web host
-        Link("web", "db", 5432, "sql"),  # the site's database connections
+        Link("web", "db", 5432, "sql"),  # the site's database connections (primary, and the standby's reads)
+        Link("db", "db", 5432, "replication"),  # the standby streaming from the primary (pg_hba's replication line)
     )
 )
 DEFAULT_PRESET = "minimal"
 _registered = [BUILT_IN]
 
 
+_step_tiers_loaded = False
+
+
 def current() -> Stack:
-    """The lab's stack: the built-in tiers and links, and every tier kind registered since."""
+    """The lab's stack: the built-in tiers and links, and every tier kind registered since (the step packages of
+    provision/ register theirs in their __init__.py: they are imported here, once, before the first answer)."""
+    global _step_tiers_loaded
+    if not _step_tiers_loaded:
+        _step_tiers_loaded = True  # first: a step package's register_tier() calls current() again
+        _load_step_tiers()
     return _registered[-1]
+
+
+def _load_step_tiers() -> None:
+    """Import every provision/stepN_*/ package (by name, not an import statement: provision/ depends on lab/, not
+    the other way round), so the tiers they register are known wherever the stack is read."""
+    import importlib
+    from pathlib import Path
+
+    provision = Path(__file__).resolve().parents[1] / "provision"
+    for folder in sorted(provision.glob("step[0-9]*_*")):
+        if (folder / "__init__.py").exists():
+            importlib.import_module(f"provision.{folder.name}")
 
 
 def register_tier(spec: TierSpec, links: Iterable[Link] = (), presets: Mapping[str, int] = {}) -> None:

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from lab.errors import LabBusy, NotUp, ProviderError
-from lab.files import write_atomically
+from lab.errors import LabBusy, NotALabDir, NotUp, ProviderError
+from lab.files import TEMPORARY_SUFFIX, write_atomically
 from lab.topology import Topology
+
+_LOCKS_HELD: dict[Path, int] = {}  # lab folders whose lock this process holds for nested sections, and how deep
 
 STATE_VERSION = 2
 # "choices": what the user chose with `lab up` flags (topology.Overrides.choices()), applied again by later runs.
@@ -26,7 +28,13 @@ STATE_KEYS = ("version", "name", "provider", "status", "topology", "resources", 
 # keeps the lab as its topology records it.
 VERSION_1_KEYS = tuple(key for key in STATE_KEYS if key != "choices")
 STATUSES = ("creating", "up", "destroying")
-SECRET_NAMES = ("django_secret_key", "db_password", "demo_password")
+SECRET_NAMES = ("django_secret_key", "db_password", "demo_password", "replication_password")
+# What lab itself puts in a lab directory, also before its state file exists (a first `lab up` interrupted early):
+# a folder holding anything else and no state file is not lab's, and lab neither writes into it nor removes it.
+LAB_MADE = {"state.json", "ssh_config", "known_hosts", "id_ed25519", "id_ed25519.pub", "secrets.toml", "logs",
+            "results", "lock", "ca", "steps.json", "Vagrantfile", ".vagrant"}
+# Never made by lab: a folder with one of these is a project or a checkout, whatever else it holds.
+NEVER_LAB_MADE = {"lab.toml", ".git", "pyproject.toml", "README.md"}
 
 
 @dataclass(frozen=True)
@@ -66,20 +74,56 @@ class LabDir:
     def exists(self) -> bool:
         return self.state_file.exists()
 
+    def foreign_entries(self) -> list[str]:
+        """What in this folder lab did not make: a lab directory is recognised by its state file, and before that
+        holds nothing but lab's own files; anything else means LAB_DIR (or .lab) names a folder lab did not make."""
+        if not self.path.is_dir():
+            return [self.path.name] if self.path.exists() else []
+        names = {child.name for child in self.path.iterdir()}
+        made = {name for name in names if name in LAB_MADE or name.endswith(TEMPORARY_SUFFIX)
+                or name.startswith("id_ed25519.tmp")}
+        foreign = sorted(names & NEVER_LAB_MADE) if self.exists() else sorted(names - made)
+        return foreign
+
+    def refuse_foreign(self, verb: str) -> None:
+        foreign = self.foreign_entries()
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise NotALabDir(f"{self.path} is not a lab directory (it holds {shown}, which lab did not make); lab "
+                             f"will not {verb} it: point LAB_DIR at a new or empty folder, or at a lab's own .lab/")
+
     def ensure(self) -> None:
+        self.refuse_foreign("write into")
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the lab's lock: two commands changing one lab at once would fight."""
+    def locked(self, nested_allowed: bool = False) -> Iterator[None]:
+        """Hold the lab's lock: two commands changing one lab at once would fight.
+
+        nested_allowed: code inside may take the lock again in this process (`lab bench` holds it for the whole bench
+        while it runs `lab up`'s code); otherwise a second locked section excludes the first, as another command's.
+        """
         self.ensure()
+        key = self.path.resolve()
+        if _LOCKS_HELD.get(key):
+            _LOCKS_HELD[key] += 1
+            try:
+                yield
+            finally:
+                _LOCKS_HELD[key] -= 1
+            return
         with open(self.path / "lock", "w") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise LabBusy(f"another lab command is working on {self.path}; wait for it to finish") from None
-            yield
+            if nested_allowed:
+                _LOCKS_HELD[key] = 1
+            try:
+                yield
+            finally:
+                _LOCKS_HELD.pop(key, None)
 
     def read(self) -> dict[str, Any]:
         """The state file, or NotUp when there is no lab here."""
@@ -152,10 +196,17 @@ class LabDir:
         write_atomically(self.secrets_file, body, fsync=True)
         return current
 
+    def secret_values(self) -> list[str]:
+        """The lab's secret values as they are now (none made here): what output must never show."""
+        if not self.secrets_file.exists():
+            return []
+        return [value for value in tomllib.loads(self.secrets_file.read_text()).values() if isinstance(value, str)]
+
     def remove(self, keep_results: bool = True) -> None:
-        """Forget the lab: everything in .lab/ except measured results."""
+        """Forget the lab: everything in .lab/ except measured results (a folder lab did not make: refused)."""
         if not self.path.exists():
             return
+        self.refuse_foreign("remove")
         for child in self.path.iterdir():
             if keep_results and child.name == "results":
                 continue

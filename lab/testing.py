@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -31,6 +33,43 @@ def needs_root() -> None:
     if os.environ.get("CI"):
         raise RuntimeError("the integration tests need root in CI")
     pytest.skip("the local provider needs root", allow_module_level=True)
+
+
+def nspawn_pid(lab: "ScratchLab", host: str) -> int:
+    """The systemd-nspawn process running a local-provider host (found in /proc by its root directory)."""
+    merged = f"--directory={lab.state['resources']['hosts'][host]['root']}/merged"
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline[0].endswith(b"systemd-nspawn") and merged.encode() in cmdline:
+            return int(proc.name)
+    raise AssertionError(f"no systemd-nspawn runs {host}")
+
+
+def power_cut(lab: "ScratchLab", host: str, limit_s: float = 10.0) -> None:
+    """Every process of a local-provider host SIGKILLed at once, its supervisor too, as pulling a VM's plug would
+    leave it: no service stops cleanly, nothing boots it again (the host's network namespace and address stay)."""
+    unified = next(line.split(":", 2)[2] for line in Path(f"/proc/{nspawn_pid(lab, host)}/cgroup").read_text().splitlines()
+                   if line.startswith("0::"))
+    root = Path("/sys/fs/cgroup/unified") if Path("/sys/fs/cgroup/unified/cgroup.procs").exists() else Path("/sys/fs/cgroup")
+    group = root / unified.strip().lstrip("/").rsplit("/", 1)[0]  # nspawn runs in <host>/supervisor: the whole <host>
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        pids = [int(pid) for procs in group.rglob("cgroup.procs") for pid in procs.read_text().split()]
+        if not pids:
+            return
+        if (group / "cgroup.kill").exists():
+            (group / "cgroup.kill").write_text("1")  # atomic: nothing forks away between the reads and the kills
+        else:
+            for pid in pids:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.2)
+    raise AssertionError(f"{host}'s processes outlived {limit_s:.0f} s of SIGKILL")
 
 
 class LabCommandFailed(Exception):
@@ -74,6 +113,14 @@ class ScratchLab:
     @property
     def state(self) -> dict[str, Any]:
         return json.loads((self.folder / ".lab" / "state.json").read_text())
+
+    def site(self) -> tuple[str, urllib.request.OpenerDirector]:
+        """The site's https URL (the balancer's, as `lab creds` gives it) and an opener that verifies it against the
+        lab's own CA (`lab ca`) and never goes through a proxy."""
+        url = next(line.split(None, 1)[1] for line in self.ok("creds").splitlines() if line.startswith("site:"))
+        context = ssl.create_default_context(cafile=self.ok("ca").strip())
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+        return url.rstrip("/"), opener
 
     def _timed_run(self, args: tuple[str, ...], timeout: float | None) -> tuple[float, subprocess.CompletedProcess[str]]:
         started = time.perf_counter()

@@ -27,6 +27,11 @@ APP_SERVERS = ("gunicorn", "mod_wsgi")
 DEFAULT_THREADS = {"gunicorn": 1, "mod_wsgi": 5}
 RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+# Every string lab renders into a file another program reads as code or configuration (the Vagrantfile is Ruby,
+# where "#{...}" in a string runs; nginx, pg_hba, systemd units, /etc/hosts) matches a strict pattern first:
+# nothing in it can close a quote, interpolate, comment out or start a new line.
+HOST_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+BOX_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
 
 
 # The tiers (lab.stack's registry) as known when this module was imported: for help texts. The model itself
@@ -35,15 +40,31 @@ TIERS: Mapping[str, TierSpec] = stacks.current().tiers
 
 # Each provider's own lab.toml table and its schema, as import paths: the provider's package imports this module,
 # so its schema is imported only when a table is resolved (as providers are, in lab.providers.PROVIDERS).
-# A schema module has KEYS, resolve(table, environ) and from_dict(data).
+# A schema module has KEYS, resolve(table, environ), from_dict(data) and check(settings) (strings bound for templates).
 PROVIDER_SETTINGS: dict[str, str] = {"vagrant": "lab.providers.vagrant.settings"}
-TOP_KEYS = {"lab", "tiers", "hosts", "appserver"} | set(PROVIDER_SETTINGS)
+TOP_KEYS = {"lab", "tiers", "hosts", "appserver", "bench", "db"} | set(PROVIDER_SETTINGS)
+BENCH_KEYS = {"generator_cpus"}  # [bench]: the bench's machine-side settings (lab.machine.cpus reads generator_cpus)
+CPULIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
 LAB_KEYS = {"name", "subnet", "provider", "app_server", "preset"}
 TIER_KEYS = {"count", "memory", "cpus"}
 HOST_KEYS = {"ip", "memory", "cpus"}
 APPSERVER_KEYS = {"workers", "threads"}
 APPSERVER_WORKERS = (1, 16)  # processes per web host: each holds the whole site in memory
 APPSERVER_THREADS = (1, 32)
+
+# [db]: the database side of the site (step 2's PostgreSQL, step 5's pooler, step 6's standby).
+DB_KEYS = {"pooler", "replica_reads", "max_connections", "pool_size"}
+POOLERS = ("none", "pgbouncer")
+# The workshop's step 5 puts connection middleware between the web and database layers: the presets that teach
+# step 5 have it; minimal (steps 1-4) does not.
+PRESET_POOLER = {"minimal": "none", "workshop": "pgbouncer", "tuned": "pgbouncer", "full": "pgbouncer"}
+DEFAULT_MAX_CONNECTIONS = 100  # PostgreSQL's own default; written by step 2's postgresql-lab.conf.j2
+DB_MAX_CONNECTIONS = (20, 1000)
+DEFAULT_POOL_SIZE = 10  # pgbouncer's server connections per web host and database (its default_pool_size is 20)
+DB_POOL_SIZE = (1, 100)
+# Connections the budget keeps free of the site: superuser_reserved_connections (3), lab's own psql (recipes,
+# checks, migrations, `lab failover`) and a margin.
+RESERVED_CONNECTIONS = 10
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,36 @@ class AppServerSettings:
 
 
 @dataclass(frozen=True)
+class DbSettings:
+    """The database side (lab.toml [db]): the pooler on each web host, reads sent to the standby, the budget."""
+
+    pooler: str = "none"  # "pgbouncer": on 127.0.0.1:6432 of each web host, transaction pooling
+    replica_reads: bool = False  # the read-only report from the standby (a Django database router)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    pool_size: int = DEFAULT_POOL_SIZE
+    primary: str = "db1"  # which db host takes writes; `lab failover db` changes it
+
+
+def connection_budget(web_hosts: int, appserver: AppServerSettings, db: DbSettings) -> tuple[int, str]:
+    """The most connections the site can open on one database server, and the sum that says why."""
+    if db.pooler == "pgbouncer":
+        return (web_hosts * db.pool_size + RESERVED_CONNECTIONS,
+                f"{web_hosts} web hosts × pgbouncer pool_size {db.pool_size} + {RESERVED_CONNECTIONS} reserved")
+    return (web_hosts * appserver.workers * appserver.threads + RESERVED_CONNECTIONS,
+            f"{web_hosts} web hosts × {appserver.workers} processes × {appserver.threads} threads + "
+            f"{RESERVED_CONNECTIONS} reserved")
+
+
+def check_connection_budget(web_hosts: int, appserver: AppServerSettings, db: DbSettings) -> None:
+    """Refuse a lab whose site could open more database connections than PostgreSQL's max_connections."""
+    needed, why = connection_budget(web_hosts, appserver, db)
+    if needed > db.max_connections:
+        hint = "" if db.pooler == "pgbouncer" else ', or [db] pooler = "pgbouncer"'
+        raise TopologyError(f"connection budget: {why} = {needed} > db max_connections {db.max_connections}; "
+                            f"lower [appserver] workers/threads or the web count{hint}, or raise [db] max_connections")
+
+
+@dataclass(frozen=True)
 class Topology:
     """A resolved lab: every value decided, nothing left to look up."""
 
@@ -91,6 +142,30 @@ class Topology:
     appserver: AppServerSettings = AppServerSettings()
     provider_settings: Mapping[str, Any] = field(default_factory=dict)  # table name → that provider's settings
     stack: Stack = field(default_factory=stacks.current)  # the tiers and links this lab was resolved with
+    db: DbSettings = DbSettings()
+
+    @property
+    def db_primary(self) -> Host:
+        """The db host that takes writes."""
+        return self.host(self.db.primary)
+
+    def describe_data_tiers(self) -> str:
+        """One line on what sits behind the site: its pooler, its cache (the local-memory one when no cache host),
+        the primary and the standby."""
+        pooler = "pgbouncer on each web host (127.0.0.1:6432)" if self.db.pooler == "pgbouncer" else "no pooler"
+        caches = self.tier("cache") if "cache" in self.stack.tiers else ()
+        cache = (f"memcached on {', '.join(h.name for h in caches)}" if caches
+                 else "no cache host: each app server process keeps its own local-memory cache")
+        standbys = ", ".join(h.name for h in self.db_standbys)
+        db = f"primary {self.db.primary}" + (f", hot standby {standbys} (async; the report reads from it)"
+                                             if standbys and self.db.replica_reads else
+                                             f", hot standby {standbys} (async)" if standbys else ", no standby")
+        return f"database: {db}; {pooler}; cache: {cache}"
+
+    @property
+    def db_standbys(self) -> tuple[Host, ...]:
+        """The db hosts streaming from the primary (hot standbys: readable, never written)."""
+        return tuple(h for h in self.tier("db") if h.name != self.db.primary)
 
     @property
     def gateway(self) -> str:
@@ -118,7 +193,8 @@ class Topology:
     # -- the links ------------------------------------------------------------------------------
     def inbound(self, host: Host, machine: str | None) -> tuple[Opening, ...]:
         """Who may reach this host on which port, one opening per link into its tier (machine: this machine's
-        address as the hosts see it; None lets MACHINE links in from anywhere). A link whose source tier has
+        address as lab's SSH reaches the hosts, the lab bridge's address added; None lets MACHINE links in from
+        anywhere). A link whose source tier has
         no hosts opens nothing."""
         openings = []
         for link in self.stack.links:
@@ -127,9 +203,11 @@ class Topology:
             if link.source == SUBNET:
                 sources: tuple[str, ...] = (self.subnet,)
             elif link.source == MACHINE:
-                sources = (machine,) if machine else ()
-            else:
-                sources = tuple(h.ip for h in self.tier(link.source))
+                # The machine as lab's SSH arrives from it (a VM's management network under Vagrant) and as it
+                # sends on the lab network itself (the bridge's address): the bench's plain port, a Locust master.
+                sources = tuple(dict.fromkeys((machine, self.gateway))) if machine else ()
+            else:  # a host needs no rule to reach itself (db → db replication on a lab with one db host)
+                sources = tuple(h.ip for h in self.tier(link.source) if h.name != host.name)
                 if not sources:
                     continue
             openings.append(Opening(link.port, link.purpose, sources))
@@ -168,11 +246,12 @@ class Topology:
             "hosts": [h.__dict__.copy() for h in self.hosts],
             **{table: self.settings(table).__dict__.copy() for table in PROVIDER_SETTINGS},
             "appserver": self.appserver.__dict__.copy(),
+            "db": self.db.__dict__.copy(),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Topology":
-        return cls(
+        return checked_for_templates(cls(
             name=data["name"],
             subnet=data["subnet"],
             provider=data["provider"],
@@ -180,8 +259,9 @@ class Topology:
             app_server=data.get("app_server", "gunicorn"),
             hosts=tuple(Host(**h) for h in data["hosts"]),
             appserver=AppServerSettings(**data.get("appserver", {})),
+            db=DbSettings(**data.get("db", {})),  # labs made before [db]: no pooler, db1 the primary
             provider_settings={table: provider_schema(table).from_dict(data.get(table, {})) for table in PROVIDER_SETTINGS},
-        )
+        ))
 
 
 @dataclass(frozen=True)
@@ -197,6 +277,9 @@ class Overrides:
     counts: Mapping[str, int] = field(default_factory=dict)
     app_server: str | None = None
     preset: str | None = None
+    pooler: str | None = None  # --pooler, [db] pooler
+    replica_reads: bool | None = None  # [db] replica_reads
+    db_primary: str | None = None  # set by `lab failover db` (no flag): the db host that now takes writes
 
     def choices(self) -> dict[str, Any]:
         """Each chosen value on its own, as plain data: {"web": 2, "app_server": "mod_wsgi", "counts.lb": 2}."""
@@ -227,7 +310,9 @@ class Overrides:
     def describing(cls, topology: "Topology") -> "Overrides":
         """The choices that ask for exactly this topology's own values (what an existing lab was made with)."""
         return cls(web=topology.count("web"), provider=topology.provider, app_server=topology.app_server,
-                   counts={tier: topology.count(tier) for tier in TIERS if tier != "web"})
+                   counts={tier: topology.count(tier) for tier in TIERS if tier != "web"},
+                   pooler=topology.db.pooler, replica_reads=topology.db.replica_reads,
+                   db_primary=topology.db.primary)
 
 
 def choice_flag(key: str, value: Any) -> str:
@@ -278,11 +363,35 @@ def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> str:
 
 
 def validate_name(where: str, value: Any) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise TopologyError(
             f"{where} must be 1-20 lowercase letters, digits or '-', starting with a letter (got {value!r})"
         )
     return value
+
+
+def template_safe(where: str, value: Any, pattern: re.Pattern[str], what: str) -> str:
+    """A string bound for a template, refused (TopologyError, one line) unless it matches its strict pattern."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise TopologyError(f"{where} must be {what} (got {value!r})")
+    return value
+
+
+def checked_for_templates(topology: Topology) -> Topology:
+    """The topology, once every string of it that templates print is known to match its pattern (the lab's name,
+    host and tier names, addresses): also for a topology read back from a state file, which lab.toml never saw."""
+    validate_name("lab name", topology.name)
+    validate_subnet("lab subnet", topology.subnet)
+    _choice("lab provider", topology.provider, PROVIDER_NAMES)
+    _choice("lab app_server", topology.app_server, APP_SERVERS)
+    network = ipaddress.IPv4Network(topology.subnet)
+    for host in topology.hosts:
+        template_safe("a host name", host.name, HOST_NAME_PATTERN, "lowercase letters, digits or '-'")
+        template_safe(f"{host.name}'s tier", host.tier, HOST_NAME_PATTERN, "lowercase letters, digits or '-'")
+        _host_ip(f"{host.name}'s address", host.ip, network)
+    for table in topology.provider_settings:
+        provider_schema(table).check(topology.provider_settings[table])
+    return topology
 
 
 def validate_subnet(where: str, value: Any) -> str:
@@ -297,6 +406,18 @@ def validate_subnet(where: str, value: Any) -> str:
     return str(network)
 
 
+def bench_generator_cpus(file_data: Mapping[str, Any]) -> str | None:
+    """`[bench] generator_cpus` ("1", "2-3", "1,3": the CPUs Locust and wrk run on), checked; None when unset."""
+    bench = _table("lab.toml [bench]", file_data.get("bench", {}))
+    _unknown_keys("lab.toml [bench]", bench, BENCH_KEYS)
+    value = bench.get("generator_cpus")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not CPULIST.fullmatch(value.replace(" ", "")):
+        raise TopologyError(f"lab.toml [bench] generator_cpus must be a CPU list like \"1\" or \"2-3\" (got {value!r})")
+    return value.replace(" ", "")
+
+
 def resolve(
     file_data: Mapping[str, Any],
     environ: Mapping[str, str] | None = None,
@@ -308,6 +429,7 @@ def resolve(
     environ = os.environ if environ is None else environ
     stack = stack or stacks.current()
     _unknown_keys("lab.toml", file_data, TOP_KEYS)
+    bench_generator_cpus(file_data)
     lab = _table("lab.toml [lab]", file_data.get("lab", {}))
     _unknown_keys("lab.toml [lab]", lab, LAB_KEYS)
     tiers = _table("lab.toml [tiers]", file_data.get("tiers", {}))
@@ -344,7 +466,8 @@ def resolve(
         preset, preset_where = environ["LAB_PRESET"], "LAB_PRESET"
     if overrides.preset is not None:
         preset, preset_where = overrides.preset, "--preset"
-    preset_counts = stack.preset_counts(_choice(preset_where, preset, tuple(stack.presets)))
+    preset = _choice(preset_where, preset, tuple(stack.presets))
+    preset_counts = stack.preset_counts(preset)
 
     network = ipaddress.IPv4Network(subnet)
     hosts: list[Host] = []
@@ -385,8 +508,54 @@ def resolve(
         table: provider_schema(table).resolve(_table(f"lab.toml [{table}]", file_data.get(table, {})), environ)
         for table in PROVIDER_SETTINGS
     }
-    return Topology(name=name, subnet=subnet, provider=provider, app_server=app_server, hosts=tuple(hosts),
-                    appserver=appserver, provider_settings=provider_settings, stack=stack)
+    db = _db_settings(_table("lab.toml [db]", file_data.get("db", {})), environ, overrides, preset, hosts)
+    check_connection_budget(sum(1 for h in hosts if h.tier == "web"), appserver, db)
+    return checked_for_templates(Topology(name=name, subnet=subnet, provider=provider, app_server=app_server,
+                                          hosts=tuple(hosts), appserver=appserver, provider_settings=provider_settings,
+                                          stack=stack, db=db))
+
+
+def _boolean(where: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).lower() in ("0", "false", "no", "off"):
+        return False
+    raise TopologyError(f"{where} must be true or false (got {value!r})")
+
+
+def _db_settings(table: Mapping[str, Any], environ: Mapping[str, str], overrides: Overrides, preset: str,
+                 hosts: list[Host]) -> DbSettings:
+    """[db] → LAB_POOLER/LAB_REPLICA_READS → remembered/--pooler; the primary from `lab failover db` (default db1)."""
+    _unknown_keys("lab.toml [db]", table, DB_KEYS)
+    pooler, where = table.get("pooler", PRESET_POOLER.get(preset, "none")), "db.pooler"
+    if "LAB_POOLER" in environ:
+        pooler, where = environ["LAB_POOLER"], "LAB_POOLER"
+    if overrides.pooler is not None:
+        pooler, where = overrides.pooler, "--pooler"
+    pooler = _choice(where, pooler, POOLERS)
+    db_hosts = [h.name for h in hosts if h.tier == "db"]
+    replica_reads, where = table.get("replica_reads"), "db.replica_reads"
+    if "LAB_REPLICA_READS" in environ:
+        replica_reads, where = environ["LAB_REPLICA_READS"], "LAB_REPLICA_READS"
+    if overrides.replica_reads is not None:
+        replica_reads, where = overrides.replica_reads, "--replica-reads"
+    if replica_reads is None:
+        replica_reads = len(db_hosts) > 1  # a standby is there to be read from
+    elif _boolean(where, replica_reads) and len(db_hosts) < 2:
+        raise TopologyError(f"{where} needs a standby to read from: 2 db hosts (got {len(db_hosts)})")
+    primary = overrides.db_primary or (db_hosts[0] if db_hosts else "db1")
+    if primary not in db_hosts:
+        raise TopologyError(f"the primary database {primary} (from `lab failover db`) is not among the db hosts "
+                            f"({', '.join(db_hosts)}); `lab up --db=2` keeps it")
+    return DbSettings(
+        pooler=pooler, replica_reads=_boolean(where, replica_reads),
+        max_connections=_integer("db.max_connections", table.get("max_connections", DEFAULT_MAX_CONNECTIONS),
+                                 *DB_MAX_CONNECTIONS),
+        pool_size=_integer("db.pool_size", table.get("pool_size", DEFAULT_POOL_SIZE), *DB_POOL_SIZE),
+        primary=primary,
+    )
 
 
 def _appserver_settings(table: Mapping[str, Any], app_server: str) -> AppServerSettings:
@@ -430,4 +599,5 @@ def with_web_count(topology: Topology, count: int) -> Topology:
     others = [h for h in topology.hosts if h.tier != "web"]
     ordered = sorted(others + web, key=lambda h: (list(topology.stack.tiers).index(h.tier), h.name))
     _distinct_ips(ordered, network)
+    check_connection_budget(count, topology.appserver, topology.db)
     return replace(topology, hosts=tuple(ordered))

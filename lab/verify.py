@@ -16,10 +16,10 @@ from lab.state import LabDir
 from lab.topology import Topology
 
 
-def check_files(max_step: int | None = None) -> list[Path]:
+def check_files(max_step: int | None = None, only_step: int | None = None) -> list[Path]:
     files: list[Path] = []
     for step in discover_steps():
-        if max_step is None or step.number <= max_step:
+        if (max_step is None or step.number <= max_step) and only_step in (None, step.number):
             files += sorted(step.folder.glob("test_*.py"))
     return files
 
@@ -41,8 +41,13 @@ def run_checks(
     max_step: int | None = None,
     extra_args: Iterable[str] = (),
     on_skipped: Callable[[list[SkippedCheck]], None] | None = None,
+    only_step: int | None = None,
+    observers: Iterable[object] = (),
 ) -> None:
-    """Run the checks; ChecksFailed names the failing ones. on_skipped hears the skipped ones, pass or fail."""
+    """Run the checks; ChecksFailed names the failing ones. on_skipped hears the skipped ones, pass or fail.
+
+    only_step: that step's checks alone (`lab check K`); observers: more pytest plugins that watch the run.
+    """
     known = list(topology.stack.tiers)
     chosen = list(tiers) if tiers else known
     unknown = [t for t in chosen if t not in known]
@@ -57,10 +62,10 @@ def run_checks(
         "--rootdir", str(labdir.path.parent), "-o", "python_files=test_*.py",
         *(["--junit-xml", str(junit_xml)] if junit_xml else []),
         *extra_args,
-        *map(str, check_files(max_step)),
+        *map(str, check_files(max_step, only_step)),
     ]
     context = checkplugin.CheckContext(labdir, topology, facts, frozenset(chosen))
-    code = pytest.main(args, plugins=[checkplugin, context, failures])
+    code = pytest.main(args, plugins=[checkplugin, context, failures, *observers])
     if failures.skipped and on_skipped:
         on_skipped(failures.skipped)
     if code == pytest.ExitCode.OK:

@@ -1,11 +1,29 @@
-"""Default Locust scenario: a realistic mix over the bank site (pages, DB-backed views, static files, a login and a transfer)."""
+"""Default Locust scenario: a realistic mix over the bank site (pages, DB-backed views, static files, signed-in transfers)."""
 from __future__ import annotations
 
 import os
-import re
+import random
+from itertools import count
 from typing import Callable
 
+import gevent
 from locust import FastHttpUser, between, constant, task
+from locust.runners import WorkerRunner
+
+import bankpages
+import lab_window
+import labtls
+
+_users_here = count()
+# The balancer answers 429 beyond 5 login POSTs/s per client address (burst 20): every user of a bench comes from
+# one address, so a user turned away waits a moment (spread, so they do not all come back together) and tries again.
+LOGIN_RETRY_WAIT_S = (0.3, 1.5)
+TOO_MANY_REQUESTS = 429
+
+
+def referer(user: FastHttpUser, path: str) -> dict[str, str]:
+    """The header Django's CSRF check wants on an HTTPS POST: a Referer on the site itself."""
+    return {"Referer": f"{user.host.rstrip('/')}{path}"}
 
 
 def lab_wait_time() -> Callable[..., float]:
@@ -23,6 +41,13 @@ def lab_wait_time() -> Callable[..., float]:
     return constant(seconds)
 
 
+def customer_name(runner: object) -> str:
+    """customer%04d for the k-th user of the whole run (k from 1), across Locust worker processes (LAB_WORKERS)."""
+    workers = int(os.environ.get("LAB_WORKERS", "1"))
+    index = runner.worker_index if isinstance(runner, WorkerRunner) else 0
+    return f"customer{next(_users_here) * workers + index + 1:04d}"
+
+
 class SiteVisitor(FastHttpUser):
     """An anonymous visitor reading the public pages, with the weights of a typical session."""
 
@@ -30,22 +55,31 @@ class SiteVisitor(FastHttpUser):
     # Short enough that a hung backend shows up as failures within a short run
     # rather than as requests that silently never finish.
     connection_timeout = 5.0
+    insecure = labtls.INSECURE
+    ssl_context_factory = labtls.context_factory
     network_timeout = 15.0
+
+    def on_start(self) -> None:
+        lab_window.user_ready()
 
     @task(3)
     def home(self) -> None:
+        lab_window.hold()
         self.client.get("/", name="/ (home)")
 
     @task(3)
     def balance(self) -> None:
+        lab_window.hold()
         self.client.get("/balance/", name="/balance/ (db, cached)")
 
     @task(1)
     def report(self) -> None:
+        lab_window.hold()
         self.client.get("/report/", name="/report/ (db)")
 
     @task(2)
     def stylesheet(self) -> None:
+        lab_window.hold()
         # The unhashed name: collectstatic with ManifestStaticFilesStorage keeps the
         # original next to the hashed copy, so this path is stable across deploys
         # and is still served by nginx straight from STATIC_ROOT.
@@ -53,50 +87,102 @@ class SiteVisitor(FastHttpUser):
 
     @task(1)
     def hello(self) -> None:
+        lab_window.hold()
         self.client.get("/hello/", name="/hello/ (no db)")
 
 
 class BankCustomer(FastHttpUser):
-    """A signed-in customer: logs in (CSRF-protected form) and moves a cent between two accounts and back.
+    """A signed-in customer: signs in once, then moves a cent between its own two accounts and reads its balances.
 
-    Only active when the lab passes the demo user's password (LAB_DEMO_PASSWORD): `lab bench` does.
+    Only active when the lab passes the demo password (LAB_DEMO_PASSWORD): `lab bench` does. With LAB_CUSTOMERS=1
+    (the site holds customer0001 ... one per user, two accounts each) user k signs in as customer%04d and uses its
+    own accounts, so no two users contend for the same rows; without it every user is `demo` on AC00001/AC00002.
+    After each confirmed transfer it reads /balance/ and counts a stale read when the source account's balance is
+    not the one the confirmation showed (the shared-nothing lesson: a per-process cache at web=2 serves old copies).
     """
 
     abstract = not os.environ.get("LAB_DEMO_PASSWORD")
     weight = 1
     wait_time = lab_wait_time()
     connection_timeout = 5.0
+    insecure = labtls.INSECURE
+    ssl_context_factory = labtls.context_factory
     network_timeout = 15.0
-
-    def _csrf_token(self, path: str, name: str) -> str:
-        with self.client.get(path, name=name, catch_response=True) as response:
-            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', response.text or "")
-            if not token:
-                response.failure(f"no CSRF token on {path}")
-                return ""
-            return token.group(1)
+    accounts: list[str]
+    username: str
+    signed_in: bool
 
     def on_start(self) -> None:
-        # "start: " marks start-up requests: lab bench counts its steady state from when they are all done
-        token = self._csrf_token("/accounts/login/", "start: /accounts/login/ (form)")
+        self.username = customer_name(self.environment.runner) if os.environ.get("LAB_CUSTOMERS") == "1" else "demo"
+        self.accounts = ["AC00001", "AC00002"] if self.username == "demo" else []
+        self.signed_in = False
+        self._sign_in()
+
+    def _sign_in(self) -> None:
+        """Sign in; only a user that did counts as ready (a refused or timed-out login is tried again)."""
+        # "start: " marks start-up requests: lab bench's steady state begins once every user is signed in
+        with self.client.get("/accounts/login/", name="start: /accounts/login/ (form)", catch_response=True) as form:
+            if not form.ok:
+                return  # Locust has counted the failure with its own reason
+            token = bankpages.csrf_token(form.text or "")
+            if not token:
+                form.failure("no CSRF token on the login form")
+                return
         with self.client.post(
             "/accounts/login/",
-            data={"username": "demo", "password": os.environ.get("LAB_DEMO_PASSWORD", ""), "csrfmiddlewaretoken": token},
-            name="start: /accounts/login/ (POST)", catch_response=True,
+            data={"username": self.username, "password": os.environ.get("LAB_DEMO_PASSWORD", ""),
+                  "csrfmiddlewaretoken": token},
+            headers=referer(self, "/accounts/login/"), name="start: /accounts/login/ (POST)", catch_response=True,
         ) as response:
+            if response.status_code == TOO_MANY_REQUESTS:
+                # Paced by the balancer, not refused by the site: part of start-up, not a failure.
+                response.success()
+                gevent.sleep(random.uniform(*LOGIN_RETRY_WAIT_S))
+                return
+            if not response.ok:
+                return  # Locust has counted the failure
             if 'name="password"' in (response.text or ""):  # the form again: the password was refused
-                response.failure("login refused for user demo")
+                response.failure(f"login refused for user {self.username}")
+                return
+        self.signed_in = True
+        lab_window.user_ready()
 
     @task
     def transfer_a_cent_and_back(self) -> None:
-        for source, target in (("AC00001", "AC00002"), ("AC00002", "AC00001")):
-            token = self._csrf_token("/transfer/", "/transfer/ (form)")
+        lab_window.hold()
+        if not self.signed_in:
+            self._sign_in()
+            return
+        for _ in range(2):  # there and back, so every balance ends where it began
+            with self.client.get("/transfer/", name="/transfer/ (form)", catch_response=True) as form:
+                if not form.ok:
+                    return  # Locust has counted the failure with its own reason (a timeout, a 502 ...)
+                token = bankpages.csrf_token(form.text or "")
+                if not self.accounts:
+                    self.accounts = bankpages.own_accounts(form.text or "")
+                if not token or len(self.accounts) < 2:
+                    form.failure("transfer form without a CSRF token or two own accounts")
+                    return
+            source, target = self.accounts[0], self.accounts[1]
             with self.client.post(
                 "/transfer/",
                 data={"from_account": source, "to_account": target, "amount": "0.01", "csrfmiddlewaretoken": token},
-                name="/transfer/ (POST, csrf)", catch_response=True,
+                headers=referer(self, "/transfer/"), name="/transfer/ (POST, csrf)", catch_response=True,
             ) as response:
-                # Success redirects to the balance sheet with a "Transferred ..." message; every page has
-                # "Balance sheet" in its menu, the login page included, so only the message proves it.
+                # Every page has "Balance sheet" in its menu, the login page included, so only the message proves it.
+                # The POST is redirected to /transfer/<pk>/ (post/redirect/get), which the client follows.
                 if "Transferred" not in (response.text or ""):
                     response.failure("transfer not confirmed")
+                    return
+                confirmation = bankpages.transfer_confirmation(response.text or "")
+            self.accounts.reverse()
+            if confirmation is not None:
+                self._check_next_read(confirmation)
+
+    def _check_next_read(self, confirmation: dict[str, str]) -> None:
+        with self.client.get("/balance/", name="/balance/ (after transfer)", catch_response=True) as sheet:
+            stale = bankpages.is_stale(confirmation, bankpages.own_balances(sheet.text or ""))
+        if stale is not None:
+            lab_window.count("checked")
+            if stale:
+                lab_window.count("stale")

@@ -1,12 +1,12 @@
-"""Unit tests for lab.bench.locust: real Locust runs against a loopback HTTP server, no lab needed."""
+"""Unit tests for lab.bench.locust and loadtests/: real Locust sessions against a loopback HTTP server, no lab needed."""
 from __future__ import annotations
 
 import http.server
-import json
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,14 +15,14 @@ import pytest
 
 from lab.bench import locust as adapter
 from lab.bench.locust import (
-    BenchResult,
     BenchSettings,
-    parse_failures_csv,
-    parse_stats_csv,
+    LocustSession,
     parse_stats_json,
-    result_to_dict,
-    run_locust,
+    process_group_cpu_seconds,
+    read_window,
+    signed_in,
     timestamped_results_dir,
+    window_figures,
 )
 from lab.errors import BenchError, LabError
 
@@ -59,6 +59,8 @@ class _SiteHandler(http.server.BaseHTTPRequestHandler):
         else:
             status, body = 404, b"not found"
         self.send_response(status)
+        if not path.endswith(".css"):  # as the site does; nginx's own static files carry no such header
+            self.send_header("X-Served-By", "web1")
         self.send_header("Content-Type", "text/css" if path.endswith(".css") else "text/html")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -98,37 +100,41 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def _settings(target: str, results_dir: Path, locustfile: Path = MIX, users: int = 5, duration_s: int = 3) -> BenchSettings:
-    return BenchSettings(
-        target=target,
-        users=users,
-        spawn_rate=float(users),
-        duration_s=duration_s,
-        locustfile=locustfile,
-        results_dir=results_dir,
-    )
+def _settings(target: str, results_dir: Path, locustfile: Path = MIX, users: int = 5, duration_s: int = 60) -> BenchSettings:
+    return BenchSettings(target=target, users=users, spawn_rate=float(users), duration_s=duration_s,
+                         locustfile=locustfile, results_dir=results_dir, extra_env={"LAB_WAIT": "0"})
+
+
+def _measure(settings: BenchSettings, seconds: float = 4, warmup: float = 2, lines: list[str] | None = None,
+             pause: float = 0) -> tuple[list[dict], float, float, float, float]:
+    """One session: warm-up, optionally a pause, then `seconds` measured; (window seconds, start, end, pause from, to)."""
+    with LocustSession(settings, on_output=None if lines is None else lines.append) as session:
+        session.wait(warmup)
+        limit = time.monotonic() + 30  # as the bench does: the warm-up lasts until every user has started
+        while signed_in(session.paths["window"]) < settings.users and time.monotonic() < limit:
+            session.wait(1)
+        paused_from = paused_to = 0.0
+        if pause:
+            session.control("pause")
+            paused_from = time.time()
+            session.wait(pause)
+            paused_to = time.time()
+            session.control("run")
+        start = time.time()
+        session.wait(seconds)
+        end = time.time()
+        assert session.stop() in (0, 1)
+    return read_window(session.paths["window"]), start, end, paused_from, paused_to
 
 
 @pytest.fixture(scope="module")
-def mix_run(site: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[BenchSettings, BenchResult, list[str]]:
-    settings = _settings(site, tmp_path_factory.mktemp("mix") / "run")
+def mix_run(site: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], float, float, list[str]]:
     lines: list[str] = []
-    return settings, run_locust(settings, on_output=lines.append), lines
+    seconds, start, end, _, _ = _measure(_settings(site, tmp_path_factory.mktemp("mix") / "run"), lines=lines)
+    return seconds, start, end, lines
 
 
-def _assert_sane(result: BenchResult) -> None:
-    assert result.requests > 0
-    assert result.rps > 0
-    assert 0 <= result.p50_ms <= result.p95_ms <= result.p99_ms
-    assert 0 <= result.failures <= result.requests
-    assert result.failure_ratio == pytest.approx(result.failures / result.requests)
-    assert sum(row.requests for row in result.per_endpoint) == result.requests
-    assert sum(row.failures for row in result.per_endpoint) == result.failures
-    for row in result.per_endpoint:
-        assert 0 <= row.p50_ms <= row.p95_ms <= row.p99_ms
-
-
-# --- parsing the captured fixture -------------------------------------------
+# --- parsing the captured fixture (Locust's own whole-run stats, as test_integration_rolling reads them) ---------
 
 
 def test_json_fixture_matches_locusts_own_report() -> None:
@@ -138,168 +144,101 @@ def test_json_fixture_matches_locusts_own_report() -> None:
     assert total.rps == pytest.approx(15.687, rel=0.01)
     by_name = {row.name: row for row in rows}
     assert set(by_name) == MIX_NAMES
-    assert (by_name["GET /report/ (db)"].requests, by_name["GET /report/ (db)"].failures) == (5, 5)
-    assert (by_name["GET /balance/ (db, cached)"].requests, by_name["GET /balance/ (db, cached)"].p95_ms) == (14, 4)
-    assert by_name["GET /static/accounts/site.css (nginx)"].p99_ms == 5
 
 
-def test_csv_fixture_parses_the_aggregated_row() -> None:
-    total, rows = parse_stats_csv(FIXTURES / "locust_stats.csv")
-    assert (total.name, total.requests, total.failures) == ("Aggregated", 31, 4)
-    assert (total.p50_ms, total.p95_ms, total.p99_ms) == (1, 4, 5)
-    assert total.rps == pytest.approx(15.527, rel=0.001)
-    assert {row.name for row in rows} == MIX_NAMES
-    assert sum(row.requests for row in rows) == total.requests
+# --- real sessions ---------------------------------------------------------------
 
 
-def test_csv_snapshot_lags_the_json() -> None:
-    # Why run_locust reads locust.json: Locust rewrites the CSV once a second
-    # and not at shutdown, so the CSV of the same run has fewer requests.
-    from_csv, _ = parse_stats_csv(FIXTURES / "locust_stats.csv")
-    from_json, _ = parse_stats_json(FIXTURES / "locust.json")
-    assert from_csv.requests < from_json.requests
+def test_mix_window_figures_are_sane(mix_run: tuple[list[dict], float, float, list[str]]) -> None:
+    seconds, start, end, _ = mix_run
+    window = window_figures(seconds, start, end, users=5)
+    assert window.settled, window.reason
+    assert window.requests > 0 and window.rps > 0 and window.failures == 0
+    assert 0 <= window.p50_ms <= window.p95_ms <= window.p99_ms
+    # Every page the loopback site makes says X-Served-By: web1; its stylesheet (as nginx's) says nothing.
+    assert set(window.hosts) == {"web1", "(balancer)"}
+    assert sum(window.hosts.values()) == window.requests
 
 
-def test_failures_fixture() -> None:
-    (reason,) = parse_failures_csv(FIXTURES / "locust_failures.csv")
-    assert reason.name == "GET /report/ (db)"
-    assert "500" in reason.error
-    assert reason.occurrences == 4
+def test_every_user_signs_in_once(mix_run: tuple[list[dict], float, float, list[str]]) -> None:
+    seconds, _, _, _ = mix_run
+    assert sum(s["ready"] for s in seconds) == 5
 
 
-def test_csv_without_aggregated_row_is_rejected(tmp_path: Path) -> None:
-    stats = tmp_path / "locust_stats.csv"
-    stats.write_text("Type,Name,Request Count,Failure Count\n", encoding="utf-8")
-    with pytest.raises(ValueError):
-        parse_stats_csv(stats)
-
-
-# --- real runs ------------------------------------------------------------------
-
-
-def test_mix_run_numbers_are_sane(mix_run: tuple[BenchSettings, BenchResult, list[str]]) -> None:
-    _, result, _ = mix_run
-    _assert_sane(result)
-    assert result.failures == 0
-    assert result.errors == ()
-    assert {row.name for row in result.per_endpoint} <= MIX_NAMES
-    # The weights make these the two most requested; in 3 s with 5 users they always appear.
-    assert {"GET / (home)", "GET /balance/ (db, cached)"} <= {row.name for row in result.per_endpoint}
-
-
-def test_mix_run_writes_its_files(mix_run: tuple[BenchSettings, BenchResult, list[str]]) -> None:
-    settings, result, _ = mix_run
-    for key in ("csv_stats", "html", "json"):
-        assert result.files[key].is_file(), key
-        assert result.files[key].parent == settings.results_dir.resolve()
-    saved = json.loads(result.files["json"].read_text(encoding="utf-8"))
-    assert saved["settings"]["users"] == settings.users
-    assert saved["settings"]["target"] == settings.target
-    assert saved["result"]["requests"] == result.requests
-    assert saved["result"] == json.loads(json.dumps(result_to_dict(result)))
-    assert saved["locust"]["exit_code"] == 0
-
-
-def test_mix_run_streams_locust_output(mix_run: tuple[BenchSettings, BenchResult, list[str]]) -> None:
-    _, _, lines = mix_run
+def test_session_streams_locust_output(mix_run: tuple[list[dict], float, float, list[str]]) -> None:
+    _, _, _, lines = mix_run
     assert any("Starting Locust" in line for line in lines)
     assert all("\n" not in line for line in lines)
 
 
-def test_locust_never_imported_here(mix_run: tuple[BenchSettings, BenchResult, list[str]]) -> None:
+def test_locust_never_imported_here(mix_run: tuple[list[dict], float, float, list[str]]) -> None:
     # gevent's monkey-patching would break Fabric's threads in this process.
     assert "locust" not in sys.modules
     assert "gevent" not in sys.modules
 
 
-def test_rerun_in_same_dir_does_not_reuse_old_stats(site: str, tmp_path: Path) -> None:
-    results_dir = tmp_path / "run"
-    results_dir.mkdir()
-    (results_dir / "locust.json").write_text("[]", encoding="utf-8")
-    (results_dir / "results.json").write_text("{}", encoding="utf-8")
-    result = run_locust(_settings(site, results_dir, HELLO, users=1, duration_s=1))
-    assert result.requests > 0
-    assert json.loads((results_dir / "results.json").read_text(encoding="utf-8"))["result"]["requests"] == result.requests
+def test_paused_users_send_nothing(site: str, tmp_path: Path) -> None:
+    seconds, start, _, paused_from, paused_to = _measure(_settings(site, tmp_path / "run", HELLO, users=2), seconds=1, warmup=8,
+                                                          pause=3)
+    assert any(s["ok"] for s in seconds if s["t"] < int(paused_from))  # busy before
+    # A second in which no request finished has no line: while paused (after the first second, which drains), none.
+    assert not [s for s in seconds if paused_from + 1 <= s["t"] < int(paused_to) and s["ok"] + s["fail"]]
+    assert any(s["ok"] for s in seconds if s["t"] >= int(start))  # and they come back
 
 
-def test_server_errors_are_failures_not_exceptions(
-    failing_site: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # No think time: enough /report/ requests that the failures CSV surely lists them.
-    monkeypatch.setenv("LAB_WAIT", "0")
-    result = run_locust(_settings(failing_site, tmp_path / "run"))
-    _assert_sane(result)
-    by_name = {row.name: row for row in result.per_endpoint}
-    report = by_name["GET /report/ (db)"]
-    assert report.failures == report.requests > 0
-    assert result.failures == report.failures
-    assert 0 < result.failure_ratio < 1
-    assert any("500" in reason.error for reason in result.errors)
-    assert json.loads(result.files["json"].read_text(encoding="utf-8"))["locust"]["exit_code"] == 1
+def test_server_errors_are_failures_and_not_throughput(failing_site: str, tmp_path: Path) -> None:
+    seconds, start, end, _, _ = _measure(_settings(failing_site, tmp_path / "run"))
+    window = window_figures(seconds, start, end, users=5)
+    assert window.settled and window.failures > 0 and 0 < window.failure_pct < 100
+    assert window.rps == pytest.approx(window.requests / window.seconds)  # the successful ones only
+    assert any("/report/" in error and "500" in error for error, _ in window.errors)
 
 
-def test_unreachable_target_is_a_result_with_every_request_failed(tmp_path: Path) -> None:
-    # Decision: Locust did make requests and every one failed; that is a
-    # measurement (failure_ratio 1.0, with the reason), not a crash. Callers
-    # that want a hard stop check failure_ratio.
-    result = run_locust(_settings(f"http://127.0.0.1:{_closed_port()}", tmp_path / "run", users=2, duration_s=2))
-    assert result.requests > 0
-    assert result.failures == result.requests
-    assert result.failure_ratio == 1.0
-    assert result.errors
-    assert any("refused" in reason.error.lower() for reason in result.errors)
+def test_unreachable_target_gives_every_request_failed(tmp_path: Path) -> None:
+    seconds, start, end, _, _ = _measure(_settings(f"http://127.0.0.1:{_closed_port()}", tmp_path / "run", HELLO, users=2))
+    window = window_figures(seconds, start, end, users=2)
+    assert window.rps == 0 and window.failure_pct == 100
+    assert any("refused" in error.lower() for error, _ in window.errors)
 
 
 def test_hello_scenario_only_hits_hello(site: str, tmp_path: Path) -> None:
-    result = run_locust(_settings(site, tmp_path / "run", HELLO, users=2, duration_s=2))
-    _assert_sane(result)
-    assert [row.name for row in result.per_endpoint] == ["GET /hello/ (no db)"]
+    seconds, start, end, _, _ = _measure(_settings(site, tmp_path / "run", HELLO, users=2), seconds=2)
+    window = window_figures(seconds, start, end, users=2)
+    assert window.settled and window.hosts == {"web1": window.requests}
+
+
+def test_locust_group_cpu_is_counted_while_it_runs(site: str, tmp_path: Path) -> None:
+    with LocustSession(_settings(site, tmp_path / "run", HELLO, users=2)) as session:
+        session.wait(2)
+        assert session.proc is not None
+        assert 0 < session.cpu_seconds() == pytest.approx(process_group_cpu_seconds(session.proc.pid), abs=0.5)
+        session.stop()
 
 
 # --- errors ---------------------------------------------------------------------
 
 
-def test_bad_lab_wait_is_a_one_line_bench_error(site: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LAB_WAIT", "soon")
+def test_bad_lab_wait_is_a_one_line_bench_error(site: str, tmp_path: Path) -> None:
+    settings = BenchSettings(site, 1, 1.0, 10, MIX, tmp_path / "run", extra_env={"LAB_WAIT": "soon"})
     with pytest.raises(BenchError) as caught:
-        run_locust(_settings(site, tmp_path / "run", duration_s=1))
+        with LocustSession(settings) as session:
+            session.wait(10)
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith("locust exited with code 1 and wrote no stats: ValueError: LAB_WAIT must be")
+    assert message.startswith("locust stopped early (exit code 1): ValueError: LAB_WAIT must be")
     assert isinstance(caught.value, LabError)
 
 
-def test_no_requests_is_a_bench_error(site: str, tmp_path: Path) -> None:
-    idle = tmp_path / "idle.py"
-    idle.write_text(
-        '"""A user that never sends a request."""\n'
-        "from locust import User, constant, task\n\n\n"
-        "class Idle(User):\n"
-        "    wait_time = constant(0.2)\n\n"
-        "    @task\n"
-        "    def nothing(self) -> None:\n"
-        "        pass\n",
-        encoding="utf-8",
-    )
-    with pytest.raises(BenchError, match="no requests"):
-        run_locust(_settings(site, tmp_path / "run", idle, users=1, duration_s=1))
-
-
-def test_task_crash_without_requests_names_the_exception(site: str, tmp_path: Path) -> None:
+def test_task_crash_names_the_exception(site: str, tmp_path: Path) -> None:
     crashing = tmp_path / "crashing.py"
     crashing.write_text(
-        '"""A user whose only task raises before sending anything."""\n'
-        "from locust import User, constant, task\n\n\n"
-        "class Crashing(User):\n"
-        "    wait_time = constant(0.2)\n\n"
-        "    @task\n"
-        "    def explode(self) -> None:\n"
-        "        raise RuntimeError('scenario is broken')\n",
+        '"""A locustfile that cannot even load."""\n'
+        "raise RuntimeError('scenario is broken')\n",
         encoding="utf-8",
     )
-    with pytest.raises(BenchError) as caught:
-        run_locust(_settings(site, tmp_path / "run", crashing, users=1, duration_s=1))
-    assert str(caught.value).endswith("(exit code 1): RuntimeError: scenario is broken")
+    with pytest.raises(BenchError, match="RuntimeError: scenario is broken"):
+        with LocustSession(_settings(site, tmp_path / "run", crashing, users=1)) as session:
+            session.wait(10)
 
 
 def test_gist_picks_the_telling_line() -> None:
@@ -322,7 +261,8 @@ def test_gist_picks_the_telling_line() -> None:
 
 def test_missing_locustfile(tmp_path: Path) -> None:
     with pytest.raises(BenchError, match="locustfile not found"):
-        run_locust(_settings("http://127.0.0.1:1", tmp_path / "run", tmp_path / "nope.py"))
+        with LocustSession(_settings("http://127.0.0.1:1", tmp_path / "run", tmp_path / "nope.py")):
+            pass
 
 
 def test_missing_locust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -331,7 +271,8 @@ def test_missing_locust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         adapter.importlib.util, "find_spec", lambda name, *a: None if name == "locust" else real_find_spec(name, *a)
     )
     with pytest.raises(BenchError, match="not installed"):
-        run_locust(_settings("http://127.0.0.1:1", tmp_path / "run"))
+        with LocustSession(_settings("http://127.0.0.1:1", tmp_path / "run")):
+            pass
 
 
 @pytest.mark.parametrize(
@@ -362,16 +303,6 @@ class _PopenSpy:
         monkeypatch.setattr(adapter.subprocess, "Popen", spy)
 
 
-def test_overrun_is_killed_and_reported(site: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spy = _PopenSpy(monkeypatch)
-    # A 1 s run with a 0.5 s hard limit: the limit always hits first.
-    monkeypatch.setattr(adapter, "TIMEOUT_GRACE_S", -0.5)
-    with pytest.raises(BenchError, match="did not finish"):
-        run_locust(_settings(site, tmp_path / "run", HELLO, users=1, duration_s=1))
-    (proc,) = spy.procs
-    assert proc.returncode is not None
-
-
 def test_ctrl_c_stops_locust_and_is_reraised(site: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spy = _PopenSpy(monkeypatch)
 
@@ -379,7 +310,8 @@ def test_ctrl_c_stops_locust_and_is_reraised(site: str, tmp_path: Path, monkeypa
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_locust(_settings(site, tmp_path / "run", HELLO, users=1, duration_s=3), on_output=interrupt)
+        with LocustSession(_settings(site, tmp_path / "run", HELLO, users=1), on_output=interrupt) as session:
+            session.wait(10)
     (proc,) = spy.procs
     assert proc.returncode is not None
 
@@ -399,3 +331,95 @@ def test_timestamped_results_dir_uses_utc(tmp_path: Path) -> None:
     made = timestamped_results_dir(tmp_path)
     stamp = datetime.strptime(made.name[:15], "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc)
     assert abs((stamp - before).total_seconds()) <= 2
+
+
+def test_worker_processes_ship_their_seconds_to_the_master(site: str, tmp_path: Path) -> None:
+    settings = BenchSettings(site, 4, 4.0, 60, HELLO, tmp_path / "run", processes=2, extra_env={"LAB_WAIT": "0"})
+    seconds, start, end, _, _ = _measure(settings, seconds=4, warmup=6)
+    assert sum(s["ready"] for s in seconds) == 4  # users of both worker processes, counted once each
+    window = window_figures(seconds, start, end, users=4)
+    assert window.settled, window.reason
+    assert window.requests > 0 and window.hosts == {"web1": window.requests}
+
+
+# --- over HTTPS: POSTs carry a Referer, a login paced by the balancer (429) is retried, not failed -------------------
+
+class _BankHandler(http.server.BaseHTTPRequestHandler):
+    """Just enough of the bank site for one customer's mix: the login (the first POSTs paced with 429 as nginx does),
+    the transfer form, the redirect to /transfer/<pk>/ and the balance sheet. Records every POST's Referer."""
+
+    protocol_version = "HTTP/1.1"
+    form = '<form><input type="hidden" name="csrfmiddlewaretoken" value="tok"><input name="password"></form>'
+
+    def _answer(self, status: int, body: str = "", location: str | None = None) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("X-Served-By", "web1")
+        if location:
+            self.send_header("Location", location)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path == "/accounts/login/":
+            self._answer(200, self.form)
+        elif self.path == "/transfer/":
+            self._answer(200, '<input type="hidden" name="csrfmiddlewaretoken" value="tok">'
+                              '<option value="AC01001"></option><option value="AC01002"></option>')
+        elif self.path.startswith("/transfer/"):
+            self._answer(200, 'Transferred <p id="transfer-confirmation" data-transfer-id="7" data-from="AC01001" '
+                              'data-from-balance="999.99" data-to="AC01002" data-to-balance="1000.01"></p>')
+        elif self.path == "/balance/":
+            self._answer(200, '<li data-account="AC01001" data-balance="999.99"></li>')
+        else:
+            self._answer(200, "<html>ok</html>")
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        server = self.server
+        server.referers.append((self.path, self.headers.get("Referer")))  # type: ignore[attr-defined]
+        if self.path == "/accounts/login/":
+            server.login_posts += 1  # type: ignore[attr-defined]
+            server.login_times.append(time.monotonic())  # type: ignore[attr-defined]
+            if server.login_posts <= 2:  # type: ignore[attr-defined]
+                self._answer(429, "too many")
+            else:
+                self._answer(302, location="/")
+        else:
+            self._answer(302, location="/transfer/7/")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_customers_send_referers_and_wait_out_429_on_login(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BankHandler)
+    server.daemon_threads = True
+    server.referers, server.login_posts, server.login_times = [], 0, []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    target = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        settings = BenchSettings(target=target, users=1, spawn_rate=1.0, duration_s=60, locustfile=MIX,
+                                 results_dir=tmp_path / "run", extra_env={"LAB_WAIT": "0", "LAB_DEMO_PASSWORD": "pw",
+                                                                          "LAB_CUSTOMERS": "1"})
+        with LocustSession(settings, on_output=None) as session:
+            limit = time.monotonic() + 30
+            while signed_in(session.paths["window"]) < 1 and time.monotonic() < limit:
+                session.wait(1)
+            session.wait(2)
+            session.stop()
+        seconds = read_window(session.paths["window"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert server.login_posts >= 3  # type: ignore[attr-defined]  # two paced, then signed in
+    times = server.login_times  # type: ignore[attr-defined]
+    assert min(later - earlier for earlier, later in zip(times, times[1:3])) >= 0.25  # waited before trying again
+    assert sum(s["ready"] for s in seconds) >= 1
+    posts = server.referers  # type: ignore[attr-defined]
+    assert any(path == "/transfer/" for path, _ in posts)
+    assert all(referer == f"{target}{path}" for path, referer in posts)
+    assert sum(s["fail"] for s in seconds) == 0  # the 429s were start-up, not failures
+    assert sum(s["checked"] for s in seconds) >= 1 and sum(s["stale"] for s in seconds) == 0

@@ -6,6 +6,7 @@ import http.cookiejar
 import json
 import os
 import re
+import ssl
 import urllib.parse
 import urllib.request
 
@@ -24,7 +25,7 @@ ALL_UP = {"lb1": {"nginx": "up"}, "web1": {"gunicorn": "up"}, "web2": {"gunicorn
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
-    with scratch_lab(NAME, range(100, 120), folder=tmp_path_factory.mktemp("remember")) as the_lab:
+    with scratch_lab(NAME, range(100, 110), folder=tmp_path_factory.mktemp("remember")) as the_lab:
         yield the_lab
 
 
@@ -69,7 +70,9 @@ def test_creds_sign_in_to_the_site(lab: ScratchLab) -> None:
     values = {key: value.strip() for key, value in values.items()}
     assert values["user"] == "demo" and len(values["password"]) >= 24
     jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(jar))
+    context = ssl.create_default_context(cafile=lab.ok("ca").strip())  # the site is https, signed by the lab's CA
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(jar),
+                                         urllib.request.HTTPSHandler(context=context))
     with opener.open(values["sign in"], timeout=10) as page:
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.read().decode()).group(1)
     form = urllib.parse.urlencode({"username": values["user"], "password": values["password"],

@@ -1,5 +1,6 @@
 """Rolling restarts under load: web×2 behind lb1, Locust through lb1 while `lab up` rolls out a new release and
-switches the app server both ways; not one request may fail, and both hosts must serve what was rolled out."""
+switches the app server both ways, and while web2 loses its power; not one request may fail, and both hosts must
+serve what was rolled out."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from lab.bench.locust import BenchSettings, locust_command, output_paths, parse_stats_json
 from lab.recipes import PROJECT_ROOT
-from lab.testing import ScratchLab, needs_root, scratch_lab
+from lab.testing import ScratchLab, needs_root, power_cut, scratch_lab
 
 NAME = os.environ.get("TEST_LAB_NAME", "labroll")  # its own name and subnet: other labs on this machine must not matter
 pytestmark = pytest.mark.integration
@@ -71,12 +72,14 @@ def app_server(lab: ScratchLab, host: str) -> str:
     return on(lab, host, "for u in gunicorn apache2; do systemctl is-active --quiet $u && printf '%s ' $u; done; true")
 
 
-def under_load(lab: ScratchLab, results: Path, *up_args: str, web: int = 2) -> dict:
-    """`lab up ARGS` while Locust's users hit lb1; what Locust counted, and how long the rollout took."""
+def load_while(lab: ScratchLab, results: Path, action: Callable[[], str]) -> dict:
+    """`action()` while Locust's users hit lb1 (from LOAD_BEFORE_S before it to LOAD_BEFORE_S after); what Locust
+    counted, how long the action took and what it printed."""
     results.mkdir(parents=True)
-    settings = BenchSettings(f"http://{lb_address(lab)}", USERS, USERS, LOAD_LIMIT_S,
+    settings = BenchSettings(f"https://{lb_address(lab)}", USERS, USERS, LOAD_LIMIT_S,
                              PROJECT_ROOT / "loadtests" / "locustfile.py", results)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+    env["LAB_CA_FILE"] = lab.ok("ca").strip()  # Locust verifies lb1 against the lab's own CA
     with open(results / "locust.log", "w") as log:
         locust = subprocess.Popen([*locust_command(settings), "SiteVisitor"], cwd=results, env=env,
                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -84,7 +87,7 @@ def under_load(lab: ScratchLab, results: Path, *up_args: str, web: int = 2) -> d
             time.sleep(LOAD_BEFORE_S)
             assert locust.poll() is None, (results / "locust.log").read_text()
             started = time.monotonic()
-            output = lab.ok("up", f"--web={web}", *up_args, timeout=LOAD_LIMIT_S - 60)
+            output = action()
             rollout_s = time.monotonic() - started
             time.sleep(LOAD_BEFORE_S)
         finally:
@@ -92,9 +95,15 @@ def under_load(lab: ScratchLab, results: Path, *up_args: str, web: int = 2) -> d
             locust.wait(60)
     total, _ = parse_stats_json(output_paths(results)["locust_json"])
     failures = output_paths(results)["csv_failures"]
-    figures = {"requests": total.requests, "failures": total.failures, "rollout_s": round(rollout_s, 1),
-               "load_s": round(rollout_s + 2 * LOAD_BEFORE_S, 1), "output": output,
-               "failure_report": failures.read_text() if failures.exists() else ""}
+    return {"requests": total.requests, "failures": total.failures, "rollout_s": round(rollout_s, 1),
+            "load_s": round(rollout_s + 2 * LOAD_BEFORE_S, 1), "output": output,
+            "failure_report": failures.read_text() if failures.exists() else ""}
+
+
+def under_load(lab: ScratchLab, results: Path, *up_args: str, web: int = 2) -> dict:
+    """`lab up ARGS` while Locust's users hit lb1; what Locust counted, and how long the rollout took."""
+    figures = load_while(lab, results, lambda: lab.ok("up", f"--web={web}", *up_args, timeout=LOAD_LIMIT_S - 60))
+    output = figures["output"]
     print(f"\n[rolling] lab up --web={web} {' '.join(up_args) or '(new release)'}: {figures['requests']} requests through lb1, "
           f"{figures['failures']} failed; rollout {figures['rollout_s']} s (load {figures['load_s']} s)")
     for line in output.splitlines():
@@ -123,12 +132,22 @@ def change_the_site(project: Path) -> str:
 
 
 def pages_through_lb1(lab: ScratchLab, count: int = 6) -> list[str]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    site, opener = lab.site()
     pages = []
     for _ in range(count):  # round robin over the web hosts
-        with opener.open(f"http://{lb_address(lab)}/", timeout=10) as response:
+        with opener.open(f"{site}/", timeout=10) as response:
             pages.append(response.read().decode())
     return pages
+
+
+def hosts_serving(lab: ScratchLab, count: int = 8) -> set[str]:
+    """The web hosts that answered `count` requests through lb1 (the site's X-Served-By header)."""
+    site, opener = lab.site()
+    served = set()
+    for _ in range(count):
+        with opener.open(f"{site}/hello/", timeout=10) as response:
+            served.add(response.headers.get("X-Served-By"))
+    return served
 
 
 def test_new_release_rolls_out_without_a_failed_request(lab: ScratchLab, project: Path, tmp_path: Path) -> None:
@@ -174,6 +193,22 @@ def test_an_interrupted_scale_up_sends_nothing_to_a_host_not_yet_serving(lab: Sc
     assert f"server {web3}:" not in on(lab, "lb1", "cat /etc/nginx/sites-enabled/bank")  # ...and gets nothing
     lab.ok("up", "--web=3", timeout=1500)
     assert f"server {web3}:8000 max_fails" in on(lab, "lb1", "cat /etc/nginx/sites-enabled/bank")
+
+
+def test_a_web_host_losing_its_power_mid_load_costs_no_request(lab: ScratchLab, tmp_path: Path) -> None:
+    """The workshop's "crash a web server": every process of web2 killed at once under load; the balancer sends
+    each request web2 cannot answer to web1, so no user sees an error. It leaves web2 revived."""
+    lab.ok("up", "--web=2", timeout=1500)
+    assert hosts_serving(lab) == {"web1", "web2"}  # both hosts serve before the crash
+    figures = load_while(lab, tmp_path / "crash", lambda: power_cut(lab, "web2") or "")
+    print(f"\n[rolling] web2 lost its power under load: {figures['requests']} requests through lb1, "
+          f"{figures['failures']} failed (load {figures['load_s']} s)")
+    assert figures["failures"] == 0, figures["failure_report"]
+    assert figures["requests"] > 50
+    status = lab.run("status")
+    assert "not running: web2" in status.stdout + status.stderr
+    lab.ok("up", timeout=900)  # revives web2 and puts it back in the balancer's pool
+    assert hosts_serving(lab) == {"web1", "web2"}
 
 
 def test_with_one_web_host_gunicorn_reloads_in_place_without_a_failed_request(lab: ScratchLab, project: Path,

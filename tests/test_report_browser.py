@@ -78,9 +78,10 @@ def count_colour(rows: list[bytes], hex_colour: str) -> int:
 
 
 def a_cell(server: str, rps: list[float]) -> CellReport:
-    runs = [Run(rps=r, p50_ms=20, p95_ms=60 + r / 50, p99_ms=90, failure_pct=0, requests=int(r * 10), generator_cores=0.5,
-                machine_busy=0.95, host_cores={"web1": 0.6}, timeline=[(t, r * (0.5 if t < 2 else 1), 50 + t) for t in range(11)],
-                results_dir="/nowhere") for r in rps]
+    runs = [Run(settled=True, reason="", rps=r, p50_ms=20, p95_ms=60 + r / 50, p99_ms=90, failure_pct=0,
+                requests=int(r * 10), failures=0, stale=0, checked=0, hosts={"web1": int(r * 5), "web2": int(r * 5)},
+                errors=[], generator_cores=0.5, machine_busy=0.95, host_cores={"web1": 0.6},
+                timeline=[(t, r * (0.5 if t < 2 else 1), 50 + t) for t in range(11)]) for r in rps]
     return CellReport(Cell(server, 2, 2, 1), settings={}, runs=runs, bottleneck="machine CPU")
 
 
@@ -88,7 +89,7 @@ def a_cell(server: str, rps: list[float]) -> CellReport:
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("report")
     page = folder / "report.html"
-    page.write_text(render([a_cell("gunicorn", [1000, 1100, 1050]), a_cell("mod_wsgi", [900, 980, 940])], "lab bench — browser test", {"cores": 2}))
+    page.write_text(render([a_cell("gunicorn", [1000, 1100, 1050]), a_cell("mod_wsgi", [900, 980, 940])], "lab bench — browser test", {"machine": {"cores": 2}}))
     return page
 
 

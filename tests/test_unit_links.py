@@ -36,7 +36,8 @@ POOLER = TierSpec("pooler", 50, 1, 1, 1, 256, 1, ("pgbouncer",))
 
 def cache_stack():
     """Memcached hosts the web hosts reach on 11211, and a metrics exporter on every host for the machine."""
-    return stacks.current().with_tier(CACHE, [Link("web", "cache", 11211, "cache")], presets={"full": 1}).with_links(
+    # the built-in stack, without the cache tier step 6 registers: this test's cache is its own
+    return stacks.BUILT_IN.with_tier(CACHE, [Link("web", "cache", 11211, "cache")], presets={"full": 1}).with_links(
         Link(MACHINE, EVERY_TIER, 9100, "metrics"))
 
 
@@ -56,8 +57,11 @@ class RecordingHost:
         self.uploads: dict[str, bytes] = {}
         self.commands: list[str] = []
 
-    def run(self, command: str, user: str | None = None) -> CommandResult:
+    def run(self, command: str, user: str | None = None, stdin: str | None = None) -> CommandResult:
         self.commands.append(command)
+        if stdin is not None and 'cat > "$tmp"' in command:  # Target.file for a file others may not read
+            self.files[shlex.split(command)[-1]] = stdin
+            return CommandResult(command, 0, "", "")
         words = shlex.split(command)
         if words[0] in ("stat", "test", "readlink") and ";" not in command:  # nothing there yet (a list ending in another command succeeds)
             return CommandResult(command, 1, "", "")
@@ -148,7 +152,8 @@ def test_cache_hosts_take_memcached_from_the_web_hosts_only(cache_lab):
 
 def test_every_host_opens_its_own_port_and_the_exporter(cache_lab):
     topology, files = cache_lab
-    assert firewall(files["lb1"]) == {22: ("ssh", {MACHINE_IP}), 80: ("http", {topology.subnet}), 9100: ("metrics", {MACHINE_IP})}
+    assert firewall(files["lb1"]) == {22: ("ssh", {MACHINE_IP}), 80: ("http", {topology.subnet}), 443: ("https", {topology.subnet}),
+                                  8080: ("http-plain", {MACHINE_IP}), 9100: ("metrics", {MACHINE_IP})}
     for name in ("web1", "web2"):
         assert firewall(files[name]) == {22: ("ssh", {MACHINE_IP}), 8000: ("app", {"192.168.56.11"}), 9100: ("metrics", {MACHINE_IP})}
     assert firewall(files["db1"]) == {22: ("ssh", {MACHINE_IP}), 5432: ("sql", ips(topology, "web")), 9100: ("metrics", {MACHINE_IP})}
@@ -179,7 +184,8 @@ def test_the_default_stack_writes_what_it_always_did():
     files = provision(topology)
     assert firewall(files["db1"]) == {22: ("ssh", {MACHINE_IP}), 5432: ("sql", {"192.168.56.21", "192.168.56.22"})}
     assert firewall(files["web1"]) == {22: ("ssh", {MACHINE_IP}), 8000: ("app", {"192.168.56.11"})}
-    assert firewall(files["lb1"]) == {22: ("ssh", {MACHINE_IP}), 80: ("http", {"192.168.56.0/24"})}
+    assert firewall(files["lb1"]) == {22: ("ssh", {MACHINE_IP}), 80: ("http", {"192.168.56.0/24"}), 443: ("https", {"192.168.56.0/24"}),
+                                  8080: ("http-plain", {MACHINE_IP})}
     assert upstream(files["lb1"]) == ["192.168.56.21:8000", "192.168.56.22:8000"]
     assert pg_hba_addresses(files["db1"]) == ["192.168.56.21/32", "192.168.56.22/32"]
     settings = tomllib.loads(files["web1"][SETTINGS])
@@ -230,12 +236,12 @@ def test_every_source_address_is_on_the_lab_network_or_the_machine(cache_lab):
 def test_a_registered_kind_gets_every_hosts_recipes_and_checks():
     code = (
         "from lab import stack\n"
-        "stack.register_tier(stack.TierSpec('cache', 40, 0, 0, 3, 256, 1),"
-        " [stack.Link('web', 'cache', 11211, 'cache')])\n"
+        "stack.register_tier(stack.TierSpec('search', 50, 0, 0, 3, 256, 1),"
+        " [stack.Link('web', 'search', 9200, 'search')])\n"
         "from lab.recipes import load_recipes\n"
         "import provision.step1_bootstrap.test_firewall as checks\n"
-        "print([r.name for r in load_recipes() if 'cache' in r.tiers], checks.TIERS)\n"
+        "print([r.name for r in load_recipes() if 'search' in r.tiers], checks.TIERS)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ("['step1_bootstrap.hosts_file', 'step1_bootstrap.package_proxy', 'step1_bootstrap.firewall'] "
-                   "('lb', 'web', 'db', 'cache')")
+                   "('lb', 'web', 'db', 'cache', 'loadgen', 'search')")  # cache, loadgen: registered by provision/step6_*

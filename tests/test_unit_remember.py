@@ -61,7 +61,8 @@ def test_from_choices_drops_keys_this_lab_does_not_know():
 def test_describing_a_topology_asks_for_exactly_it():
     made = linux(Overrides(web=3, app_server="mod_wsgi"))
     assert Overrides.describing(made).choices() == {"web": 3, "provider": "local", "app_server": "mod_wsgi",
-                                                    "counts.lb": 1, "counts.db": 1}
+                                                    "counts.lb": 1, "counts.db": 1, "counts.cache": 0, "counts.loadgen": 0,
+                                                    "pooler": "none", "replica_reads": False, "db_primary": "db1"}
     assert linux(Overrides.describing(made)) == made
 
 
@@ -190,6 +191,12 @@ class FakeProvider:
     def __init__(self) -> None:
         self.made: list[Topology] = []
 
+    def pin_cpus(self, project, cpus) -> None:
+        pass
+
+    def host_cpu_seconds(self, project) -> dict:
+        return {}
+
     def preflight(self, topology, labdir, say) -> None:
         pass
 
@@ -271,15 +278,20 @@ def bench_lab(project, monkeypatch, fake_hosts):
         state = project_.labdir.read()
         project_.labdir.write(dict(state, topology=topology.to_dict()))
 
-    def fake_measure(cell, target, settings, results_dir, host_cpu, say, cores):
+    def fake_measure(cell, target, settings, results_dir, host_cpu, say, web_hosts):
         measured.append(cell.label)
         if plan["fail_measure"] and cell.server == "mod_wsgi":
             raise plan["fail_measure"]
-        run = Run(100.0, 5.0, 9.0, 12.0, 0.0, 300, 0.5, 0.4, {"web1": 0.3}, [(1.0, 100.0, 9.0)], str(results_dir))
+        run = Run(True, "", 100.0, 5.0, 9.0, 12.0, 0.0, 300, 0, 0, 0, {"web1": 300}, [], 0.5, 0.4, {"web1": 0.3},
+                  [(1.0, 100.0, 9.0)])
         return CellReport(cell, {}, [run], None, "web1 CPU")
 
     monkeypatch.setattr(lifecycle, "up", fake_up)
     monkeypatch.setattr(lab.bench, "measure_cell", fake_measure)
+    monkeypatch.setattr(lab.bench.money, "total_balance", lambda project_: 0)  # no site to ask
+    monkeypatch.setattr(lab.bench.money, "ensure_customers", lambda project_, count: None)  # no site to make them on
+    monkeypatch.setattr(lab.bench, "_wait_until_answering", lambda project, topology, say: None)  # no site to drain
+    monkeypatch.setattr(lab.bench.lifecycle, "ca_file", lambda project: project.labdir.path / "ca.crt")  # https
     return ups, measured, plan
 
 
@@ -293,7 +305,7 @@ def bench(project, said: list[str] | None = None, **asked) -> list[str]:
 def test_bench_that_switches_servers_puts_the_lab_back(project, bench_lab):
     ups, measured, _ = bench_lab
     said = bench(project, servers=("gunicorn", "mod_wsgi"))
-    assert measured == ["gunicorn web×1 workers=2 threads=1", "mod_wsgi web×1 workers=2 threads=5"]
+    assert measured == ["gunicorn web×1 workers=2 threads=1 https", "mod_wsgi web×1 workers=2 threads=5 https"]
     assert [t.app_server for t in ups] == ["mod_wsgi", "gunicorn"]
     assert ups[-1] == linux()
     assert "the lab is back as it was: gunicorn web×1 workers=2 threads=1" in said
@@ -313,7 +325,7 @@ def test_bench_puts_back_the_web_count_workers_and_threads(project, bench_lab, a
 def test_bench_that_measures_the_lab_as_it_is_switches_nothing(project, bench_lab):
     ups, measured, _ = bench_lab
     said = bench(project)
-    assert measured == ["gunicorn web×1 workers=2 threads=1"] and ups == []
+    assert measured == ["gunicorn web×1 workers=2 threads=1 https"] and ups == []
     assert not [line for line in said if "back" in line]
 
 
@@ -334,7 +346,7 @@ def test_bench_whose_switch_fails_puts_the_lab_back_and_reports_the_switch(proje
     plan["fail_up"] = ProvisionFailed("1 recipe failed: web1 step3 apache")
     with pytest.raises(ProvisionFailed, match="apache"):
         bench(project, servers=("gunicorn", "mod_wsgi"))
-    assert ups[-1] == linux() and measured == ["gunicorn web×1 workers=2 threads=1"]
+    assert ups[-1] == linux() and measured == ["gunicorn web×1 workers=2 threads=1 https"]
 
 
 def test_bench_that_cannot_put_the_lab_back_says_so_and_reports_the_first_error(project, bench_lab):

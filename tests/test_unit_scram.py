@@ -1,4 +1,4 @@
-"""Unit tests for provision.step2_database.recipes.scram_matches against SCRAM-SHA-256 verifiers built here per RFC 5802/7677."""
+"""Unit tests for lab.secrets.scram_matches against SCRAM-SHA-256 verifiers built here per RFC 5802/7677."""
 from __future__ import annotations
 
 import base64
@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from provision.step2_database.recipes import scram_matches
+from lab.secrets import scram_matches
 
 
 def b64(data: bytes) -> str:

@@ -10,10 +10,10 @@ import pytest
 
 from lab.providers.local import proxy
 from lab.recipes import PROVISION_DIR
-from lab.topology import AppServerSettings, Overrides, resolve
+from lab.topology import AppServerSettings, Host, Overrides, resolve
 from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, DATABASE, ROLE, SETTINGS, STATIC_ROOT, VENV
 from provision.step3_appserver.recipes import APP_PORT, WSGI_SCRIPT, WSGI_SCRIPT_NAME, WSGI_SOCKET_PREFIX
-from provision.step5_balancer.recipes import upstream_hosts, upstream_servers
+from provision.step5_balancer.recipes import TLS_PEM, site_values, upstream_hosts, upstream_servers
 
 DEFAULT_WORKERS = AppServerSettings().workers  # Gunicorn's, unless lab.toml [appserver] workers says otherwise
 
@@ -22,6 +22,7 @@ TOPOLOGY = resolve({}, {}, Overrides(web=2), platform="linux")  # lb1 .11, web1 
 WEB_IPS = ["192.168.56.21", "192.168.56.22"]
 BOTH_SERVE = upstream_servers(upstream_hosts(TOPOLOGY), {"web1", "web2"}, frozenset())  # as the nginx recipe derives them
 PROXY_URL = "http://192.168.56.1:3128"
+STANDBY = Host("db2", "db", "192.168.56.32", 768, 1)  # step 6's hot standby, streaming from db1
 
 
 def firewall_rules(host: str, machine: str | None = "192.168.56.1"):
@@ -35,16 +36,23 @@ CASES: dict[str, tuple[str, dict]] = {
     "step1_bootstrap/templates/apt-proxy.conf.j2": ("db1", {"proxy_url": PROXY_URL}),
     "step1_bootstrap/templates/pip.conf.j2": ("web2", {"proxy_url": PROXY_URL}),
     "step1_bootstrap/templates/nftables.conf.j2": ("db1", {"rules": firewall_rules("db1")}),
-    "step2_database/templates/postgresql-lab.conf.j2": ("db1", {}),
+    "step2_database/templates/postgresql-lab.conf.j2": ("db1", {"max_connections": 100}),
     "step2_database/templates/pg_hba.conf.j2": (
-        "db1", {"clients": TOPOLOGY.clients(TOPOLOGY.host("db1"), "sql"), "database": DATABASE, "role": ROLE},
+        "db1", {"clients": TOPOLOGY.clients(TOPOLOGY.host("db1"), "sql"), "database": DATABASE, "role": ROLE,
+                "replication_peers": [STANDBY], "replication_role": "replicator"},
     ),
+    "step5_pooler/templates/pgbouncer.ini.j2": (
+        "web1", {"database": DATABASE, "replica_alias": "bank_replica", "primary_ip": "192.168.56.31",
+                 "replica_ip": "192.168.56.32", "db_port": 5432, "port": 6432, "pool_size": 10, "max_client_conn": 24},
+    ),
+    "step5_pooler/templates/hba.conf.j2": ("web1", {"database": DATABASE, "replica_alias": "bank_replica", "role": ROLE}),
+    "step6_cache/templates/memcached.conf.j2": ("db1", {"port": 11211, "memory_mb": 64}),
     "step1_bootstrap/templates/bank.toml.j2": (
         "web1",
         {
             "secret_key": "s3cret", "allowed_hosts": ["192.168.56.11", "lb1", "192.168.56.21", "web1", "localhost"],
             "database": DATABASE, "role": ROLE, "db_password": "pw", "db_host": "192.168.56.31", "db_port": 5432,
-            "static_root": STATIC_ROOT,
+            "static_root": STATIC_ROOT, "trusted_proxies": ["192.168.56.11"],
         },
     ),
     "step3_appserver/templates/gunicorn.service.j2": (
@@ -61,7 +69,7 @@ CASES: dict[str, tuple[str, dict]] = {
     ),
     "step3_appserver/templates/bank.wsgi.j2": ("web2", {"settings": SETTINGS}),
     "step5_balancer/templates/nginx-bank.conf.j2": (
-        "lb1", {"servers": BOTH_SERVE, "static_root": STATIC_ROOT},
+        "lb1", site_values(BOTH_SERVE),
     ),
 }
 
@@ -144,9 +152,41 @@ def test_nginx_balances_over_both_web_hosts(templates):
     assert upstream_server_lines(text) == [f"{ip}:8000" for ip in WEB_IPS]
     assert re.search(r"^\s*proxy_next_upstream error timeout", text, re.M)
     assert "proxy_next_upstream_tries 2;" in text
-    assert "listen 192.168.56.11:80 default_server;" in text
+    assert "listen 192.168.56.11:443 ssl http2 default_server;" in text
     assert "proxy_pass http://bank_web;" in text
     assert f"alias {STATIC_ROOT}/;" in text
+
+
+def test_nginx_serves_https_and_redirects_http(templates):
+    text = render(templates, "step5_balancer/templates/nginx-bank.conf.j2")
+    plain, other_hosts, tls, bench_plain = re.findall(r"^server \{\n(.*?)^\}", text, re.S | re.M)
+    assert "listen 192.168.56.11:80;" in plain and "server_name lb1 192.168.56.11;" in plain
+    assert "return 301 https://$host$request_uri;" in plain and "proxy_pass" not in plain
+    # any other Host header is refused, never echoed into a Location
+    assert "listen 192.168.56.11:80 default_server;" in other_hosts and "return 400;" in other_hosts
+    assert "$host" not in other_hosts and "proxy_pass" not in other_hosts
+    assert f"ssl_certificate {TLS_PEM};" in tls and f"ssl_certificate_key {TLS_PEM};" in tls
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in tls
+    assert tls.count("proxy_set_header X-Forwarded-Proto $scheme;") == 3  # every location that proxies
+    # `lab bench --scheme http`'s way in: the bench's page only, without TLS, which the site believes TLS-offloaded
+    assert "listen 192.168.56.11:8080;" in bench_plain and "ssl" not in bench_plain
+    assert "proxy_pass http://bank_web;" in bench_plain and "proxy_set_header X-Forwarded-Proto https;" in bench_plain
+    assert "$scheme" not in bench_plain and "return 301" not in bench_plain
+    proxied = re.findall(r"location = (\S+) \{(.*?)\n    \}", bench_plain, re.S)
+    assert [path for path, _ in proxied] == ["/hello/"]  # no login, no session page in clear text
+    assert 'proxy_set_header Cookie "";' in proxied[0][1]
+    assert bench_plain.count("proxy_pass") == 1
+    assert re.search(r"location / \{\s*return 404;\s*\}", bench_plain)
+
+
+def test_nginx_rate_limits_login_posts_only(templates):
+    text = render(templates, "step5_balancer/templates/nginx-bank.conf.j2")
+    assert re.search(r"map \$request_method \$bank_login_client \{\s*POST\s+\$binary_remote_addr;\s*default \"\";", text)
+    assert "limit_req_zone $bank_login_client zone=bank_login:1m rate=5r/s;" in text
+    for path in ("/accounts/login/", "/admin/login/"):
+        block = re.search(rf"location = {re.escape(path)} \{{(.*?)\n    \}}", text, re.S).group(1)
+        assert "limit_req zone=bank_login burst=20 nodelay;" in block and "limit_req_status 429;" in block
+    assert text.count("limit_req zone=") == 2
 
 
 def test_nginx_follows_the_web_tier(templates):
@@ -159,7 +199,9 @@ def test_nginx_follows_the_web_tier(templates):
 def test_pg_hba_admits_exactly_the_web_hosts_with_scram(templates):
     text = render(templates, "step2_database/templates/pg_hba.conf.j2")
     rules = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    remote = [r for r in rules if r[0] != "local"]
+    remote = [r for r in rules if r[0] != "local" and r[1] != "replication"]
+    assert [r for r in rules if r[1] == "replication"] == [
+        ["host", "replication", "replicator", "192.168.56.32/32", "scram-sha-256"]]  # the standby, to stream
     assert {r[0] for r in remote} == {"host"}  # no hostssl/hostnossl/other surprises
     assert [r[3] for r in remote] == [f"{ip}/32" for ip in WEB_IPS]
     assert all(r[1:3] == [DATABASE, ROLE] and r[4] == "scram-sha-256" for r in remote)
@@ -193,6 +235,7 @@ def test_bank_settings_are_valid_toml(templates):
     assert data["db_password"] == "pw"
     assert data["allowed_hosts"] == ["192.168.56.11", "lb1", "192.168.56.21", "web1", "localhost"]
     assert data["debug"] is False
+    assert data["trusted_proxies"] == ["192.168.56.11"]
 
 
 def test_nftables_drops_by_default_and_opens_only_the_tier_port(templates):
@@ -209,7 +252,8 @@ def test_nftables_without_control_address_allows_ssh_from_anywhere(templates):
     text = render(templates, "step1_bootstrap/templates/nftables.conf.j2", rules=firewall_rules("lb1", machine=None))
     assert re.search(r"^\s*tcp dport 22 accept  # ssh$", text, re.M)
     assert "tcp dport 80 ip saddr { 192.168.56.0/24 } accept  # http" in text
-    assert re.findall(r"tcp dport (\d+)", text) == ["22", "80"]
+    assert "tcp dport 443 ip saddr { 192.168.56.0/24 } accept  # https" in text
+    assert re.findall(r"tcp dport (\d+)", text) == ["22", "80", "443", "8080"]  # 8080: the bench's plain way in (a MACHINE link)
 
 
 def test_nftables_opens_the_app_port_to_the_balancer_only(templates):

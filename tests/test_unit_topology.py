@@ -161,8 +161,8 @@ def test_non_integer_counts_in_the_file_are_refused(value):
 
 
 def test_count_above_tier_maximum_is_refused():
-    with pytest.raises(TopologyError, match=r"tiers\.db\.count must be from 1 to 1 \(got 2\)"):
-        linux({"tiers": {"db": {"count": 2}}})
+    with pytest.raises(TopologyError, match=r"tiers\.db\.count must be from 1 to 2 \(got 3\)"):
+        linux({"tiers": {"db": {"count": 3}}})
 
 
 def test_memory_below_minimum_is_refused():
@@ -175,9 +175,9 @@ def test_memory_below_minimum_is_refused():
 
 def test_unknown_tier_lists_the_tiers():
     with pytest.raises(TopologyError) as caught:
-        linux({"tiers": {"cache": {"count": 1}}})
-    assert "cache" in str(caught.value)
-    assert "lb, web, db" in str(caught.value)
+        linux({"tiers": {"search": {"count": 1}}})
+    assert "search" in str(caught.value)
+    assert "lb, web, db, cache" in str(caught.value)
 
 
 def test_unknown_lab_key_lists_the_allowed_keys():
@@ -188,7 +188,7 @@ def test_unknown_lab_key_lists_the_allowed_keys():
 
 
 def test_unknown_top_level_table_is_refused():
-    with pytest.raises(TopologyError, match=r"unknown key 'servers'; allowed: appserver, hosts, lab, tiers"):
+    with pytest.raises(TopologyError, match=r"unknown key 'servers'; allowed: appserver, bench, db, hosts, lab, tiers"):
         linux({"servers": {}})
 
 
@@ -464,10 +464,11 @@ def test_workshop_preset_has_two_web_hosts():
     assert [h.name for h in linux(overrides=Overrides(preset="workshop")).hosts] == ["lb1", "web1", "web2", "db1"]
 
 
-def test_full_preset_is_minimal_while_every_tier_is_required():
-    # "full" = every registered tier, optional ones included; today every tier is required (min 1).
-    assert all(spec.min_count >= 1 for spec in stacks.current().tiers.values())
-    assert linux(overrides=Overrides(preset="full")).hosts == linux().hosts
+def test_full_preset_has_every_tier_the_lab_builds():
+    # "full" = every registered tier, optional ones included: today the tuned lab and one loadgen host (issue 13 grows it).
+    full = linux(overrides=Overrides(preset="full")).hosts
+    assert {h.tier for h in full} == set(stacks.current().tiers)
+    assert [h for h in full if h.tier != "loadgen"] == list(linux(overrides=Overrides(preset="tuned")).hosts)
 
 
 def test_preset_comes_from_file_then_environment_then_flag():
@@ -490,7 +491,7 @@ def test_tier_table_and_flags_override_a_preset():
 def test_unknown_preset_is_refused_with_the_topology_exit_code(where, kwargs):
     with pytest.raises(TopologyError) as caught:
         linux(**kwargs)
-    assert str(caught.value).startswith(f"{where} must be one of minimal, workshop, full (got 'huge')")
+    assert str(caught.value).startswith(f"{where} must be one of minimal, workshop, tuned, full (got 'huge')")
     assert caught.value.exit_code == 3
 
 
@@ -500,7 +501,8 @@ CACHE = TierSpec("cache", 40, 0, 0, 3, 256, 1, ("memcached",))
 
 
 def with_cache():
-    return stacks.current().with_tier(CACHE, [Link("web", "cache", 11211, "cache")], presets={"full": 1})
+    # the built-in stack, without the tiers step packages register: this one is the test's own
+    return stacks.BUILT_IN.with_tier(CACHE, [Link("web", "cache", 11211, "cache")], presets={"full": 1})
 
 
 def test_a_tier_whose_minimum_is_0_accepts_0_and_disappears():
@@ -510,7 +512,7 @@ def test_a_tier_whose_minimum_is_0_accepts_0_and_disappears():
     assert resolve({}, {"LAB_CACHE": "0"}, platform="linux", stack=stack).tier("cache") == ()
     assert resolve({}, {}, Overrides(counts={"cache": 0}), platform="linux", stack=stack).count("cache") == 0
     assert [h.name for h in resolve({}, {}, Overrides(preset="full"), platform="linux", stack=stack).hosts] == [
-        "lb1", "web1", "db1", "cache1"]
+        "lb1", "web1", "web2", "db1", "db2", "cache1"]
     assert resolve({}, {}, Overrides(counts={"cache": 2}), platform="linux", stack=stack).host("cache2").ip == "192.168.56.42"
 
 
@@ -518,7 +520,7 @@ def test_a_required_tier_refuses_0():
     with pytest.raises(TopologyError, match=r"^--web must be from 1 to 9 \(got 0\)") as caught:
         linux(overrides=Overrides(web=0))
     assert caught.value.exit_code == 3
-    with pytest.raises(TopologyError, match=r"^tiers\.db\.count must be from 1 to 1 \(got 0\)"):
+    with pytest.raises(TopologyError, match=r"^tiers\.db\.count must be from 1 to 2 \(got 0\)"):
         linux({"tiers": {"db": {"count": 0}}})
 
 
@@ -528,13 +530,14 @@ def test_the_stack_refuses_inconsistent_tiers_and_links():
     with pytest.raises(ValueError, match="min <= default <= max"):
         stacks.current().with_tier(TierSpec("queue", 50, 0, 1, 2, 256, 1))
     with pytest.raises(ValueError, match="unknown tier"):
-        stacks.current().with_tier(CACHE, [Link("web", "search", 9200, "search")])
+        stacks.BUILT_IN.with_tier(CACHE, [Link("web", "search", 9200, "search")])
     with pytest.raises(ValueError, match="unknown"):
-        stacks.current().with_tier(CACHE, presets={"nope": 1})
+        stacks.BUILT_IN.with_tier(CACHE, presets={"nope": 1})
 
 
 def test_register_tier_adds_a_kind_to_the_stack(monkeypatch):
     monkeypatch.setattr(stacks, "_registered", [stacks.BUILT_IN])
+    monkeypatch.setattr(stacks, "_step_tiers_loaded", True)  # the step packages' own cache tier stays out
     stacks.register_tier(CACHE, [Link("web", "cache", 11211, "cache")])
     assert stacks.all_tiers() == ("lb", "web", "db", "cache")
     assert resolve({"tiers": {"cache": {"count": 1}}}, {}, platform="linux").host("cache1").tier == "cache"
@@ -547,10 +550,17 @@ def test_who_may_reach_each_host_on_which_port():
     topo = linux(overrides=Overrides(web=2))
     web_ips = ("192.168.56.21", "192.168.56.22")
     assert topo.inbound(topo.host("lb1"), "192.168.56.1") == (
-        Opening(22, "ssh", ("192.168.56.1",)), Opening(80, "http", ("192.168.56.0/24",)))
+        Opening(22, "ssh", ("192.168.56.1",)), Opening(80, "http", ("192.168.56.0/24",)),
+        Opening(443, "https", ("192.168.56.0/24",)), Opening(8080, "http-plain", ("192.168.56.1",)))
     assert topo.inbound(topo.host("web2"), "192.168.56.1") == (
         Opening(22, "ssh", ("192.168.56.1",)), Opening(8000, "app", ("192.168.56.11",)))
     assert topo.inbound(topo.host("db1"), None) == (Opening(22, "ssh", ()), Opening(5432, "sql", web_ips))
+    # Vagrant: lab's SSH comes over the VMs' management network, the bench's plain HTTP over the lab network
+    both = ("192.168.121.1", "192.168.56.1")
+    assert topo.inbound(topo.host("lb1"), "192.168.121.1")[::3] == (Opening(22, "ssh", both),
+                                                                     Opening(8080, "http-plain", both))
+    with_standby = linux(overrides=Overrides(web=2, counts={"db": 2}))
+    assert with_standby.inbound(with_standby.host("db1"), None)[-1] == Opening(5432, "replication", ("192.168.56.32",))
 
 
 def test_which_hosts_serve_each_link():
@@ -598,7 +608,7 @@ def test_lab_up_preset_minimal_equals_the_default(no_lab, capfd, monkeypatch):
     assert workshop.count("web") == 3  # a flag beats the preset
 
 
-@pytest.mark.parametrize(("args", "needle"), [(["--preset", "huge"], "--preset must be one of minimal, workshop, full"),
+@pytest.mark.parametrize(("args", "needle"), [(["--preset", "huge"], "--preset must be one of minimal, workshop, tuned, full"),
                                               (["--web=0"], "--web must be from 1 to 9")])
 def test_lab_up_refuses_an_unknown_preset_or_zero_web_with_exit_3(no_lab, capfd, args, needle):
     from lab.testing import one_error_line, run_main

@@ -12,10 +12,11 @@ class BankAdmin(admin.ModelAdmin):
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
-    list_display = ["number", "owner", "bank", "balance"]
+    list_display = ["number", "holder", "owner", "bank", "balance"]
     list_filter = ["bank"]
-    search_fields = ["number", "owner"]
-    list_select_related = ["bank"]
+    search_fields = ["number", "holder", "owner__username"]
+    list_select_related = ["bank", "owner"]
+    raw_id_fields = ["owner"]
 
 
 @admin.register(Transfer)

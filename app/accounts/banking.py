@@ -14,10 +14,12 @@ class InsufficientFunds(TransferError):
     """The source account's balance does not cover the amount."""
 
 
-def transfer_funds(from_account_id, to_account_id, amount):
+def transfer_funds(from_account_id, to_account_id, amount, owner=None):
     """Move ``amount`` between two accounts atomically and return the Transfer record.
 
-    Raises InsufficientFunds rather than letting a balance go negative.
+    With ``owner`` (a user), both accounts must be that user's: checked under the row locks, so the form's own
+    check is not the only one standing between a customer and someone else's money. Raises InsufficientFunds
+    rather than letting a balance go negative.
     """
     amount = Decimal(amount)
     if amount <= 0:
@@ -36,6 +38,9 @@ def transfer_funds(from_account_id, to_account_id, amount):
         if len(locked) != 2:
             raise TransferError("Account not found.")
         source, target = locked[from_account_id], locked[to_account_id]
+        if owner is not None and not (source.owner_id == target.owner_id == owner.pk):
+            # The same words as for a missing account: a refusal must not confirm that someone else's exists.
+            raise TransferError("Account not found.")
         # Checked only now, under the lock: a balance read before locking could
         # already be stale when two transfers drain the same account at once.
         if source.balance < amount:
@@ -47,4 +52,7 @@ def transfer_funds(from_account_id, to_account_id, amount):
         target.balance += amount
         source.save(update_fields=["balance"])
         target.save(update_fields=["balance"])
-        return Transfer.objects.create(from_account=source, to_account=target, amount=amount)
+        return Transfer.objects.create(
+            from_account=source, to_account=target, amount=amount,
+            from_balance_after=source.balance, to_balance_after=target.balance,
+        )

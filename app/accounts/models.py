@@ -1,6 +1,7 @@
 """Database models: banks, their accounts, and the transfers between accounts."""
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import models
 
 
@@ -16,7 +17,14 @@ class Bank(models.Model):
 
 class Account(models.Model):
     bank = models.ForeignKey(Bank, on_delete=models.PROTECT, related_name="accounts")
-    owner = models.CharField("owner name", max_length=100)
+    # The customer who may see this account's balance and move its money; none: no one online (sample accounts
+    # held at the branch). PROTECT: a user who still holds money cannot be deleted out from under it.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="accounts"
+    )
+    # The name on the account. Its column keeps the name it had when this field was called `owner` (migration
+    # 0002): code of the previous release, still serving during a rolling deploy, reads it as before.
+    holder = models.CharField("holder name", max_length=100, db_column="owner")
     number = models.CharField(max_length=20, unique=True)
     balance = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
 
@@ -31,7 +39,7 @@ class Account(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.number} ({self.owner})"
+        return f"{self.number} ({self.holder})"
 
 
 class Transfer(models.Model):
@@ -40,6 +48,10 @@ class Transfer(models.Model):
     )
     to_account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="transfers_in")
     amount = models.DecimalField(max_digits=12, decimal_places=2)
+    # Both balances right after the transfer, as its confirmation shows them (empty for transfers made before
+    # migration 0002 recorded them).
+    from_balance_after = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    to_balance_after = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

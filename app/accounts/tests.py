@@ -1,6 +1,12 @@
-"""Tests for the bank site: views, middleware, transfers, the settings loader and the sample-data command."""
+"""Tests for the bank site: views, who may see and move whose money, middleware and HTTPS settings, transfers, the
+settings loader and the management commands."""
 import json
+import os
+import re
+import secrets
 import socket
+import subprocess
+import sys
 import tempfile
 from decimal import Decimal
 from io import StringIO
@@ -12,13 +18,16 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
-from django.db import OperationalError
-from django.test import Client, SimpleTestCase, TestCase, override_settings
+from django.db import OperationalError, connection
+from django.db.migrations.executor import MigrationExecutor
+from django.test import Client, SimpleTestCase, TestCase, TransactionTestCase, override_settings
 
-from accounts.banking import InsufficientFunds, transfer_funds
-from accounts.management.commands.load_sample_data import NUM_ACCOUNTS, sample_accounts
+from accounts.banking import InsufficientFunds, TransferError, transfer_funds
+from accounts.management.commands.load_sample_data import (
+    CUSTOMER_FUNDS, DEMO_ACCOUNTS, NUM_ACCOUNTS, sample_accounts,
+)
 from accounts.models import Account, Bank, Transfer
-from accounts.views import BALANCE_CACHE_KEY
+from accounts.views import BALANCE_CACHE_KEY, customer_cache_key
 from bank import config
 
 # The manifest storage needs collectstatic's staticfiles.json, which a test run
@@ -30,25 +39,31 @@ PLAIN_STATIC = {
 
 
 class BankDataMixin:
-    """Two banks with three accounts and a logged-in-able user."""
+    """Three banks; customer A (alice: A1, A2), customer B (bob: B1), an account no one may use online (C1), staff."""
 
     password = "correct-horse-battery"
 
     @classmethod
     def setUpTestData(cls):
+        User = get_user_model()
+        cls.user = User.objects.create_user("alice", password=cls.password)  # customer A
+        cls.other = User.objects.create_user("bob", password=cls.password)  # customer B
+        cls.staff = User.objects.create_user("teller", password=cls.password, is_staff=True)
         cls.first = Bank.objects.create(name="First Bank")
         cls.second = Bank.objects.create(name="Second Bank")
         cls.empty = Bank.objects.create(name="Empty Bank")
         cls.alice = Account.objects.create(
-            bank=cls.first, owner="Alice", number="A1", balance=Decimal("100.00")
+            bank=cls.first, owner=cls.user, holder="Alice", number="A1", balance=Decimal("100.00")
+        )
+        cls.alice_savings = Account.objects.create(
+            bank=cls.second, owner=cls.user, holder="Alice", number="A2", balance=Decimal("7.25")
         )
         cls.bob = Account.objects.create(
-            bank=cls.first, owner="Bob", number="B1", balance=Decimal("50.50")
+            bank=cls.first, owner=cls.other, holder="Bob", number="B1", balance=Decimal("50.50")
         )
         cls.carol = Account.objects.create(
-            bank=cls.second, owner="Carol", number="C1", balance=Decimal("1000.00")
+            bank=cls.second, holder="Carol", number="C1", balance=Decimal("1000.00")
         )
-        cls.user = get_user_model().objects.create_user("teller", password=cls.password)
 
     def setUp(self):
         cache.clear()
@@ -72,7 +87,13 @@ class PageTests(BankDataMixin, TestCase):
     def test_bank_detail(self):
         response = self.client.get(f"/banks/{self.first.pk}/")
         self.assertEqual(response.status_code, 200)
+        self.assertContains(response, "150.50")  # the bank's total, published
+        self.assertNotContains(response, "Alice")  # its accounts: staff only
+        self.assertNotContains(response, "100.00")
+        self.client.force_login(self.staff)
+        response = self.client.get(f"/banks/{self.first.pk}/")
         self.assertContains(response, "Alice")
+        self.assertContains(response, "100.00")
         self.assertNotContains(response, "Carol")
         with self.assertLogs("django.request", "WARNING"):
             self.assertEqual(self.client.get("/banks/99999/").status_code, 404)
@@ -81,8 +102,8 @@ class PageTests(BankDataMixin, TestCase):
         response = self.client.get("/balance/")
         self.assertEqual(response.status_code, 200)
         self.assertContains(response, "150.50")  # First Bank
-        self.assertContains(response, "1000.00")  # Second Bank
-        self.assertContains(response, "1150.50")  # all banks
+        self.assertContains(response, "1007.25")  # Second Bank
+        self.assertContains(response, "1157.75")  # all banks
         banks = {row["name"]: row for row in response.context["sheet"]["banks"]}
         self.assertEqual(banks["Empty Bank"]["total"], Decimal("0"))
         self.assertEqual(banks["First Bank"]["num_accounts"], 2)
@@ -94,10 +115,10 @@ class PageTests(BankDataMixin, TestCase):
         # Served from the cache: no query, and the stale total is still shown.
         with self.assertNumQueries(0):
             response = self.client.get("/balance/")
-        self.assertContains(response, "1150.50")
+        self.assertContains(response, "1157.75")
         cache.delete(BALANCE_CACHE_KEY)
         response = self.client.get("/balance/")
-        self.assertContains(response, "151.50")
+        self.assertContains(response, "158.75")
 
     def test_balance_cache_timeout_is_30_seconds(self):
         with mock.patch("accounts.views.cache") as fake_cache:
@@ -106,31 +127,46 @@ class PageTests(BankDataMixin, TestCase):
         key, _value, timeout = fake_cache.set.call_args.args
         self.assertEqual((key, timeout), ("bank_balance", 30))
 
-    def test_report(self):
+    def test_report_publishes_bank_totals_only(self):
         response = self.client.get("/report/")
         self.assertEqual(response.status_code, 200)
         report = response.context["report"]
-        self.assertEqual(report["num_accounts"], 3)
-        self.assertEqual(report["total"], Decimal("1150.50"))
+        self.assertEqual(report["num_accounts"], 4)
+        self.assertEqual(report["total"], Decimal("1157.75"))
+        self.assertIsNone(report["top_accounts"])
+        self.assertContains(response, "1007.25")
+        for private in ("Top 10 accounts", "Carol", "Alice", "1000.00", "100.00", "Average", "Largest"):
+            self.assertNotContains(response, private)
+
+    def test_report_for_staff(self):
+        self.client.force_login(self.staff)
+        response = self.client.get("/report/")
         self.assertEqual(
-            [a.number for a in report["top_accounts"]], ["C1", "A1", "B1"]
+            [a.number for a in response.context["report"]["top_accounts"]], ["C1", "A1", "B1", "A2"]
         )
         self.assertContains(response, "Top 10 accounts")
         self.assertContains(response, "Carol")
 
     def test_report_top_accounts_capped_at_ten(self):
         Account.objects.bulk_create(
-            Account(bank=self.second, owner=f"X{i}", number=f"X{i:02d}", balance=Decimal(i))
+            Account(bank=self.second, holder=f"X{i}", number=f"X{i:02d}", balance=Decimal(i))
             for i in range(15)
         )
+        self.client.force_login(self.staff)
         response = self.client.get("/report/")
         self.assertEqual(len(response.context["report"]["top_accounts"]), 10)
 
-    def test_report_csv(self):
+    def test_report_csv_publishes_bank_totals_only(self):
         response = self.client.get("/report/?format=csv")
         self.assertEqual(response.status_code, 200)
         self.assertTrue(response["Content-Type"].startswith("text/csv"))
         lines = response.content.decode().splitlines()
+        self.assertEqual(lines, ["bank,accounts,total", "Empty Bank,0,0.00", "First Bank,2,150.50",
+                                 "Second Bank,2,1007.25"])
+
+    def test_report_csv_for_staff(self):
+        self.client.force_login(self.staff)
+        lines = self.client.get("/report/?format=csv").content.decode().splitlines()
         self.assertEqual(lines[0], "bank,accounts,total,average,largest")
         self.assertIn("First Bank,2,150.50,75.25,100.00", lines)
 
@@ -202,6 +238,9 @@ class ServedByTests(BankDataMixin, TestCase):
         self.assertEqual(response["X-Content-Type-Options"], "nosniff")
 
 
+OPTION = re.compile(r'<option value="([^"]+)"')
+
+
 @override_settings(STORAGES=PLAIN_STATIC)
 class TransferViewTests(BankDataMixin, TestCase):
     def post_transfer(self, client=None, **data):
@@ -210,7 +249,7 @@ class TransferViewTests(BankDataMixin, TestCase):
     def test_login_required(self):
         response = self.client.get("/transfer/")
         self.assertRedirects(response, "/accounts/login/?next=/transfer/", fetch_redirect_response=False)
-        response = self.post_transfer(from_account="A1", to_account="C1", amount="1.00")
+        response = self.post_transfer(from_account="A1", to_account="A2", amount="1.00")
         self.assertEqual(response.status_code, 302)
         self.assertTrue(response["Location"].startswith("/accounts/login/"))
         self.assertFalse(Transfer.objects.exists())
@@ -227,7 +266,7 @@ class TransferViewTests(BankDataMixin, TestCase):
         client = Client(enforce_csrf_checks=True)
         client.force_login(self.user)
         with self.assertLogs("django.security.csrf", "WARNING"):
-            response = self.post_transfer(client, from_account="A1", to_account="C1", amount="1")
+            response = self.post_transfer(client, from_account="A1", to_account="A2", amount="1")
         self.assertEqual(response.status_code, 403)
         self.assertFalse(Transfer.objects.exists())
 
@@ -238,53 +277,73 @@ class TransferViewTests(BankDataMixin, TestCase):
         token = client.cookies[settings.CSRF_COOKIE_NAME].value
         response = client.post(
             "/transfer/",
-            {"from_account": "A1", "to_account": "C1", "amount": "1.00",
+            {"from_account": "A1", "to_account": "A2", "amount": "1.00",
              "csrfmiddlewaretoken": token},
         )
-        self.assertRedirects(response, "/balance/", fetch_redirect_response=False)
+        self.assertRedirects(response, f"/transfer/{Transfer.objects.get().pk}/", fetch_redirect_response=False)
 
-    def test_successful_transfer(self):
+    def test_successful_transfer_ends_on_its_confirmation(self):
         self.client.force_login(self.user)
-        self.client.get("/balance/")  # prime the cache
+        self.client.get("/balance/")  # prime both caches
         self.assertIsNotNone(cache.get(BALANCE_CACHE_KEY))
-        response = self.post_transfer(from_account="A1", to_account="C1", amount="40.25")
-        self.assertRedirects(response, "/balance/", fetch_redirect_response=False)
-        self.alice.refresh_from_db()
-        self.carol.refresh_from_db()
-        self.assertEqual(self.alice.balance, Decimal("59.75"))
-        self.assertEqual(self.carol.balance, Decimal("1040.25"))
+        self.assertIsNotNone(cache.get(customer_cache_key(self.user)))
+        response = self.post_transfer(from_account="A1", to_account="A2", amount="40.25")
         record = Transfer.objects.get()
+        self.assertRedirects(response, f"/transfer/{record.pk}/", fetch_redirect_response=False)
+        self.alice.refresh_from_db()
+        self.alice_savings.refresh_from_db()
+        self.assertEqual(self.alice.balance, Decimal("59.75"))
+        self.assertEqual(self.alice_savings.balance, Decimal("47.50"))
         self.assertEqual((record.from_account, record.to_account, record.amount),
-                         (self.alice, self.carol, Decimal("40.25")))
+                         (self.alice, self.alice_savings, Decimal("40.25")))
+        self.assertEqual((record.from_balance_after, record.to_balance_after), (Decimal("59.75"), Decimal("47.50")))
+        # This process dropped its cached copies: its next /balance/ is fresh.
         self.assertIsNone(cache.get(BALANCE_CACHE_KEY))
+        self.assertIsNone(cache.get(customer_cache_key(self.user)))
+        response = self.client.get(response["Location"])
+        self.assertContains(response, "Transferred 40.25 from A1 to A2.")
+        self.assertContains(
+            response,
+            f'id="transfer-confirmation" data-transfer-id="{record.pk}" data-from="A1" data-from-balance="59.75" '
+            'data-to="A2" data-to-balance="47.50"',
+            count=1,
+        )
         response = self.client.get("/balance/")
-        self.assertContains(response, "Transferred 40.25 from A1 to C1.")
-        self.assertContains(response, "110.25")  # First Bank after the transfer
+        self.assertContains(response, 'data-account="A1" data-balance="59.75"')
+        self.assertContains(response, 'data-account="A2" data-balance="47.50"')
+
+    def test_confirmation_is_read_from_the_database(self):
+        self.client.force_login(self.user)
+        response = self.post_transfer(from_account="A1", to_account="A2", amount="1.00")
+        with mock.patch("accounts.views.cache") as no_cache:
+            response = self.client.get(response["Location"])
+        self.assertEqual(no_cache.mock_calls, [])
+        self.assertContains(response, 'data-from-balance="99.00"')
 
     def test_overdraft_refused(self):
         self.client.force_login(self.user)
-        response = self.post_transfer(from_account="B1", to_account="A1", amount="50.51")
+        response = self.post_transfer(from_account="A2", to_account="A1", amount="7.26")
         self.assertEqual(response.status_code, 200)
         self.assertContains(response, "Insufficient funds")
-        self.bob.refresh_from_db()
         self.alice.refresh_from_db()
-        self.assertEqual(self.bob.balance, Decimal("50.50"))
+        self.alice_savings.refresh_from_db()
+        self.assertEqual(self.alice_savings.balance, Decimal("7.25"))
         self.assertEqual(self.alice.balance, Decimal("100.00"))
         self.assertFalse(Transfer.objects.exists())
 
     def test_whole_balance_can_be_moved(self):
         self.client.force_login(self.user)
-        response = self.post_transfer(from_account="B1", to_account="A1", amount="50.50")
+        response = self.post_transfer(from_account="A2", to_account="A1", amount="7.25")
         self.assertEqual(response.status_code, 302)
-        self.bob.refresh_from_db()
-        self.assertEqual(self.bob.balance, Decimal("0.00"))
+        self.alice_savings.refresh_from_db()
+        self.assertEqual(self.alice_savings.balance, Decimal("0.00"))
 
     def test_invalid_input_refused(self):
         self.client.force_login(self.user)
         cases = [
             {"from_account": "A1", "to_account": "A1", "amount": "1"},
-            {"from_account": "A1", "to_account": "C1", "amount": "0"},
-            {"from_account": "A1", "to_account": "C1", "amount": "-5"},
+            {"from_account": "A1", "to_account": "A2", "amount": "0"},
+            {"from_account": "A1", "to_account": "A2", "amount": "-5"},
             {"from_account": "A1", "to_account": "NOPE", "amount": "1"},
             {},
         ]
@@ -296,6 +355,162 @@ class TransferViewTests(BankDataMixin, TestCase):
         self.assertFalse(Transfer.objects.exists())
 
 
+@override_settings(STORAGES=PLAIN_STATIC)
+class OwnershipTests(BankDataMixin, TestCase):
+    """Customer A can neither see nor move customer B's money, whatever A sends."""
+
+    def balances(self):
+        return dict(Account.objects.values_list("number", "balance"))
+
+    def test_form_offers_only_own_accounts(self):
+        self.client.force_login(self.user)
+        page = self.client.get("/transfer/").content.decode()
+        self.assertEqual(OPTION.findall(page), ["A1", "A2", "A1", "A2"])  # From, then To
+        self.client.force_login(self.other)
+        page = self.client.get("/transfer/").content.decode()
+        self.assertEqual(OPTION.findall(page), ["B1", "B1"])
+
+    def test_forged_post_from_anothers_account_is_refused(self):
+        before = self.balances()
+        self.client.force_login(self.user)
+        for forged in ({"from_account": "B1", "to_account": "A1"},  # B's money into A's account
+                       {"from_account": "C1", "to_account": "A2"},  # an account no one may use online
+                       {"from_account": "A1", "to_account": "B1"}):  # A's money into B's: not a move of A's own
+            with self.subTest(**forged):
+                response = self.client.post("/transfer/", {**forged, "amount": "10.00"})
+                self.assertEqual(response.status_code, 200)
+                self.assertIn("Select a valid choice", str(response.context["form"].errors))
+        self.assertEqual(self.balances(), before)
+        self.assertFalse(Transfer.objects.exists())
+
+    def test_banking_refuses_another_owners_accounts(self):
+        before = self.balances()
+        cases = [(self.bob, self.alice, self.user),  # from B's account, asked by A
+                 (self.alice, self.bob, self.user),  # into B's account, asked by A
+                 (self.alice, self.alice_savings, self.other)]  # A's two accounts, asked by B
+        for source, target, asker in cases:
+            with self.subTest(source=source.number, target=target.number, asker=asker.username):
+                with self.assertRaisesMessage(TransferError, "Account not found."):
+                    transfer_funds(source.pk, target.pk, Decimal("1.00"), owner=asker)
+        self.assertEqual(self.balances(), before)
+        self.assertFalse(Transfer.objects.exists())
+
+    def test_confirmation_only_for_the_customer_who_made_it(self):
+        record = transfer_funds(self.alice.pk, self.alice_savings.pk, Decimal("1.00"), owner=self.user)
+        self.client.force_login(self.other)
+        with self.assertLogs("django.request", "WARNING"):
+            self.assertEqual(self.client.get(f"/transfer/{record.pk}/").status_code, 404)
+        self.client.logout()
+        self.assertEqual(self.client.get(f"/transfer/{record.pk}/").status_code, 302)  # to the login page
+        self.client.force_login(self.user)
+        self.assertEqual(self.client.get(f"/transfer/{record.pk}/").status_code, 200)
+
+    def test_balance_shows_each_customer_only_their_own_accounts(self):
+        self.client.force_login(self.user)
+        page = self.client.get("/balance/").content.decode()
+        self.assertEqual(re.findall(r'data-account="([^"]+)" data-balance="([^"]+)"', page),
+                         [("A1", "100.00"), ("A2", "7.25")])
+        self.client.force_login(self.other)
+        page = self.client.get("/balance/").content.decode()
+        self.assertEqual(re.findall(r'data-account="([^"]+)" data-balance="([^"]+)"', page), [("B1", "50.50")])
+        self.client.logout()
+        self.assertNotContains(self.client.get("/balance/"), 'id="your-accounts"')
+
+    def test_own_accounts_are_cached_per_customer(self):
+        self.client.force_login(self.user)
+        self.client.get("/balance/")
+        Account.objects.filter(pk=self.alice.pk).update(balance=Decimal("1.00"))
+        # Another process's copy stays stale until its timeout: only the confirming process deletes its own.
+        self.assertContains(self.client.get("/balance/"), 'data-account="A1" data-balance="100.00"')
+        cache.delete(customer_cache_key(self.user))
+        self.assertContains(self.client.get("/balance/"), 'data-account="A1" data-balance="1.00"')
+
+    def test_own_accounts_cache_timeout_is_30_seconds(self):
+        self.client.force_login(self.user)
+        with mock.patch("accounts.views.cache") as fake_cache:
+            fake_cache.get.return_value = None
+            self.client.get("/balance/")
+        timeouts = {call.args[0]: call.args[2] for call in fake_cache.set.call_args_list}
+        self.assertEqual(timeouts, {"bank_balance": 30, customer_cache_key(self.user): 30})
+
+    def test_no_page_shows_one_customers_balance_to_another(self):
+        self.client.force_login(self.other)  # customer B looks everywhere for A's accounts
+        pages = ["/", f"/banks/{self.first.pk}/", f"/banks/{self.second.pk}/", "/balance/", "/report/",
+                 "/report/?format=csv", "/transfer/"]
+        for url in pages:
+            with self.subTest(url=url):
+                response = self.client.get(url)
+                self.assertEqual(response.status_code, 200)
+                body = response.content.decode()
+                for secret in ("100.00", "7.25"):  # A's balances, as numbers of their own (not inside 1007.25)
+                    self.assertNotRegex(body, rf"(?<![\d.]){re.escape(secret)}(?!\d)")
+                for secret in ("Alice", '"A1"', '"A2"', ">A1<", ">A2<"):
+                    self.assertNotIn(secret, body)
+
+
+@override_settings(
+    STORAGES=PLAIN_STATIC, BANK_TRUSTED_PROXIES=["10.0.0.11"],
+    SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"), SECURE_SSL_REDIRECT=True,
+    SECURE_REDIRECT_EXEMPT=[r"^health/$"], SECURE_HSTS_SECONDS=31536000,
+    SESSION_COOKIE_SECURE=True, CSRF_COOKIE_SECURE=True,
+)
+class BehindTheBalancerTests(BankDataMixin, TestCase):
+    """The HTTPS settings of a deployed site: X-Forwarded-Proto believed from the balancer only."""
+
+    def get(self, path, remote, proto=None):
+        extra = {"REMOTE_ADDR": remote}
+        if proto:
+            extra["HTTP_X_FORWARDED_PROTO"] = proto
+        return self.client.get(path, **extra)
+
+    def test_https_through_the_balancer(self):
+        response = self.get("/", "10.0.0.11", "https")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response["Strict-Transport-Security"], "max-age=31536000")
+
+    def test_plain_http_is_redirected(self):
+        response = self.get("/report/", "10.0.0.11", "http")
+        self.assertEqual((response.status_code, response["Location"]), (301, "https://testserver/report/"))
+
+    def test_forwarded_proto_from_anyone_else_is_not_believed(self):
+        response = self.get("/", "10.0.0.99", "https")
+        self.assertEqual((response.status_code, response["Location"]), (301, "https://testserver/"))
+
+    def test_health_answers_plain_probes(self):
+        self.assertEqual(self.get("/health/", "10.0.0.21").status_code, 200)
+
+    def test_cookies_are_secure(self):
+        response = self.client.get("/accounts/login/", REMOTE_ADDR="10.0.0.11", HTTP_X_FORWARDED_PROTO="https")
+        self.assertTrue(response.cookies[settings.CSRF_COOKIE_NAME]["secure"])
+        response = self.client.post(
+            "/accounts/login/", {"username": "alice", "password": self.password},
+            REMOTE_ADDR="10.0.0.11", HTTP_X_FORWARDED_PROTO="https",
+        )
+        self.assertEqual(response.status_code, 302)
+        self.assertTrue(response.cookies[settings.SESSION_COOKIE_NAME]["secure"])
+
+
+class DeployCheckTests(SimpleTestCase):
+    """`manage.py check --deploy` of a deployed host's settings (a config file, no BANK_DEV) warns of nothing."""
+
+    def test_production_settings_pass_check_deploy(self):
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "bank.toml"
+        path.write_text(
+            f'secret_key = "{secrets.token_urlsafe(48)}"\nallowed_hosts = ["lb1"]\ndb_engine = "sqlite"\n'
+            f'db_name = "{directory.name}/db.sqlite3"\ntrusted_proxies = ["10.0.0.11"]\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BANK_", "DJANGO_"))}
+        env["BANK_CONFIG"] = str(path)
+        result = subprocess.run(
+            [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+            cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr + result.stdout)
+        self.assertIn("no issues", result.stdout)
+
+
 class BankingTests(BankDataMixin, TestCase):
     def test_transfer_funds(self):
         transfer_funds(self.carol.pk, self.bob.pk, Decimal("0.50"))
@@ -303,6 +518,10 @@ class BankingTests(BankDataMixin, TestCase):
         self.bob.refresh_from_db()
         self.assertEqual(self.carol.balance, Decimal("999.50"))
         self.assertEqual(self.bob.balance, Decimal("51.00"))
+
+    def test_transfer_funds_of_an_owner(self):
+        record = transfer_funds(self.alice.pk, self.alice_savings.pk, Decimal("0.75"), owner=self.user)
+        self.assertEqual((record.from_balance_after, record.to_balance_after), (Decimal("99.25"), Decimal("8.00")))
 
     def test_overdraft_raises(self):
         with self.assertRaises(InsufficientFunds):
@@ -386,7 +605,7 @@ class ConfigLoaderTests(SimpleTestCase):
         self.assertEqual(config.databases(conf)["default"]["NAME"], "/tmp/x.sqlite3")
         cache_conf = config.caches(conf)["default"]
         self.assertEqual(
-            cache_conf["BACKEND"], "django.core.cache.backends.memcached.PyMemcacheCacheBackend"
+            cache_conf["BACKEND"], "django.core.cache.backends.memcached.PyMemcacheCache"
         )
         self.assertEqual(cache_conf["LOCATION"], "127.0.0.1:11211")
 
@@ -428,7 +647,7 @@ class LoadSampleDataTests(TestCase):
     def snapshot(self):
         return (
             list(Bank.objects.values_list("id", "name")),
-            list(Account.objects.values_list("id", "bank_id", "owner", "number", "balance")),
+            list(Account.objects.values_list("id", "bank_id", "owner", "holder", "number", "balance")),
             list(get_user_model().objects.values_list("id", "username", "password")),
         )
 
@@ -479,3 +698,82 @@ class LoadSampleDataTests(TestCase):
     def test_deterministic(self):
         self.assertEqual(sample_accounts(), sample_accounts())
         self.assertEqual(len({number for _, number, _, _ in sample_accounts()}), NUM_ACCOUNTS)
+
+    def test_demo_user_owns_its_two_accounts(self):
+        self.run_command("--demo-password", "demo-pass-123")
+        demo = get_user_model().objects.get(username="demo")
+        self.assertEqual(sorted(demo.accounts.values_list("number", flat=True)), list(DEMO_ACCOUNTS))
+        self.assertEqual(Account.objects.filter(owner__isnull=False).count(), 2)
+
+    def test_customers(self):
+        out = self.run_command("--demo-password", "demo-pass-123", "--customers", "3")
+        self.assertIn("customers: created 3 users and 6 accounts (3 wanted)", out)
+        User = get_user_model()
+        for k in (1, 2, 3):
+            user = User.objects.get(username=f"customer{k:04d}")
+            self.assertTrue(user.check_password("demo-pass-123"))
+            accounts = list(user.accounts.order_by("number"))
+            self.assertEqual([a.number for a in accounts], [f"CU{k:04d}-1", f"CU{k:04d}-2"])
+            self.assertEqual({a.balance for a in accounts}, {CUSTOMER_FUNDS})
+            self.assertNotEqual(accounts[0].bank, accounts[1].bank)
+        before = self.snapshot()
+        again = self.run_command("--customers", "3")
+        self.assertIn("customers: 3 already loaded", again)
+        self.assertEqual(self.snapshot(), before)
+        more = self.run_command("--demo-password", "demo-pass-123", "--customers", "5")
+        self.assertIn("created 2 users and 4 accounts (5 wanted)", more)
+        self.assertFalse(User.objects.filter(username="customer0006").exists())
+
+    def test_customer_passwords_follow_a_new_demo_password(self):
+        self.run_command("--demo-password", "demo-pass-123", "--customers", "2")
+        out = self.run_command("--demo-password", "new-pass-456", "--customers", "2", "--sync-demo-password")
+        self.assertIn("updated the password of 2 customers", out)
+        self.assertTrue(get_user_model().objects.get(username="customer0002").check_password("new-pass-456"))
+
+    def test_customers_out_of_range_refused(self):
+        for bad in ("-1", "10000"):
+            with self.subTest(bad), self.assertRaisesMessage(CommandError, "--customers"):
+                self.run_command("--demo-password", "demo-pass-123", "--customers", bad)
+        self.assertFalse(Bank.objects.exists())
+
+
+class BankTotalTests(TestCase):
+    def test_one_line_of_json(self):
+        bank = Bank.objects.create(name="B")
+        Account.objects.create(bank=bank, holder="x", number="X1", balance=Decimal("10.50"))
+        Account.objects.create(bank=bank, holder="y", number="Y1", balance=Decimal("0.25"))
+        transfer_funds(Account.objects.get(number="X1").pk, Account.objects.get(number="Y1").pk, Decimal("1"))
+        out = StringIO()
+        call_command("bank_total", stdout=out)
+        self.assertEqual(out.getvalue().count("\n"), 1)
+        self.assertEqual(json.loads(out.getvalue()), {"total": "10.75", "accounts": 2, "transfers": 1})
+
+    def test_empty_bank(self):
+        out = StringIO()
+        call_command("bank_total", stdout=out)
+        self.assertEqual(json.loads(out.getvalue()), {"total": "0.00", "accounts": 0, "transfers": 0})
+
+
+class OwnershipMigrationTests(TransactionTestCase):
+    """Migration 0002 on a database loaded by the previous release: names kept, the demo user owns its accounts."""
+
+    before, after = [("accounts", "0001_initial")], [("accounts", "0002_account_owner_user")]
+
+    def migrate(self, target):
+        executor = MigrationExecutor(connection)
+        executor.migrate(target)
+        return executor.loader.project_state(target).apps
+
+    def test_existing_sample_data_keeps_working(self):
+        old = self.migrate(self.before)
+        self.addCleanup(self.migrate, self.after)
+        get_user_model().objects.create(username="demo", password="!")  # auth is not migrated back
+        bank = old.get_model("accounts", "Bank").objects.create(name="First Bank of Lawrence")
+        OldAccount = old.get_model("accounts", "Account")
+        for number, name in (("AC00001", "Ada Adams"), ("AC00002", "Boris Barros"), ("AC00003", "Chidi Chen")):
+            OldAccount.objects.create(bank=bank, owner=name, number=number, balance=Decimal("5.00"))
+        new = self.migrate(self.after)
+        Account = new.get_model("accounts", "Account")
+        rows = {a.number: (a.holder, a.owner.username if a.owner else None) for a in Account.objects.all()}
+        self.assertEqual(rows, {"AC00001": ("Ada Adams", "demo"), "AC00002": ("Boris Barros", "demo"),
+                                "AC00003": ("Chidi Chen", None)})

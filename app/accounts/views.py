@@ -1,9 +1,12 @@
-"""Views for the bank site: home, balance sheet, report, transfers and the probe endpoints."""
+"""Views for the bank site: home, balance sheet, report, transfers and the probe endpoints.
+
+What anyone may see is what a bank publishes: its banks' account counts and totals. One account's balance is shown
+to the customer who owns it, and to staff.
+"""
 import csv
 import logging
 from decimal import Decimal
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.db import DatabaseError, connection
@@ -17,12 +20,16 @@ from django.views.decorators.http import require_http_methods, require_safe
 
 from accounts.banking import TransferError, transfer_funds
 from accounts.forms import TransferForm
-from accounts.models import Account, Bank
+from accounts.models import Account, Bank, Transfer
 
 logger = logging.getLogger(__name__)
 
 BALANCE_CACHE_KEY = "bank_balance"
 BALANCE_CACHE_SECONDS = 30
+# One customer's own accounts on /balance/, cached per customer for as long as the sheet and deleted by the process
+# that confirms a transfer: another process (another web host, or another worker with the local-memory cache) may
+# still serve its own stale copy until the timeout; a shared cache (memcached) has only the one copy.
+CUSTOMER_CACHE_KEY = "customer_accounts:{user_id}"
 
 CENT = Decimal("0.01")
 # Wider than the column: a sum over many accounts can exceed 12 digits.
@@ -49,8 +56,12 @@ def home(request):
 
 @require_safe
 def bank_detail(request, pk):
-    bank = get_object_or_404(Bank, pk=pk)
-    accounts = bank.accounts.order_by("number")
+    """A bank's published figures; its accounts one by one only to staff."""
+    bank = get_object_or_404(
+        Bank.objects.annotate(num_accounts=Count("accounts"), total=_or_zero(Sum("accounts__balance"))), pk=pk
+    )
+    bank.total = _cents(bank.total)
+    accounts = bank.accounts.select_related("owner").order_by("number") if request.user.is_staff else None
     return render(request, "accounts/bank_detail.html", {"bank": bank, "accounts": accounts})
 
 
@@ -86,33 +97,64 @@ def get_balance_sheet():
     return sheet
 
 
+def customer_cache_key(user):
+    return CUSTOMER_CACHE_KEY.format(user_id=user.pk)
+
+
+def compute_customer_accounts(user):
+    """One customer's accounts straight from the database: number, bank and balance (2 decimals) each."""
+    return [
+        {"number": number, "bank": bank, "balance": f"{_cents(balance):.2f}"}
+        for number, bank, balance in Account.objects.filter(owner=user)
+        .order_by("number")
+        .values_list("number", "bank__name", "balance")
+    ]
+
+
+def get_customer_accounts(user):
+    """The customer's own accounts through Django's cache (computed on a miss, kept BALANCE_CACHE_SECONDS)."""
+    key = customer_cache_key(user)
+    accounts = cache.get(key)
+    if accounts is None:
+        accounts = compute_customer_accounts(user)
+        cache.set(key, accounts, BALANCE_CACHE_SECONDS)
+    return accounts
+
+
 @require_safe
 def balance(request):
     sheet = get_balance_sheet()
+    own = get_customer_accounts(request.user) if request.user.is_authenticated else None
     return render(
         request,
         "accounts/balance.html",
-        {"sheet": sheet, "cache_seconds": BALANCE_CACHE_SECONDS},
+        {"sheet": sheet, "cache_seconds": BALANCE_CACHE_SECONDS, "own_accounts": own},
     )
 
 
-def build_report():
-    """Everything the report shows, computed in the database and held in memory."""
-    banks = list(
-        Bank.objects.annotate(
-            num_accounts=Count("accounts"),
-            total=_or_zero(Sum("accounts__balance")),
-            average=_or_zero(Avg("accounts__balance")),
-            largest=_or_zero(Max("accounts__balance")),
-        ).order_by("name")
-    )
+PUBLIC_COLUMNS = ["bank", "accounts", "total"]
+# An average or a largest balance can be one customer's balance (a bank with one account, or the richest one):
+# staff only, like the top accounts.
+STAFF_COLUMNS = PUBLIC_COLUMNS + ["average", "largest"]
+
+
+def build_report(staff=False):
+    """Everything the report shows, computed in the database and held in memory: per-bank counts and totals for
+    anyone; averages, largest balances and the top accounts only for staff."""
+    figures = {"num_accounts": Count("accounts"), "total": _or_zero(Sum("accounts__balance"))}
+    if staff:
+        figures.update(average=_or_zero(Avg("accounts__balance")), largest=_or_zero(Max("accounts__balance")))
+    banks = list(Bank.objects.annotate(**figures).order_by("name"))
     for bank in banks:
-        bank.total, bank.average, bank.largest = (
-            _cents(bank.total), _cents(bank.average), _cents(bank.largest)
-        )
-    top_accounts = list(Account.objects.select_related("bank").order_by("-balance", "number")[:10])
+        for name in figures:
+            if name != "num_accounts":
+                setattr(bank, name, _cents(getattr(bank, name)))
+    top_accounts = (
+        list(Account.objects.select_related("bank", "owner").order_by("-balance", "number")[:10]) if staff else None
+    )
     return {
         "banks": banks,
+        "staff": staff,
         "top_accounts": top_accounts,
         "num_accounts": sum(bank.num_accounts for bank in banks),
         "total": sum((bank.total for bank in banks), Decimal("0.00")),
@@ -122,16 +164,21 @@ def build_report():
 
 @require_safe
 def report(request):
-    data = build_report()
+    staff = request.user.is_staff
+    data = build_report(staff)
     if request.GET.get("format") == "csv":
         # Written straight into the response: no temporary file, so any web host
         # can serve any request and nothing needs cleaning up afterwards.
         response = HttpResponse(content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="bank-report.csv"'
         writer = csv.writer(response)
-        writer.writerow(["bank", "accounts", "total", "average", "largest"])
+        columns = STAFF_COLUMNS if staff else PUBLIC_COLUMNS
+        writer.writerow(columns)
         for bank in data["banks"]:
-            writer.writerow([bank.name, bank.num_accounts, bank.total, bank.average, bank.largest])
+            row = {"bank": bank.name, "accounts": bank.num_accounts, "total": bank.total}
+            if staff:
+                row.update(average=bank.average, largest=bank.largest)
+            writer.writerow([row[column] for column in columns])
         return response
     return render(request, "accounts/report.html", {"report": data})
 
@@ -157,20 +204,29 @@ def health(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def transfer(request):
-    form = TransferForm(request.POST) if request.method == "POST" else TransferForm()
+    """Move money between two of the signed-in customer's own accounts; then show its confirmation."""
+    form = TransferForm(request.user, request.POST if request.method == "POST" else None)
     if form.is_bound and form.is_valid():
         source = form.cleaned_data["from_account"]
         target = form.cleaned_data["to_account"]
         amount = form.cleaned_data["amount"]
         try:
-            transfer_funds(source.pk, target.pk, amount)
+            record = transfer_funds(source.pk, target.pk, amount, owner=request.user)
         except TransferError as exc:
             form.add_error(None, str(exc))
         else:
-            # The sheet would otherwise show the old totals for up to 30 s.
-            cache.delete(BALANCE_CACHE_KEY)
-            messages.success(
-                request, f"Transferred {amount} from {source.number} to {target.number}."
-            )
-            return redirect("balance")
+            # This process's cache (or the shared one) would otherwise show the old figures for up to 30 s.
+            cache.delete_many([BALANCE_CACHE_KEY, customer_cache_key(request.user)])
+            # Post/redirect/get: reloading the confirmation shows it again, it does not move the money again.
+            return redirect("transfer_done", pk=record.pk)
     return render(request, "accounts/transfer.html", {"form": form})
+
+
+@login_required
+@require_safe
+def transfer_done(request, pk):
+    """A transfer's confirmation, read from the database (never the cache), for the customer who made it only."""
+    record = get_object_or_404(
+        Transfer.objects.select_related("from_account", "to_account"), pk=pk, from_account__owner=request.user
+    )
+    return render(request, "accounts/transfer_done.html", {"transfer": record})

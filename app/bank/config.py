@@ -37,8 +37,20 @@ SCHEMA = {
     "cache": ((str,), "locmem"),
     "cache_location": ((str, list), None),
     "csrf_trusted_origins": ((list,), []),
+    # Served to browsers over HTTPS (by a TLS-terminating balancer): Secure cookies, HSTS, plain HTTP redirected.
+    "https": ((bool,), True),
+    # The addresses of the proxies whose X-Forwarded-Proto the site believes (the balancers); anyone else's is dropped.
+    "trusted_proxies": ((list,), []),
+    # Step 5's pooler: the site talks to pgbouncer on 127.0.0.1 (db_host/db_port) in transaction pooling mode.
+    "db_pooler": ((bool,), False),
+    # Step 6's standby: a second database the read-only report is routed to (bank.routers); empty host: none.
+    "replica_host": ((str,), ""),
+    "replica_port": ((int,), 5432),
+    "replica_name": ((str,), ""),
 }
-LIST_OF_STR_KEYS = ("allowed_hosts", "csrf_trusted_origins")
+# Later workshop steps add their settings in files of their own beside bank.toml, read over it in name order.
+OVERLAY_DIR_NAME = "bank.d"
+LIST_OF_STR_KEYS = ("allowed_hosts", "csrf_trusted_origins", "trusted_proxies")
 
 
 def dev_defaults():
@@ -57,6 +69,13 @@ def dev_defaults():
         "cache": "locmem",
         "cache_location": None,
         "csrf_trusted_origins": [],
+        # runserver speaks plain HTTP.
+        "https": False,
+        "trusted_proxies": [],
+        "db_pooler": False,
+        "replica_host": "",
+        "replica_port": 5432,
+        "replica_name": "",
         "source": DEV_SOURCE,
     }
 
@@ -84,6 +103,13 @@ def load(path, dev=False):
         raise ImproperlyConfigured(f"bank configuration file {path} is not valid TOML: {exc}") from exc
     except OSError as exc:
         raise ImproperlyConfigured(f"cannot read bank configuration file {path}: {exc}") from exc
+    overlay_dir = path.parent / OVERLAY_DIR_NAME
+    for overlay in sorted(overlay_dir.glob("*.toml")) if overlay_dir.is_dir() else ():
+        try:
+            with overlay.open("rb") as fh:
+                raw.update(tomllib.load(fh))
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise ImproperlyConfigured(f"cannot read bank configuration file {overlay}: {exc}") from exc
     conf = validate(raw, source=str(path))
     conf["source"] = str(path)
     return conf
@@ -155,16 +181,24 @@ def databases(conf):
     # connection that died while idle (DB restart, failover) get replaced, not reused.
     default["CONN_MAX_AGE"] = 60
     default["CONN_HEALTH_CHECKS"] = True
-    return {"default": default}
+    if conf["db_engine"] == "postgresql" and conf["db_pooler"]:
+        # Behind a transaction pooler a server-side cursor would outlive the transaction (and the server
+        # connection) it was opened in: Django must not use them. Only then: they help without a pooler.
+        default["DISABLE_SERVER_SIDE_CURSORS"] = True
+    databases = {"default": default}
+    if conf["db_engine"] == "postgresql" and conf["replica_host"]:
+        databases["replica"] = {**default, "HOST": conf["replica_host"], "PORT": str(conf["replica_port"]),
+                                "NAME": conf["replica_name"] or conf["db_name"]}
+    return databases
 
 
 def caches(conf):
     """Build Django's CACHES setting from a loaded configuration."""
     if conf["cache"] == "memcached":
-        # pymemcache is deliberately not in requirements.txt: whoever switches a
-        # deployment to memcached installs it alongside.
+        # One client over every cache host (pymemcache's hashing spreads the keys);
+        # pymemcache is pinned in requirements.txt.
         backend = {
-            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCacheBackend",
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
             "LOCATION": conf["cache_location"],
         }
     else:

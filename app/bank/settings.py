@@ -31,6 +31,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost, so error responses produced by inner middleware carry the header too.
     "accounts.middleware.ServedByMiddleware",
+    # Before SecurityMiddleware, whose HTTPS redirect believes the X-Forwarded-Proto this leaves in place.
+    "accounts.middleware.TrustedProxyMiddleware",
+    # Marks the read-only report's requests, whose reads bank.routers sends to the standby when there is one.
+    "bank.routers.ReplicaReadsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -59,6 +63,7 @@ TEMPLATES = [
 ]
 
 DATABASES = config.databases(CONF)
+DATABASE_ROUTERS = ["bank.routers.ReplicaRouter"]
 CACHES = config.caches(CONF)
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -89,6 +94,20 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# HTTPS ends at the balancer, which tells the site so in X-Forwarded-Proto (nginx sets it on every request,
+# replacing whatever a client sent). TrustedProxyMiddleware drops the header from anyone but these addresses.
+BANK_TRUSTED_PROXIES = CONF["trusted_proxies"]
+if CONF["https"]:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # The balancer's and lab's own probes ask each web host directly, in plain HTTP on its private address.
+    SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = 365 * 24 * 3600
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
 
 LOGGING = {
     "version": 1,

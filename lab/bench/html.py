@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jinja2
 
-from lab.bench.matrix import NOISE, CellReport
+from lab.bench.matrix import CellReport, noise_verdict, significant, tls_cost
 
 PALETTE = ("#2f6db5", "#d9822b", "#3c9d5d", "#b5452f", "#7a52b3", "#5f6b7a", "#c2a12b", "#2bb5a6")
 WIDTH, BAR_HEIGHT, ROW_GAP, LEFT, RIGHT = 840, 22, 12, 310, 90  # LEFT fits a label like 'mod_wsgi web×2 workers=2 threads=5'
@@ -37,14 +37,14 @@ def _scale(maximum: float) -> float:
 
 
 def bar_chart(cells: list[CellReport], attribute: str, unit: str) -> dict:
-    measured = [c for c in cells if c.runs]
+    measured = [c for c in cells if c.measured]
     maximum = max((c.spread(attribute)[1] for c in measured), default=0.0)
     scale = _scale(maximum)
     bars = []
     for index, cell in enumerate(cells):
         y = 10 + index * (BAR_HEIGHT + ROW_GAP)
-        if not cell.runs:
-            bars.append(Bar(y, 0, 0, 0, cell.cell.label, "failed", "#999"))
+        if not cell.measured:
+            bars.append(Bar(y, 0, 0, 0, cell.cell.label, "did not settle" if cell.not_settled else "failed", "#999"))
             continue
         low, high = cell.spread(attribute)
         bars.append(Bar(y, cell.median(attribute) * scale, low * scale, high * scale, cell.cell.label,
@@ -54,12 +54,13 @@ def bar_chart(cells: list[CellReport], attribute: str, unit: str) -> dict:
 
 
 def timeline_chart(cells: list[CellReport], column: int, height: int = 220) -> dict:
-    """One line per cell (its median run): column 1 is requests/s, 2 is p95 ms, over seconds."""
+    """One line per cell (its median run): column 1 is successful requests/s, 2 is p95 ms, each second of the same
+    steady window the headline figures come from."""
     chosen = []
     for index, cell in enumerate(cells):
-        if not cell.runs:
+        if not cell.measured:
             continue
-        ordered = sorted(cell.runs, key=lambda r: r.rps)
+        ordered = sorted(cell.settled, key=lambda r: r.rps)
         median_run = ordered[len(ordered) // 2]
         if median_run.timeline:
             chosen.append((index, cell, median_run.timeline))
@@ -74,50 +75,92 @@ def timeline_chart(cells: list[CellReport], column: int, height: int = 220) -> d
             "plot_bottom": 10 + plot_h, "plot_right": 50 + plot_w}
 
 
-def render(cells: list[CellReport], title: str, machine: dict) -> str:
+def _figure(cell: CellReport, attribute: str, template: str = "{:,.0f}") -> str:
+    return template.format(cell.median(attribute)) if cell.measured else "—"
+
+
+def report_rows(cells: list[CellReport]) -> list[dict]:
+    """One row of printed values per cell, for the page's table."""
+    rows = []
+    for c in cells:
+        stale, checked = c.stale
+        rows.append({
+            "label": c.cell.label, "server": c.cell.server, "web": c.cell.web, "workers": c.cell.workers,
+            "threads": c.cell.threads, "tune": c.cell.tune or "—", "scheme": c.cell.scheme,
+            "rps": _figure(c, "rps"),
+            "rps_spread": "{:,.0f}–{:,.0f}".format(*c.spread("rps")) if c.measured else "—",
+            "p50": _figure(c, "p50_ms"), "p95": _figure(c, "p95_ms"), "p99": _figure(c, "p99_ms"),
+            "failures": _figure(c, "failure_pct", "{:.1f}%"),
+            "stale": f"{stale} of {checked}" if checked else "—",
+            "hosts": ", ".join(f"{name} {count:,}" for name, count in c.hosts.items()) or "—",
+            "idle_hosts": ", ".join(c.idle_hosts),
+            "bottleneck": c.bottleneck, "error": c.error or "", "not_settled": c.not_settled,
+            "runs": f"{len(c.settled)} of {len(c.runs)}" if len(c.settled) != len(c.runs) else str(len(c.runs)),
+            "wrk": "—" if c.wrk_rps is None else f"{c.wrk_rps:,.0f}",
+            "wrk_errors": c.wrk_errors,
+            "ratio": "—" if c.wrk_ratio is None else f"{c.wrk_ratio:.2f}",
+            "wrk_path": c.settings.get("wrk_path") or "—",
+        })
+    return rows
+
+
+def _change(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.1f}%"
+
+
+def tls_cost_rows(cells: list[CellReport]) -> list[dict]:
+    """The cost of TLS, one row of printed values per http/https pair (matrix.tls_cost, as results.json has it)."""
+    return [{
+        "configuration": row["configuration"],
+        "http": "{:,.0f} ({:,.0f}–{:,.0f})".format(row["http_rps"], *row["http_rps_spread"]),
+        "https": "{:,.0f} ({:,.0f}–{:,.0f})".format(row["https_rps"], *row["https_rps_spread"]),
+        "ratio": "—" if row["https_over_http"] is None else f"{row['https_over_http']:.2f}",
+        "change": _change(row["rps_change_pct"]),
+        "p95": f"{row['p95_http_ms']:,.0f} → {row['p95_https_ms']:,.0f}",
+        "p95_change": _change(row["p95_change_pct"]),
+        "verdict": noise_verdict(row["beyond_spread"]),
+    } for row in tls_cost([cell.to_dict() for cell in cells])]
+
+
+def ladder_rows(cells: list[CellReport]) -> list[dict]:
+    """The tuning ladder, step by step (cells with a tuning step only): req/s, p95, stale reads, what limited it."""
+    return [row for row in report_rows(cells) if row["tune"] != "—"]
+
+
+def render(cells: list[CellReport], title: str, context: dict) -> str:
+    """The whole page; `context` holds the machine, the CPU split, the money check and whether the bench finished."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
         undefined=jinja2.StrictUndefined, autoescape=True, trim_blocks=True, lstrip_blocks=True,
     )
-    rows = [
-        {
-            "label": c.cell.label,
-            "server": c.cell.server, "web": c.cell.web,
-            "workers": c.cell.workers,
-            "threads": c.cell.threads,
-            "rps": "—" if not c.runs else f"{c.median('rps'):,.0f}",
-            "rps_spread": "—" if not c.runs else "{:,.0f}–{:,.0f}".format(*c.spread("rps")),
-            "p50": "—" if not c.runs else f"{c.median('p50_ms'):,.0f}",
-            "p95": "—" if not c.runs else f"{c.median('p95_ms'):,.0f}",
-            "p99": "—" if not c.runs else f"{c.median('p99_ms'):,.0f}",
-            "failures": "—" if not c.runs else f"{c.median('failure_pct'):.1f}%",
-            "bottleneck": c.bottleneck,
-            "error": c.error or "",
-            "runs": len(c.runs),
-            "wrk": "—" if c.wrk_rps is None else f"{c.wrk_rps:,.0f}",
-            "ratio": "—" if c.wrk_ratio is None else f"{c.wrk_ratio:.2f}",
-            "wrk_path": c.settings.get("wrk_path") or "—",
-        }
-        for c in cells
-    ]
+    money = context.get("money")
     return environment.get_template("bench_report.html.j2").render(
-        title=title, machine=machine, rows=rows, noise=f"{NOISE:.0%}", with_wrk=any(c.wrk_rps for c in cells),
+        title=title, machine=context.get("machine", {"cores": "?"}), cpu_split=context.get("cpu_split", "not stated"),
+        incomplete=context.get("incomplete") or "",
+        money="" if not money else ("money conserved: every balance sums to the same total before and after"
+                                    if money["conserved"] else
+                                    f"money NOT conserved: {money['before']} before, {money['after']} after"),
+        rows=report_rows(cells), ladder=ladder_rows(cells), tls=tls_cost_rows(cells), with_wrk=any(c.wrk_rps for c in cells),
         rps_chart=bar_chart(cells, "rps", "req/s"), p95_chart=bar_chart(cells, "p95_ms", "ms"),
         rps_timeline=timeline_chart(cells, 1), p95_timeline=timeline_chart(cells, 2),
-        verdict=comparison_verdict(cells),
+        verdict=comparison_verdict(cells), settle_fix="a longer --warmup or fewer --users",
     )
 
 
 def comparison_verdict(cells: list[CellReport]) -> str:
-    """A sentence that crowns nobody when the difference is within the noise."""
-    measured = [c for c in cells if c.runs and not c.error]
+    """A sentence that crowns nobody unless the gap is beyond both configurations' spread, measured with repeats >= 2."""
+    measured = [c for c in cells if c.measured and not c.error]
     if len(measured) < 2:
         return "Only one configuration measured: nothing to compare."
     ranked = sorted(measured, key=lambda c: c.median("rps"), reverse=True)
     best, second = ranked[0], ranked[1]
     gap = (best.median("rps") - second.median("rps")) / second.median("rps") if second.median("rps") else math.inf
-    if gap <= NOISE:
-        return (f"{best.cell.label} and {second.cell.label} are within {gap:.0%} of each other: less than the "
-                f"±{NOISE:.0%} run-to-run spread on this machine, so neither is faster here.")
-    return f"{best.cell.label} served {gap:.0%} more requests/s than {second.cell.label} (more than the ±{NOISE:.0%} noise)."
-
+    verdict = significant([r.rps for r in best.settled], [r.rps for r in second.settled])
+    if verdict is None:
+        return (f"{best.cell.label} served {gap:.0%} more successful requests/s than {second.cell.label}, measured "
+                f"once each: with fewer than 2 repeats the spread is unknown, so this says nothing about which is faster.")
+    if not verdict:
+        return (f"{best.cell.label} and {second.cell.label} are within {gap:.0%} of each other, inside the spread of "
+                f"their own repeats: neither is faster here.")
+    return (f"{best.cell.label} served {gap:.0%} more successful requests/s than {second.cell.label}, beyond the spread "
+            f"of both configurations' repeats.")

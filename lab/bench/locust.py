@@ -1,10 +1,16 @@
-"""Run a Locust load test in a child process and turn its output files into a BenchResult."""
+"""Locust in a child process for `lab bench`: one process per configuration, its per-second window file read back.
+
+One Locust process lives across a configuration's warm-up and all its repeats, so signed-in customers log in once;
+loadtests/lab_window.py (loaded with the locustfile) writes per-second successes, failures, a latency histogram,
+stale reads and requests per web host. Every figure of a repeat is cut from the same seconds of that file
+(`window_figures`), never from Locust's whole-run totals, which count logins and ramp-up in.
+"""
 from __future__ import annotations
 
-import csv
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import queue
 import re
@@ -67,6 +73,9 @@ class BenchSettings:
     locustfile: Path
     results_dir: Path
     processes: int = 1  # Locust worker processes; one is usually best on a 2-core machine
+    generator_prefix: tuple[str, ...] = ()  # e.g. taskset: Locust on the load generator's own CPUs
+    master_bind_host: str | None = None  # remote workers on loadgen hosts: the master listens here ...
+    expect_workers: int = 0  # ... for this many of them
     extra_env: Mapping[str, str] = field(default_factory=dict, hash=False)  # e.g. the demo user's password; never written out
 
     def __post_init__(self) -> None:
@@ -83,21 +92,6 @@ class BenchSettings:
             raise BenchError(f"bench duration must be at least 1 s, got {self.duration_s}")
 
 
-@dataclass(frozen=True)
-class BenchResult:
-    requests: int
-    failures: int
-    rps: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    failure_ratio: float
-    per_endpoint: tuple[EndpointStats, ...]
-    # A dict is unhashable; keep it out of the generated __hash__.
-    files: dict[str, Path] = field(hash=False)
-    errors: tuple[FailureReason, ...] = ()
-
-
 def settings_to_dict(settings: BenchSettings) -> dict[str, Any]:
     return {
         "target": settings.target,
@@ -108,22 +102,6 @@ def settings_to_dict(settings: BenchSettings) -> dict[str, Any]:
         "locustfile": str(settings.locustfile.resolve()),
         "results_dir": str(settings.results_dir.resolve()),
         "processes": settings.processes,
-    }
-
-
-def result_to_dict(result: BenchResult) -> dict[str, Any]:
-    """A BenchResult as plain JSON types (paths as strings, rows as dicts)."""
-    return {
-        "requests": result.requests,
-        "failures": result.failures,
-        "failure_ratio": result.failure_ratio,
-        "rps": result.rps,
-        "p50_ms": result.p50_ms,
-        "p95_ms": result.p95_ms,
-        "p99_ms": result.p99_ms,
-        "per_endpoint": [row._asdict() for row in result.per_endpoint],
-        "errors": [reason._asdict() for reason in result.errors],
-        "files": {key: str(Path(path)) for key, path in result.files.items()},
     }
 
 
@@ -155,9 +133,9 @@ def output_paths(results_dir: Path) -> dict[str, Path]:
     return {
         "csv_stats": results_dir / f"{CSV_PREFIX}_stats.csv",
         "csv_failures": results_dir / f"{CSV_PREFIX}_failures.csv",
-        "csv_history": results_dir / f"{CSV_PREFIX}_stats_history.csv",
         "csv_exceptions": results_dir / f"{CSV_PREFIX}_exceptions.csv",
-        "html": results_dir / "report.html",
+        "window": results_dir / "window.jsonl",  # per second, written by loadtests/lab_window.py
+        "control": results_dir / "control",  # run | pause | stop, read by loadtests/lab_window.py
         # --json-file appends ".json" to the name it is given.
         "locust_json": results_dir / f"{CSV_PREFIX}.json",
         "json": results_dir / "results.json",
@@ -167,7 +145,13 @@ def output_paths(results_dir: Path) -> dict[str, Path]:
 def locust_command(settings: BenchSettings) -> list[str]:
     """The argv that runs Locust for these settings (paths made absolute: Locust runs in results_dir)."""
     results_dir = settings.results_dir.resolve()
+    if settings.master_bind_host:
+        distributed = ["--master", "--master-bind-host", settings.master_bind_host,
+                       "--expect-workers", str(settings.expect_workers)]
+    else:
+        distributed = ["--processes", str(settings.processes)] if settings.processes > 1 else []
     return [
+        *settings.generator_prefix,
         sys.executable,
         "-m",
         "locust",
@@ -186,13 +170,10 @@ def locust_command(settings: BenchSettings) -> list[str]:
         str(STOP_TIMEOUT_S),
         "--csv",
         str(results_dir / CSV_PREFIX),
-        "--csv-full-history",  # per-request history too: the steady state starts once start-up requests are done
-        "--html",
-        str(results_dir / "report.html"),
         "--json-file",
         str(results_dir / CSV_PREFIX),
         "--only-summary",
-        *(["--processes", str(settings.processes)] if settings.processes > 1 else []),
+        *distributed,
     ]
 
 
@@ -271,66 +252,117 @@ def _with_gist(what: str, lines: Iterable[str]) -> BenchError:
     return BenchError(f"{what}: {gist}" if gist else what)
 
 
-def _run(
-    cmd: list[str], cwd: Path, timeout_s: float, on_output: OutputCallback | None, extra_env: Mapping[str, str]
-) -> tuple[int, deque[str]]:
-    """Run cmd, streaming its lines to on_output from this thread; return (exit code, stderr tail)."""
-    stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-    lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=_child_env(extra_env),
-        # Not a tty, so Locust's keyboard listener stays off and leaves the terminal alone.
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        # Own process group: Ctrl-C reaches only us, and we stop Locust deliberately.
-        start_new_session=True,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    pumps = [
-        threading.Thread(target=_pump, args=(proc.stdout, "out", lines), daemon=True),
-        threading.Thread(target=_pump, args=(proc.stderr, "err", lines), daemon=True),
-    ]
-    for pump in pumps:
-        pump.start()
-    deadline = time.monotonic() + timeout_s
-    try:
-        open_streams = len(pumps)
-        while open_streams:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                _stop(proc)
-                raise _with_gist(f"locust did not finish within {timeout_s:g} s and was killed", stderr_tail)
-            try:
-                tag, line = lines.get(timeout=min(remaining, 0.2))
-            except queue.Empty:
-                continue
-            if line is None:
-                open_streams -= 1
-                continue
-            if tag == "err":
-                stderr_tail.append(line)
-            if on_output is not None:
-                on_output(line)
+class LocustSession:
+    """One Locust process run by the bench's own thread: started, paused, resumed and stopped through its control file.
+
+    `wait(seconds)` streams Locust's output meanwhile and raises BenchError when Locust dies early. Leaving the
+    `with` block (also by Ctrl-C) stops Locust: "stop" in the control file, then SIGTERM, then SIGKILL.
+    """
+
+    def __init__(self, settings: BenchSettings, on_output: OutputCallback | None = None) -> None:
+        self.settings = settings
+        self.on_output = on_output
+        self.paths = output_paths(settings.results_dir.resolve())
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
+        self._open_streams = 0
+        self.proc: subprocess.Popen[str] | None = None
+        self.returncode: int | None = None
+
+    def __enter__(self) -> "LocustSession":
+        # find_spec locates the package without importing it: importing locust here would monkey-patch threading
+        # under Fabric.
+        if importlib.util.find_spec("locust") is None:
+            raise BenchError(f"Locust is not installed for {sys.executable}: pip install locust")
+        if not self.settings.locustfile.resolve().is_file():
+            raise BenchError(f"locustfile not found: {self.settings.locustfile.resolve()}")
+        self.paths["window"].parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.paths.values():  # leftovers of an earlier run must not pass for this one's
+            stale.unlink(missing_ok=True)
+        self.control("run")
+        env = {**self.settings.extra_env, "LAB_WINDOW_FILE": str(self.paths["window"]),
+               "LAB_CONTROL_FILE": str(self.paths["control"])}
+        self.proc = subprocess.Popen(
+            locust_command(self.settings), cwd=self.paths["window"].parent, env=_child_env(env),
+            # Not a tty, so Locust's keyboard listener stays off and leaves the terminal alone.
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+            # Own process group: Ctrl-C reaches only us, and we stop Locust deliberately.
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        for tag, stream in (("out", self.proc.stdout), ("err", self.proc.stderr)):
+            threading.Thread(target=_pump, args=(stream, tag, self._lines), daemon=True).start()
+        self._open_streams = 2
+        return self
+
+    def control(self, state: str) -> None:
+        """run, pause (users hold between requests: wrk measures alone) or stop."""
+        write_atomically(self.paths["control"], state + "\n", mode=0o644)
+
+    def _drain(self, timeout: float) -> None:
         try:
-            returncode = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-            raise BenchError(f"locust did not exit within {timeout_s:g} s and was killed") from None
-    except BaseException:
-        # KeyboardInterrupt, or on_output raising: never leave Locust running behind us.
-        _stop(proc)
-        raise
-    finally:
-        for pump in pumps:
-            pump.join(timeout=1)
-        for stream in (proc.stdout, proc.stderr):
-            stream.close()
-    return returncode, stderr_tail
+            tag, line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if line is None:
+            self._open_streams -= 1
+            return
+        if tag == "err":
+            self.stderr_tail.append(line)
+        if self.on_output is not None:
+            self.on_output(line)
+
+    def wait(self, seconds: float) -> None:
+        """Let the load run for this long, streaming Locust's output; BenchError if Locust stops meanwhile."""
+        assert self.proc is not None
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._drain(min(remaining, 0.2))
+            if self.proc.poll() is not None:
+                raise _with_gist(f"locust stopped early (exit code {self.proc.returncode})", self.stderr_tail)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by Locust: its process group (the master and any local worker processes)."""
+        if self.proc is None:
+            return 0.0
+        return process_group_cpu_seconds(self.proc.pid)
+
+    def stop(self) -> int:
+        """Ask Locust to quit (it writes its last seconds), wait for it; the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.control("stop")
+            deadline = time.monotonic() + STOP_TIMEOUT_S + TERM_WAIT_S
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                self._drain(0.2)
+        _stop(self.proc)  # SIGTERM, then SIGKILL: a Locust that ignored "stop"
+        deadline = time.monotonic() + TERM_WAIT_S  # the pumps end once Locust's pipes close
+        while self._open_streams > 0 and time.monotonic() < deadline:
+            self._drain(0.2)
+        self.returncode = self.proc.returncode
+        return self.returncode
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            _stop(self.proc)  # KeyboardInterrupt or an error on our side: never leave Locust running behind us
+        for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
+            if stream:
+                stream.close()
+
+
+def process_group_cpu_seconds(group: int) -> float:
+    """User + system CPU seconds of every live process in a process group, from /proc (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        # After the command name: state ppid pgrp ...; utime and stime are fields 14 and 15 of the whole line.
+        if int(fields[2]) == group:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def _percentile(response_times: dict[int, int], num_requests: int, percent: float) -> int:
@@ -396,61 +428,6 @@ def parse_stats_json(path: Path) -> tuple[EndpointStats, tuple[EndpointStats, ..
     return total, tuple(rows)
 
 
-def _csv_float(value: str | None) -> float:
-    # Locust writes "N/A" for percentiles of a row without requests.
-    try:
-        return float(value) if value not in (None, "", "N/A") else 0.0
-    except ValueError:
-        return 0.0
-
-
-def parse_stats_csv(path: Path) -> tuple[EndpointStats, tuple[EndpointStats, ...]]:
-    """(aggregated row, per-endpoint rows) from locust_stats.csv.
-
-    Only a fallback for when locust.json is missing (Locust died before its
-    shutdown): the CSV is a snapshot up to a second older than the end of the run.
-    Raises ValueError when there is no "Aggregated" row (Locust never got going).
-    """
-    aggregated: EndpointStats | None = None
-    rows: list[EndpointStats] = []
-    with Path(path).open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            stats = EndpointStats(
-                name=_display_name(row.get("Type"), row.get("Name") or ""),
-                requests=int(_csv_float(row.get("Request Count"))),
-                failures=int(_csv_float(row.get("Failure Count"))),
-                rps=_csv_float(row.get("Requests/s")),
-                p50_ms=_csv_float(row.get("50%")),
-                p95_ms=_csv_float(row.get("95%")),
-                p99_ms=_csv_float(row.get("99%")),
-            )
-            if not row.get("Type") and row.get("Name") == "Aggregated":
-                aggregated = stats
-            else:
-                rows.append(stats)
-    if aggregated is None:
-        raise ValueError(f"{path}: no Aggregated row")
-    return aggregated, tuple(rows)
-
-
-def parse_failures_csv(path: Path, limit: int = MAX_ERRORS) -> tuple[FailureReason, ...]:
-    """The most frequent failure reasons from locust_failures.csv (counts may lag by up to a second)."""
-    path = Path(path)
-    if not path.is_file():
-        return ()
-    with path.open(newline="", encoding="utf-8") as fh:
-        reasons = [
-            FailureReason(
-                name=_display_name(row.get("Method"), row.get("Name") or ""),
-                error=(row.get("Error") or "").strip(),
-                occurrences=int(_csv_float(row.get("Occurrences"))),
-            )
-            for row in csv.DictReader(fh)
-        ]
-    reasons.sort(key=lambda r: -r.occurrences)
-    return tuple(reasons[:limit])
-
-
 def _locust_version() -> str | None:
     try:
         return importlib.metadata.version("locust")
@@ -458,75 +435,127 @@ def _locust_version() -> str | None:
         return None
 
 
-def run_locust(settings: BenchSettings, on_output: OutputCallback | None = None) -> BenchResult:
-    """Run Locust headless against settings.target and return what it measured.
 
-    Failed requests (Locust then exits 1) are part of the result, not an error.
-    Raises BenchError when Locust is missing, produces no stats, makes no
-    requests, or overruns duration + TIMEOUT_GRACE_S (it is then killed).
-    KeyboardInterrupt stops Locust and is re-raised.
+
+# A repeat whose steady state (every user signed in, no start-up request left) covers less than this share of its
+# duration gives no figure: it is "did not settle", with the reason.
+SETTLED_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Window:
+    """Every figure of one measured repeat, all from the same whole seconds of the window file."""
+
+    settled: bool
+    reason: str  # why it did not settle; "" when it did
+    seconds: int  # steady seconds counted
+    requests: int  # successful ones
+    failures: int
+    rps: float  # successful requests per second
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    failure_pct: float
+    stale: int  # reads after a confirmed transfer that did not show it
+    checked: int  # reads after a confirmed transfer
+    hosts: dict[str, int]  # responses per web host (X-Served-By), "(balancer)" for nginx's own
+    errors: list[tuple[str, int]]  # the most frequent failures
+    timeline: list[tuple[float, float, float]]  # (seconds into the window, successful req/s, p95 ms) per second
+
+
+def read_window(path: Path) -> list[dict[str, Any]]:
+    """The window file's seconds in order; a second written twice (a late worker report) is summed into one."""
+    merged: dict[int, dict[str, Any]] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        if not line.strip():
+            continue
+        second = json.loads(line)
+        into = merged.setdefault(int(second["t"]), {"t": int(second["t"]), "ok": 0, "fail": 0, "hist": {}, "errors": {},
+                                                    "hosts": {}, "stale": 0, "checked": 0, "ready": 0, "starts": 0})
+        for key in ("ok", "fail", "stale", "checked", "ready", "starts"):
+            into[key] += int(second.get(key, 0))
+        for key in ("hist", "errors", "hosts"):
+            for name, value in second.get(key, {}).items():
+                into[key][name] = into[key].get(name, 0) + int(value)
+    return [merged[t] for t in sorted(merged)]
+
+
+def histogram_percentile(histogram: Mapping[Any, int], percent: float) -> float:
+    """The smallest bucket (ms) at or below which `percent` of the timed requests fall; nan without any."""
+    total = sum(histogram.values())
+    if not total:
+        return math.nan
+    seen = 0
+    for bucket in sorted(histogram, key=float):
+        seen += histogram[bucket]
+        if seen >= percent * total:
+            return float(bucket)
+    return float(max(histogram, key=float))
+
+
+def ready_at(seconds: list[dict[str, Any]], users: int) -> int | None:
+    """The second by which every user had finished its start-up (signed in), or None if some never did."""
+    signed_in = 0
+    for second in seconds:
+        signed_in += second["ready"]
+        if signed_in >= users:
+            return second["t"]
+    return None
+
+
+def window_figures(seconds: list[dict[str, Any]], start: float, end: float, users: int,
+                   settled_share: float = SETTLED_SHARE) -> Window:
+    """The repeat that ran from `start` to `end` (epoch seconds): its steady whole seconds and every figure from them.
+
+    The steady state begins once every user is signed in and the last start-up request is done; a second without
+    a line had no request finish in it (a real zero, counted).
     """
-    # find_spec locates the package without importing it: importing locust
-    # here would monkey-patch threading under Fabric.
-    if importlib.util.find_spec("locust") is None:
-        raise BenchError(f"Locust is not installed for {sys.executable}: pip install locust")
-    locustfile = settings.locustfile.resolve()
-    if not locustfile.is_file():
-        raise BenchError(f"locustfile not found: {locustfile}")
-    results_dir = settings.results_dir.resolve()
-    results_dir.mkdir(parents=True, exist_ok=True)
-    paths = output_paths(results_dir)
-    # Leftovers from an earlier run in the same directory must not pass for this run's stats.
-    for stale in paths.values():
-        stale.unlink(missing_ok=True)
-
-    cmd = locust_command(settings)
-    started_at = _utcnow()
-    # cwd=results_dir also keeps Locust from picking up a locust.conf or
-    # pyproject.toml [tool.locust] from wherever the lab tool was started.
-    returncode, stderr_tail = _run(cmd, results_dir, settings.duration_s + TIMEOUT_GRACE_S, on_output, settings.extra_env)
-    finished_at = _utcnow()
-
-    if returncode < 0:
-        raise _with_gist(f"locust was killed by signal {-returncode}", stderr_tail)
-    if paths["locust_json"].is_file():
-        aggregated, per_endpoint = parse_stats_json(paths["locust_json"])
-    else:
-        try:
-            aggregated, per_endpoint = parse_stats_csv(paths["csv_stats"])
-        except (OSError, ValueError):
-            raise _with_gist(f"locust exited with code {returncode} and wrote no stats", stderr_tail) from None
-        if on_output is not None:
-            on_output("lab: locust.json missing; stats come from the CSV snapshot and may miss the last second")
-    if aggregated.requests == 0:
-        what = f"locust made no requests against {settings.target} in {settings.duration_s} s"
-        # Exit code 0 means the users simply sent nothing; anything else has a reason in stderr.
-        raise BenchError(what) if returncode == 0 else _with_gist(f"{what} (exit code {returncode})", stderr_tail)
-    if returncode not in (0, 1) and on_output is not None:
-        on_output(f"lab: locust exited with code {returncode}; its stats are reported anyway")
-
-    files = {key: path for key, path in paths.items() if key == "json" or path.is_file()}
-    result = BenchResult(
-        requests=aggregated.requests,
-        failures=aggregated.failures,
-        rps=aggregated.rps,
-        p50_ms=aggregated.p50_ms,
-        p95_ms=aggregated.p95_ms,
-        p99_ms=aggregated.p99_ms,
-        failure_ratio=aggregated.failures / aggregated.requests,
-        per_endpoint=per_endpoint,
-        files=files,
-        errors=parse_failures_csv(paths["csv_failures"]),
+    low, high = math.ceil(start), math.floor(end)  # whole seconds only: a partial second would read as a dip
+    span = max(high - low, 0)
+    everyone = ready_at(seconds, users)
+    last_start = max((s["t"] for s in seconds if s["starts"] and s["t"] < high), default=None)
+    steady_from = max(low, everyone + 1 if everyone is not None else high, last_start + 1 if last_start is not None else low)
+    steady = [s for s in seconds if steady_from <= s["t"] < high]
+    length = max(high - steady_from, 0)
+    reason = ""
+    if everyone is None or everyone >= high:
+        signed_in = sum(s["ready"] for s in seconds if s["t"] < high)
+        reason = f"logins still running: {signed_in} of {users} users signed in by the end of the run"
+    elif length < settled_share * span or length < 1:
+        reason = (f"steady for only {length} s of {span} s (start-up requests until {max(steady_from - low, 0)} s in); "
+                  f"at least {settled_share:.0%} needed")
+    ok = sum(s["ok"] for s in steady)
+    failed = sum(s["fail"] for s in steady)
+    if not reason and not ok + failed:
+        reason = "no request finished in the steady state"
+    histogram: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    hosts: dict[str, int] = {}
+    for second in steady:
+        for into, key in ((histogram, "hist"), (errors, "errors"), (hosts, "hosts")):
+            for name, value in second[key].items():
+                into[name] = into.get(name, 0) + value
+    by_second = {s["t"]: s for s in steady}
+    timeline = [(float(t - steady_from), float(by_second[t]["ok"]) if t in by_second else 0.0,
+                 histogram_percentile(by_second[t]["hist"], 0.95) if t in by_second and by_second[t]["hist"] else 0.0)
+                for t in range(steady_from, high)]
+    settled = not reason
+    return Window(
+        settled=settled, reason=reason, seconds=length, requests=ok, failures=failed,
+        rps=ok / length if settled else math.nan,
+        p50_ms=histogram_percentile(histogram, 0.50) if settled else math.nan,
+        p95_ms=histogram_percentile(histogram, 0.95) if settled else math.nan,
+        p99_ms=histogram_percentile(histogram, 0.99) if settled else math.nan,
+        failure_pct=100 * failed / (ok + failed) if settled else math.nan,
+        stale=sum(s["stale"] for s in steady), checked=sum(s["checked"] for s in steady), hosts=hosts,
+        errors=sorted(errors.items(), key=lambda item: -item[1])[:MAX_ERRORS], timeline=timeline if settled else [],
     )
-    write_atomically(
-        paths["json"],
-        json.dumps({
-            "settings": settings_to_dict(settings),
-            "result": result_to_dict(result),
-            "locust": {"version": _locust_version(), "exit_code": returncode, "command": cmd},
-            "started_at": started_at.isoformat(timespec="seconds"),
-            "finished_at": finished_at.isoformat(timespec="seconds"),
-        }, indent=2) + "\n",
-        mode=0o644,  # a result for anyone to read, as Locust's own files beside it
-    )
-    return result
+
+
+def signed_in(path: Path) -> int:
+    """How many users have finished their start-up so far (the window file lags a few seconds behind)."""
+    return sum(second["ready"] for second in read_window(path))

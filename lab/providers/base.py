@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from lab.errors import UsageError
+from lab.errors import ProviderError, SnapshotsUnsupported, UsageError
 from lab.hosts import HostFacts, SshEndpoint
 from lab.state import LabDir
 from lab.system import Say
@@ -40,6 +40,25 @@ class Provider(ABC):
     def cpu_seconds(self, labdir: LabDir, state: dict[str, Any]) -> dict[str, float]:
         """CPU time each host has used so far, for benchmarks; providers that cannot tell return {}."""
         return {}
+
+    # `project` is a lab.lifecycle.Project (not imported: lifecycle imports the providers).
+    def host_cpu_seconds(self, project: Any) -> dict[str, float]:
+        """CPU seconds each running host has used so far (its cgroup locally, its /proc/stat on a VM)."""
+        return self.cpu_seconds(project.labdir, project.labdir.read())
+
+    def pin_cpus(self, project: Any, cpus: str | None) -> None:
+        """Run the lab's hosts on these CPUs (a cpulist like "0" or "0-2"); None: back on every CPU."""
+        raise ProviderError(f"the {self.name} provider cannot pin its hosts to CPUs: use --shared-cpus")
+
+    def snapshot(self, project: Any, name: str) -> dict[str, float]:
+        """Save every host as it is now under `name` (replacing an older one); seconds per host. See lab.workshop.
+
+        project is a lab.lifecycle.Project (not imported: lifecycle imports the providers)."""
+        raise SnapshotsUnsupported(f"the {self.name} provider cannot snapshot its hosts, so `lab reset` cannot rewind them")
+
+    def restore(self, project: Any, name: str, say: Say = lambda message: None) -> dict[str, float]:
+        """Put every host back as snapshot `name` saved it, and running; seconds per host."""
+        raise SnapshotsUnsupported(f"the {self.name} provider cannot snapshot its hosts, so `lab reset` cannot rewind them")
 
     @abstractmethod
     def destroy(self, labdir: LabDir, state: dict[str, Any], say: Say) -> None:

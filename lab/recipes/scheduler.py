@@ -47,6 +47,14 @@ class _Progress:
             return self._failed.get(recipe)
 
 
+def template_environment() -> jinja2.Environment:
+    """The provision/ templates as recipes render them (also for `lab deploy`'s Targets, outside a converge)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(PROVISION_DIR)), undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+    )
+
+
 def converge(
     topology: Topology,
     recipes: list[Recipe],
@@ -57,10 +65,7 @@ def converge(
 ) -> ConvergeReport:
     """Apply recipes to every host: one thread per host, in order, waiting only where a recipe requires another."""
     started = time.monotonic()
-    templates = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(PROVISION_DIR)), undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
-    )
+    templates = template_environment()
     progress = _Progress({r.name: {h.name for h in topology.hosts if r.applies_to(h, topology)} for r in recipes})
     rollout = Rollout(balancer_pool(recipes))
     results: list[RecipeResult] = []

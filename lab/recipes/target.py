@@ -4,6 +4,8 @@ and the rolling restarts that take a web host out of the balancer's pool meanwhi
 from __future__ import annotations
 
 import hashlib
+import posixpath
+import secrets as secrets_module
 import shlex
 import threading
 import time
@@ -14,6 +16,7 @@ import jinja2
 
 from lab.hosts import HostFacts
 from lab.remote import CommandResult, RemoteHost
+from lab.secrets import redact
 from lab.system import gist
 from lab.topology import Host, Topology
 
@@ -104,18 +107,32 @@ class Target:
     # -- commands -------------------------------------------------------------------------
     # Every command takes its variable parts as args, quoted into its %s placeholders (see quoted()):
     # t.run("useradd --home-dir %s %s", home, user).
-    def run(self, command: str, *args: object, user: str | None = None, check: bool = True) -> CommandResult:
-        """Run a command; one that exits non-zero raises RecipeError unless check=False."""
+    # A secret never goes into a command (ps, sudo's journal and error messages would show it): it goes on stdin
+    # (`t.run("psql -q", user="postgres", stdin=sql)`) or into a 0600 file (`t.secret_file(...)`).
+    def run(self, command: str, *args: object, user: str | None = None, check: bool = True,
+            stdin: str | None = None) -> CommandResult:
+        """Run a command; one that exits non-zero raises RecipeError (its message redacted of every secret of the
+        lab) unless check=False. `stdin` is sent to the command's standard input and shown nowhere."""
         command = quoted(command, *args)
-        result = self.remote.run(command, user=user)
+        result = self._remote_run(command, user, stdin)
         if check and not result.ok:
             where = f" on {self.host.name}" if self._on_behalf_of else ""
-            raise RecipeError(f"`{_short(command)}` exited {result.exit_code}{where}: {gist(result.stderr or result.stdout)}")
+            raise RecipeError(self.redact(
+                f"`{_short(command)}` exited {result.exit_code}{where}: {gist(result.stderr or result.stdout)}"))
         return result
 
-    def test(self, command: str, *args: object, user: str | None = None) -> bool:
+    def test(self, command: str, *args: object, user: str | None = None, stdin: str | None = None) -> bool:
         """Whether a command exits 0."""
-        return self.remote.run(quoted(command, *args), user=user).ok
+        return self._remote_run(quoted(command, *args), user, stdin).ok
+
+    def _remote_run(self, command: str, user: str | None, stdin: str | None) -> CommandResult:
+        if stdin is None:
+            return self.remote.run(command, user=user)
+        return self.remote.run(command, user=user, stdin=stdin)
+
+    def redact(self, text: str) -> str:
+        """`text` with every per-lab secret value (.lab/secrets.toml) replaced by [secret]."""
+        return redact(text, self.secrets.values())
 
     def changed(self, what: str, *events: str) -> None:
         self.changes.append(what)
@@ -177,6 +194,11 @@ class Target:
 
     def file(self, path: str, content: str | bytes, mode: int = 0o644, owner: str = "root", group: str = "root",
              events: Iterable[str] = ()) -> bool:
+        """The file with this content, mode and owner, written whole (a temporary name in its own folder, renamed).
+
+        A file others may not read (no "other" bits in `mode`: settings with passwords, keys) is made with umask 077
+        and its content sent on stdin, so it is never readable by anyone else, not even for a moment.
+        """
         data = content.encode() if isinstance(content, str) else content
         wanted = f"{mode:o} {owner} {group} {hashlib.sha256(data).hexdigest()}"
         current = self.run("stat -c %s %s 2>/dev/null && sha256sum %s | cut -d' ' -f1", "%a %U %G", path, path,
@@ -188,12 +210,33 @@ class Target:
             self.run("chown %s %s && chmod %s %s", owners, path, octal, path)
             self.changed(f"set {path} to {mode:o} {owner}:{group}", *events)
             return True
-        tmp = f"/tmp/.lab-upload-{hashlib.sha1(path.encode()).hexdigest()[:12]}"
-        self.remote.put(data, tmp)
-        self.run("chown %s %s && chmod %s %s && mkdir -p $(dirname %s) && mv -f %s %s",
-                 owners, tmp, octal, tmp, path, tmp, path)
+        if mode & 0o007 or not _is_text(data):
+            tmp = f"/tmp/.lab-upload-{random_token()}"  # a fresh name: nobody can plant a link there beforehand
+            self.remote.put(data, tmp)
+            self.run("chown %s %s && chmod %s %s && mkdir -p $(dirname %s) && mv -f %s %s",
+                     owners, tmp, octal, tmp, path, tmp, path)
+        else:
+            self._write_private(path, data.decode(), owners, octal)
         self.changed(f"{'updated' if current else 'created'} {path}", *events)
         return True
+
+    def secret_file(self, path: str, content: str, owner: str = "root", group: str = "root", mode: int = 0o600,
+                    events: Iterable[str] = ()) -> bool:
+        """A file holding a secret for a program (mode 0600, or 0640 for the group of the one service that reads
+        it): written atomically, its content sent on stdin, never on a command line nor through a /tmp name."""
+        if mode & 0o007:
+            raise ValueError(f"a secret file must not be readable by others (mode {mode:o})")
+        return self.file(path, content, mode, owner, group, events)
+
+    def _write_private(self, path: str, text: str, owners: str, octal: str) -> None:
+        folder = posixpath.dirname(path) or "/"
+        # mkdir before the umask (a missing parent folder gets the usual 0755); mktemp makes a fresh 0600 name
+        # beside the file, so the rename is atomic and the content is never readable by others.
+        script = quoted(
+            'mkdir -p %s && umask 077 && tmp=$(mktemp %s) && trap \'rm -f "$tmp"\' EXIT && cat > "$tmp" && '
+            'chown %s "$tmp" && chmod %s "$tmp" && mv -f "$tmp" %s',
+            folder, f"{folder}/.lab-write-XXXXXXXX", owners, octal, path)
+        self.run(script, stdin=text)
 
     def template(self, path: str, name: str, mode: int = 0o644, owner: str = "root", group: str = "root",
                  events: Iterable[str] = (), **values: Any) -> bool:
@@ -278,6 +321,19 @@ class Target:
             if time.monotonic() > deadline:
                 raise RecipeError(f"nothing listens on {address}:{port} after {seconds:.0f} s")
             time.sleep(0.2)
+
+
+def random_token() -> str:
+    return secrets_module.token_hex(8)
+
+
+def _is_text(data: bytes) -> bool:
+    """Whether data survives the trip as text on stdin (invoke sends str)."""
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _words(names: Iterable[str]) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import secrets
 import tarfile
 
+from lab.machine import wheels
 from lab.recipes import PROJECT_ROOT, RecipeError, Target, recipe
 from lab.stack import all_tiers
 
@@ -20,6 +20,7 @@ PIP = f"{VENV}/bin/pip"
 VENV_MARKER = f"{VENV}/.lab-complete"  # written last: a venv without it is half-made
 RELEASES = f"{APP_HOME}/releases"
 CURRENT = f"{APP_HOME}/current"
+PREVIOUS = f"{APP_HOME}/previous"  # the release `current` pointed at before its last switch
 REQUIREMENTS = f"{APP_HOME}/requirements.txt"
 SKIPPED_PARTS = {"__pycache__", ".dev", ".pytest_cache"}
 
@@ -63,50 +64,36 @@ def app_user(t: Target) -> None:
 
 
 def pinned_requirements() -> dict[str, str]:
-    pins = {}
-    for line in (APP_SOURCE / "requirements.txt").read_text().splitlines():
-        match = re.match(r"^\s*([A-Za-z0-9_.-]+)(\[[^]]*\])?==([^\s;#]+)", line)
-        if match:
-            pins[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(3)
-    return pins
+    return {name: version for _, name, version in wheels.pins((APP_SOURCE / "requirements.txt").read_text())}
 
 
 @recipe(tiers=("web",))
 def virtualenv(t: Target) -> None:
-    """The site's pinned requirements in a venv of the host's own Python 3.11 (mod_wsgi needs the same one)."""
+    """The site's pinned requirements in a venv of the host's own Python 3.11 (mod_wsgi needs the same one),
+    installed with `--require-hashes`: the hashes are those of the wheels the machine downloaded itself."""
     t.packages("python3-venv")
     # A venv is made by several programs (venv, then ensurepip) and its scripts embed its path, so it cannot be
     # made aside and moved: one without its marker is half-made (e.g. bin/python but no bin/pip) and made again.
     # Installs hold the same lock (the marker's): a pip left going by an interrupt never writes into a venv being remade.
     if t.completed(VENV_MARKER, "rm -rf %s && python3 -m venv %s", VENV, VENV):
         t.changed(f"created virtualenv {VENV}")
-    t.file(REQUIREMENTS, (APP_SOURCE / "requirements.txt").read_text())
+    pinned = (APP_SOURCE / "requirements.txt").read_text()
+    try:
+        # The machine downloads each wheel once into its cache (hosts only read it, where the provider shares
+        # it) and hashes what it downloaded: a host installs exactly those files or nothing.
+        hashed = wheels.hashed_requirements(pinned, wheels.ensure_wheels(pinned))
+    except wheels.WheelsUnavailable as error:
+        raise RecipeError(str(error)) from None
+    t.file(REQUIREMENTS, hashed)
     missing = _missing_requirements(t)
     if not missing:
         return
     if t.facts.wheelhouse:
-        wheels = t.facts.wheelhouse
-        offline = t.locked(VENV_MARKER, "%s install -q --no-index --find-links %s -r %s", PIP, wheels, REQUIREMENTS)
-        if not t.test(offline):
-            # Hosts share one wheelhouse: fetch once (through the proxy), under a lock, then install offline.
-            # pip copies each wheel into --dest in place, and trusts a file it finds there: download into a
-            # folder of this run's own and move whole wheels in, so a killed download never leaves half a wheel.
-            t.run("flock %s sh -c %s", f"{wheels}/.lock", download_wheels(wheels))
-            t.run(offline)
+        t.run(t.locked(VENV_MARKER, "%s install -q --require-hashes --no-index --find-links %s -r %s",
+                       PIP, t.facts.wheelhouse, REQUIREMENTS))
     else:
-        t.run(t.locked(VENV_MARKER, "%s install -q -r %s", PIP, REQUIREMENTS))
+        t.run(t.locked(VENV_MARKER, "%s install -q --require-hashes -r %s", PIP, REQUIREMENTS))
     t.changed(f"installed {', '.join(missing)}", "app-code")
-
-
-def download_wheels(wheels: str) -> str:
-    """The shell command (run under the wheelhouse's lock) that adds the pinned requirements' wheels to it."""
-    partial = f"{wheels}/.partial"
-    return (
-        f"rm -rf {partial} && mkdir {partial} && "
-        f"{PIP} download -q --dest {partial} --find-links {wheels} -r {REQUIREMENTS} && "
-        f"for w in {partial}/*; do [ ! -e \"$w\" ] || [ -e {wheels}/\"${{w##*/}}\" ] || mv \"$w\" {wheels}/ || exit; done "
-        f"&& rm -rf {partial}"
-    )
 
 
 def _missing_requirements(t: Target) -> list[str]:
@@ -145,6 +132,16 @@ def app_archive() -> tuple[str, bytes]:
 def release(t: Target) -> None:
     """The site's code as an immutable release folder; `current` points at it (switched atomically)."""
     name, archive = app_archive()
+    folder = unpack_release(t, name, archive)
+    if switch_current(t, folder):
+        t.changed(f"switched {CURRENT} to release {name}", "app-code")
+
+
+def unpack_release(t: Target, name: str, archive: bytes) -> str:
+    """The release folder `name` on the host, unpacked from archive unless it is there already; its path.
+
+    Shared with `lab deploy` (lab/deploy.py), which unpacks on every web host before switching any.
+    """
     folder = f"{RELEASES}/{name}"
     if not t.test("test -f %s", f"{folder}/manage.py"):
         # Unpacked aside and renamed into place: the folder exists only complete. The upload has a name of this
@@ -157,14 +154,24 @@ def release(t: Target) -> None:
             f"rm -rf {folder}.tmp && mkdir -p {folder}.tmp && tar -xzf {upload} -C {folder}.tmp && mv -T {folder}.tmp {folder}"
         )))
         t.changed(f"unpacked release {name}")
-    if t.run("readlink %s", CURRENT, check=False).stdout.strip() != folder:
-        t.run(f"ln -sfn {folder} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}")
-        t.changed(f"switched {CURRENT} to release {name}", "app-code")
+    return folder
+
+
+def switch_current(t: Target, folder: str) -> bool:
+    """`current` atomically to folder; `previous` keeps the release it left (what `lab rollback` goes back to)."""
+    before = t.run("readlink %s", CURRENT, check=False).stdout.strip()
+    if before == folder:
+        return False
+    if before:
+        t.run(f"ln -sfn {before} {PREVIOUS}.new && mv -T {PREVIOUS}.new {PREVIOUS}")
+    t.run(f"ln -sfn {folder} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}")
+    return True
 
 
 # The site's settings file: shared with the database step (its database and role) and the app servers.
 SETTINGS_DIR = "/etc/bank"
 SETTINGS = f"{SETTINGS_DIR}/bank.toml"
+SETTINGS_MODE = 0o640  # root:bank
 STATIC_ROOT = "/srv/bank/static"
 DATABASE = "bank"
 ROLE = "bank"
@@ -179,9 +186,13 @@ def site_settings(t: Target) -> None:
     proxies = t.topology.clients(t.host, "app")
     allowed = [h.ip for h in proxies] + [h.name for h in proxies] + [t.host.ip, t.host.name, "localhost"]
     t.directory(SETTINGS_DIR, 0o750, "root", APP_USER)
+    # root:bank 0640: the site reads its settings and cannot rewrite them (a hijacked app cannot turn DEBUG on or
+    # point itself at another database); t.template writes a file others may not read through stdin, atomically.
     t.template(
-        SETTINGS, "step1_bootstrap/templates/bank.toml.j2", 0o600, APP_USER, APP_USER, events=("app-config",),
+        SETTINGS, "step1_bootstrap/templates/bank.toml.j2", SETTINGS_MODE, "root", APP_USER, events=("app-config",),
         secret_key=t.secrets["django_secret_key"], allowed_hosts=allowed, database=DATABASE, role=ROLE,
-        db_password=t.secrets["db_password"], db_host=databases[0].ip, db_port=t.topology.port("sql", client=t.host),
-        static_root=STATIC_ROOT,
+        db_password=t.secrets["db_password"],
+        # the primary (step 6 may add a standby; `lab failover db` swaps them); the pooler of step 5 overrides it
+        db_host=t.topology.db_primary.ip if t.topology.db_primary in databases else databases[0].ip, db_port=t.topology.port("sql", client=t.host),
+        static_root=STATIC_ROOT, trusted_proxies=[h.ip for h in proxies],
     )

@@ -1,30 +1,79 @@
 """Step 1 firewall checks: default-drop input, and every port the stack's links open reachable only as they say."""
 
+import errno
+import inspect
 import ipaddress
 import json
+import socket
 
 from lab.stack import all_tiers
 
 TIERS = all_tiers()
+# `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
+HINTS = {
+    "test_input_policy_is_drop": "write /etc/nftables.conf with `policy drop` on the input chain, then `systemctl enable --now nftables`",
+    "test_tier_ports_open_only_to_the_tier_in_front": "open in /etc/nftables.conf only the ports lab/stack.py's links name, to their sources (`nft list ruleset`)",
+}
 
-# Runs on the host: tries every target at once; "filtered" means the SYN was dropped (no answer).
-PROBE = """
-import json, socket, sys, concurrent.futures as f
-def probe(target):
+# What a port's probe comes to. "open" (connected), "closed" (a reset: nothing listens), "filtered" (no answer, though
+# the host answered ARP: a DROP rule), "rejected" (an ICMP error from a host that answered ARP: a REJECT rule) or
+# "unreachable" (the host never answered ARP, or no route: down, not firewalled). The three functions below are pure,
+# so unit tests (tests/test_unit_firewall_probe.py) feed them fake outcomes; PROBE sends their very source to the
+# host. They may use only the modules PROBE imports, and no quote or backtick but double quotes: PROBE travels in
+# single quotes on the command line.
+
+
+def connect_outcome(error):
+    """What a connect came to, from its error (None: it connected): open, closed, silent, icmp or unreachable."""
+    if error is None:
+        return "open"
+    if isinstance(error, ConnectionRefusedError):
+        return "closed"
+    if isinstance(error, socket.timeout):
+        return "silent"
+    return "icmp" if error.errno == errno.EHOSTUNREACH else "unreachable"
+
+
+def answered_arp(neigh):
+    """Whether the output of ip neigh show to IP has a state in which the host answered ARP (a link-layer address)."""
+    states = neigh.split()
+    return any(w in states for w in ("REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT"))
+
+
+def classify(error, neigh):
+    """A port as the check reports it, from its connect error and the output of ip neigh show to IP for its host
+    (read after the probes): silence or an ICMP error is the firewall (filtered, rejected) only from a host that
+    answered ARP, else the host is unreachable."""
+    raw = connect_outcome(error)
+    if raw not in ("silent", "icmp"):
+        return raw
+    if not answered_arp(neigh):
+        return "unreachable"
+    return "filtered" if raw == "silent" else "rejected"
+
+
+# Runs on the host: tries every target at once, then reads the neighbour table (the probes made the ARP requests).
+PROBE = "\n".join([
+    "import errno, json, socket, subprocess, sys, concurrent.futures as f",
+    inspect.getsource(connect_outcome), inspect.getsource(answered_arp), inspect.getsource(classify), """
+def connect_error(target):
     ip, port = target
     s = socket.socket(); s.settimeout(0.3)  # the lab bridge answers in well under 1 ms
     try:
-        s.connect((ip, port)); return "open"
-    except ConnectionRefusedError:
-        return "closed"
-    except OSError:
-        return "filtered"
+        s.connect((ip, port)); return None
+    except OSError as e:
+        return e
     finally:
         s.close()
+def neighbour(ip):
+    return subprocess.run(["ip", "neigh", "show", "to", ip], capture_output=True, text=True).stdout
 targets = json.loads(sys.argv[1])
 with f.ThreadPoolExecutor(len(targets) or 1) as pool:
-    print(json.dumps(list(pool.map(probe, targets))))
-"""
+    errors = list(pool.map(connect_error, targets))
+neighbours = {ip: neighbour(ip) for ip in {ip for ip, _ in targets}}
+print(json.dumps([classify(e, neighbours[ip]) for (ip, _), e in zip(targets, errors)]))
+"""])
+REFUSED_BY_FIREWALL = ("filtered", "rejected")
 
 
 def test_input_policy_is_drop(host):
@@ -49,8 +98,10 @@ def test_tier_ports_open_only_to_the_tier_in_front(host, node, lab, facts):
                 expected[key] = expected.get(key, False) or admitted(node.ip, opening.sources)
     targets = [[ip, port] for _, ip, port in expected]
     result = json.loads(host.check_output(f"python3 -c '{PROBE}' '{json.dumps(targets)}'"))
+    unreachable = sorted({name for ((name, _, _), _), outcome in zip(expected.items(), result) if outcome == "unreachable"})
+    assert not unreachable, f"{node.name} cannot reach {unreachable} at all (no ARP answer or no route): not a firewall's doing"
     for ((name, _, port), allowed), outcome in zip(expected.items(), result):
         if allowed:
-            assert outcome in ("open", "closed"), f"{node.name} → {name}:{port} is {outcome}"
+            assert outcome in ("open", "closed"), f"{node.name} → {name}:{port} is {outcome} by the firewall, though a link allows it"
         else:
-            assert outcome == "filtered", f"{node.name} → {name}:{port} is {outcome}"
+            assert outcome in REFUSED_BY_FIREWALL, f"{node.name} → {name}:{port} is {outcome}: the firewall should refuse it"

@@ -1,8 +1,20 @@
-"""Step 1 checks on the web hosts: the app user, the venv with the pinned Django 5.2 on Python 3.11, the release."""
+"""Step 1 checks on the web hosts: the app user, the venv with the pinned Django 5.2 on Python 3.11 installed with
+hashes from a wheel cache the host cannot write, the release."""
 
 import re
 
+import pytest
+
 TIERS = ("web",)
+# `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
+HINTS = {
+    "test_app_user_is_a_system_user_without_login": "`useradd --system --home-dir /srv/bank --no-create-home --shell /usr/sbin/nologin bank`",
+    "test_venv_runs_the_hosts_python_3_11": "`python3 -m venv /srv/bank/venv` (the python3-venv package first)",
+    "test_pinned_django_5_2_installed": "copy app/requirements.txt to /srv/bank/requirements.txt, then `/srv/bank/venv/bin/pip install --require-hashes -r` it",
+    "test_every_requirement_is_pinned_with_the_hashes_of_its_wheels": "each line of /srv/bank/requirements.txt: `name==version --hash=sha256:<hex>` (`pip hash` of its wheel), no line without",
+    "test_the_wheel_cache_is_read_only_in_the_host": "`findmnt /var/cache/lab/wheels` must show ro: undo any remount with `mount -o remount,ro,bind /var/cache/lab/wheels`",
+    "test_current_release_holds_the_site": "unpack app/ into /srv/bank/releases/NAME and `ln -sfn` /srv/bank/current to it",
+}
 
 
 def test_app_user_is_a_system_user_without_login(host):
@@ -22,6 +34,20 @@ def test_pinned_django_5_2_installed(host):
     assert re.fullmatch(r"5\.2\.\d+", version)
     pinned = host.file("/srv/bank/requirements.txt").content_string
     assert f"Django=={version}" in pinned
+
+
+def test_every_requirement_is_pinned_with_the_hashes_of_its_wheels(host):
+    lines = [line for line in host.file("/srv/bank/requirements.txt").content_string.splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines
+    assert all(re.fullmatch(r"\S+==\S+( --hash=sha256:[0-9a-f]{64})+", line) for line in lines), lines
+
+
+def test_the_wheel_cache_is_read_only_in_the_host(host, facts):
+    if facts.wheelhouse is None:
+        pytest.skip("this provider's hosts install from PyPI (no shared wheel cache)")
+    assert "ro" in host.check_output("findmnt -no OPTIONS %s", facts.wheelhouse).split(",")
+    assert host.run("test -w %s", facts.wheelhouse).rc != 0  # not even root in the host may write there
 
 
 def test_current_release_holds_the_site(host):

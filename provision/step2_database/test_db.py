@@ -1,7 +1,17 @@
 """Step 2 checks on the database host: PostgreSQL 15 running, on the private network only, admitting only the hosts
-its links let in."""
+its links let in; the site's role owns its database and nothing more."""
+
+from provision.step1_bootstrap.recipes import DATABASE, ROLE
 
 TIERS = ("db",)
+# `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
+HINTS = {
+    "test_postgresql_15_installed_and_running": "install the package postgresql-15, then `systemctl enable --now postgresql`",
+    "test_listens_on_private_ip_and_loopback_only": "set listen_addresses = 'localhost,<db1's IP>' in /etc/postgresql/15/main/conf.d/, restart postgresql",
+    "test_pg_hba_admits_only_the_web_hosts": "one `host bank bank <web IP>/32 scram-sha-256` line per web host in pg_hba.conf (mode 0640), then reload",
+    "test_site_database_and_role_exist": "as postgres: `createuser --pwprompt bank` and `createdb --owner=bank bank`",
+    "test_site_role_has_no_administrative_powers": "as postgres: `ALTER ROLE bank NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS`; bank owns only db bank, in no role",
+}
 
 
 def test_postgresql_15_installed_and_running(host):
@@ -21,7 +31,7 @@ def test_pg_hba_admits_only_the_web_hosts(host, node, lab):
         line.split() for line in host.file("/etc/postgresql/15/main/pg_hba.conf").content_string.splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    network_rules = [r for r in rules if r[0].startswith("host")]
+    network_rules = [r for r in rules if r[0].startswith("host") and r[1] != "replication"]  # step 6: test_standby
     assert sorted(r[3] for r in network_rules) == sorted(f"{c.ip}/32" for c in lab.clients(node, "sql"))
     assert lab.clients(node, "sql")  # the site's hosts reach it
     assert all(r[1:3] == ["bank", "bank"] and r[4] == "scram-sha-256" for r in network_rules)
@@ -34,3 +44,20 @@ def test_site_database_and_role_exist(host):
         roles = host.check_output("psql -tAc 'SELECT rolname FROM pg_roles WHERE rolcanlogin'").split()
     assert "bank" in databases
     assert "bank" in roles
+
+
+def test_site_role_has_no_administrative_powers(host):
+    """The site's role can be stolen with the site: it must not be a superuser, make roles or databases, replicate
+    or bypass row security. It owns its own database (migrations need that) and no other."""
+    with host.sudo("postgres"):
+        powers = host.check_output(
+            "psql -tAc %s", "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls "
+            f"FROM pg_roles WHERE rolname = '{ROLE}'")
+        owned = host.check_output(
+            "psql -tAc %s", f"SELECT datname FROM pg_database WHERE pg_get_userbyid(datdba) = '{ROLE}'").split()
+        member_of = host.check_output(
+            "psql -tAc %s", "SELECT b.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
+            f"JOIN pg_roles b ON b.oid = m.roleid WHERE r.rolname = '{ROLE}'").split()
+    assert powers == "f|f|f|f|f", f"role {ROLE} (super, createrole, createdb, replication, bypassrls): {powers}"
+    assert owned == [DATABASE]
+    assert not member_of, f"role {ROLE} inherits from {member_of}"

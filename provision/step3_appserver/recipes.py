@@ -130,7 +130,7 @@ def mod_wsgi(t: Target) -> None:
     _serve(t, "apache2", reconfigured=changed)
 
 
-def _warm_up(t: Target, unit: str) -> None:
+def _warm_up(t: Target, unit: str, seconds: float = WARM_UP_SECONDS) -> None:
     """The health check after a (re)start, from the host itself: the balancer's first request finds the site
     ready, and a site that cannot answer fails this recipe rather than `lab test`."""
     url = f"http://{t.host.ip}:{APP_PORT}{HEALTH_PATH}"
@@ -147,7 +147,7 @@ def _warm_up(t: Target, unit: str) -> None:
         "            sys.exit(f'{sys.argv[1]}: {error}')\n"
         "        time.sleep(0.5)\n"
     )
-    result = t.run("python3 -c %s %s %s", script, url, WARM_UP_SECONDS, check=False)
+    result = t.run("python3 -c %s %s %s", script, url, seconds, check=False)
     if not result.ok:
         raise RecipeError(f"the site did not answer after {unit} started: {gist(result.stderr)}")
 
@@ -164,9 +164,9 @@ def _in_current_release(t: Target) -> bool:
     return t.test("sh -c %s", IN_CURRENT_RELEASE)
 
 
-def _serving_current_release(t: Target, unit: str) -> None:
+def _serving_current_release(t: Target, unit: str, seconds: float = WARM_UP_SECONDS) -> None:
     """Wait until every process of the app user runs in the current release: after a graceful reload, old
     workers finish their requests first; until then a request may still reach the old release."""
     wait = quoted("until sh -c %s; do sleep 0.2; done", IN_CURRENT_RELEASE)
-    if not t.test("timeout %s sh -c %s", WARM_UP_SECONDS, wait):
-        raise RecipeError(f"{unit} still runs an old release {WARM_UP_SECONDS} s after its restart")
+    if not t.test("timeout %s sh -c %s", seconds, wait):
+        raise RecipeError(f"{unit} still runs an old release {seconds} s after its restart")

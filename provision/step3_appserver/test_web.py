@@ -6,6 +6,22 @@ import re
 import pytest
 
 TIERS = ("web",)
+# `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
+HINTS = {
+    "test_app_port_bound_to_private_ip_only": "bind the app server to the host's private IP, port 8000 (Gunicorn's --bind IP:8000), not 0.0.0.0",
+    "test_app_port_held_by_the_labs_app_server_alone": "stop whatever else holds port 8000 (`ss -ltnp 'sport = :8000'`), leave the lab's app server",
+    "test_unused_app_servers_stopped_and_disabled": "`systemctl disable --now` the app server this lab does not use (gunicorn or apache2)",
+    "test_health_reports_the_database_reachable": "`curl http://<web IP>:8000/health/`; `journalctl -u gunicorn` says why the site cannot reach its database",
+    "test_static_files_collected_with_manifest": "as bank in /srv/bank/current: `manage.py collectstatic --noinput` (STATIC_ROOT /srv/bank/static)",
+    "test_gunicorn_enabled_and_running": "write /etc/systemd/system/gunicorn.service, `systemctl daemon-reload && systemctl enable --now gunicorn`",
+    "test_gunicorn_runs_as_the_app_user": "User=bank and Group=bank in gunicorn.service, then `systemctl restart gunicorn`",
+    "test_gunicorn_runs_the_configured_workers": "--workers and --threads in gunicorn.service as [appserver] in lab.toml says, then restart",
+    "test_apache_enabled_and_running": "`systemctl enable --now apache2`; `apache2ctl configtest` says what is wrong",
+    "test_apache_loads_mod_wsgi": "install the package libapache2-mod-wsgi-py3, `a2enmod wsgi`, then restart apache2",
+    "test_apache_listens_on_the_app_port_only": "only `Listen <web IP>:8000` in /etc/apache2/ports.conf; `a2dissite 000-default`",
+    "test_wsgi_daemon_processes_run_as_the_app_user": "WSGIDaemonProcess bank user=bank group=bank processes=N threads=M in the bank site",
+    "test_no_python_in_apaches_own_workers": "WSGIRestrictEmbedded On and WSGIProcessGroup bank: only the daemons load the site",
+}
 APP_PORT = 8000
 SERVER_UNITS = {"gunicorn": "gunicorn", "mod_wsgi": "apache2"}  # the unit behind each app server
 SERVER_PROGRAMS = {"gunicorn": "gunicorn", "mod_wsgi": "apache2"}  # who may hold the app port

@@ -1,4 +1,5 @@
-"""Step 5 recipes: nginx balancing every web host that answers, and the site's static files served by nginx itself."""
+"""Step 5 recipes: nginx balancing every web host that answers, over HTTPS with a certificate from the lab's own CA
+(plain HTTP redirected), login attempts rate limited, and the site's static files served by nginx itself."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import shlex
 from typing import Iterable
 
 from lab.recipes import RecipeError, Target, recipe
+from lab.tls import Authority, issue, reason_to_reissue
 from lab.topology import Host, Topology
 from provision.step1_bootstrap.recipes import STATIC_ROOT
 from provision.step3_appserver.recipes import APP_PORT, HEALTH_PATH
@@ -13,6 +15,20 @@ from provision.step3_appserver.recipes import APP_PORT, HEALTH_PATH
 SITE = "/etc/nginx/sites-available/bank"
 STATIC_ARCHIVE = "/tmp/.lab-static.tgz"  # web1's static tree on its way to the balancer
 SYSCTL_FILE = "/etc/sysctl.d/60-balancer.conf"
+TLS_DIR = "/etc/nginx/tls"
+# The certificate, then its key, in one file (nginx reads both from it): replaced whole, they always match.
+# root:root 0600: nginx's master process reads it as root before its workers drop to www-data.
+TLS_PEM = f"{TLS_DIR}/bank.pem"
+HTTP_PORT, HTTPS_PORT = 80, 443
+# The bench's plain-HTTP way in (lab/stack.py's http-plain link, the machine only): the TLS cost, measured.
+PLAIN_BENCH_PORT = 8080
+# All it serves: the page the bench's http scenario requests (loadtests/hello.py); every other path is 404 there.
+PLAIN_BENCH_PATHS = ("/hello/",)
+# Password guessing slowed at the door: each client address may POST to a login form LOGIN_RATE times a second,
+# beyond a burst of LOGIN_BURST; the rest are answered 429 at once, before they reach a web host.
+LOGIN_RATE_PER_SECOND = 5
+LOGIN_BURST = 20
+LOGIN_PATHS = ("/accounts/login/", "/admin/login/")
 # nginx opens a new connection to a web host for each request a sync Gunicorn worker answers (it closes
 # every connection): at a few thousand requests/s the default 28k ports sit in TIME_WAIT within seconds
 # and the balancer stalls. Reusing TIME_WAIT ports for new outgoing connections is safe with timestamps on.
@@ -55,8 +71,16 @@ def upstream_servers(hosts: list[Host], answering: set[str], down: frozenset[str
             for h in listed]
 
 
+def site_values(servers: list[dict[str, str]]) -> dict[str, object]:
+    """What the balancer's site template prints besides the host: its upstream servers and the constants above."""
+    return {"servers": servers, "static_root": STATIC_ROOT, "http_port": HTTP_PORT, "https_port": HTTPS_PORT,
+            "plain_bench_port": PLAIN_BENCH_PORT, "plain_bench_paths": PLAIN_BENCH_PATHS,
+            "tls_pem": TLS_PEM, "login_paths": LOGIN_PATHS, "login_rate": f"{LOGIN_RATE_PER_SECOND}r/s",
+            "login_burst": LOGIN_BURST}
+
+
 def write_site(lb: Target, servers: list[dict[str, str]]) -> bool:
-    changed = lb.template(SITE, "step5_balancer/templates/nginx-bank.conf.j2", servers=servers, static_root=STATIC_ROOT)
+    changed = lb.template(SITE, "step5_balancer/templates/nginx-bank.conf.j2", **site_values(servers))
     if changed:
         _check_config(lb)
     return changed
@@ -68,7 +92,32 @@ def _check_config(lb: Target) -> None:
         raise RecipeError(f"nginx rejects the new configuration: {check.stderr.strip().splitlines()[-1]}")
 
 
-@recipe(tiers=("lb",), after=("step3_appserver.gunicorn", "step3_appserver.mod_wsgi"))
+@recipe(tiers=("lb",))
+def certificate(t: Target) -> None:
+    """The balancer's key and certificate, for its name and address, signed by the lab's CA on this machine (the CA's
+    key never leaves it); made anew only when the one there will not do (another CA, other names, ending soon)."""
+    authority = Authority.from_secrets(t.secrets)
+    if authority is None:
+        raise RecipeError("no lab CA among the recipes' secrets: `lab up` makes it in .lab/ca/")
+    t.directory(TLS_DIR, 0o700, "root", "root")
+    with t.owed("nginx-certificate") as earlier_change:
+        # Only the certificate comes back from the host, never the key.
+        found = t.run("sed -n %s %s 2>/dev/null", "/BEGIN CERTIFICATE/,/END CERTIFICATE/p", TLS_PEM, check=False).stdout
+        reason = reason_to_reissue(found, authority, [t.host.name], [t.host.ip])
+        changed = False
+        if reason:
+            changed = t.file(TLS_PEM, issue(authority, [t.host.name], [t.host.ip]), 0o600)
+            t.changed(f"new certificate from the lab CA ({reason})")
+        elif t.run("stat -c %s %s", "%a %U %G", TLS_PEM).stdout.split() != ["600", "root", "root"]:
+            t.run("chown root:root %s && chmod 600 %s", TLS_PEM, TLS_PEM)
+            t.changed(f"set {TLS_PEM} to 600 root:root")
+        if (changed or earlier_change) and t.test("systemctl is-active --quiet nginx"):
+            _check_config(t)
+            t.run("systemctl reload nginx")
+            t.changed("reloaded nginx for its new certificate")
+
+
+@recipe(tiers=("lb",), after=("step3_appserver.gunicorn", "step3_appserver.mod_wsgi", "step5_balancer.certificate"))
 def nginx(t: Target) -> None:
     """nginx in front of the web hosts whose app server answers; it waits for their app server recipes, so a
     host joins the pool only once it can serve, and a host that cannot is left out and named."""
@@ -86,7 +135,9 @@ def nginx(t: Target) -> None:
         if enabled:
             _check_config(t)
         t.service("nginx", reload=changed or enabled)
-    t.wait_for_port(t.host.ip, 80)
+    t.wait_for_port(t.host.ip, HTTP_PORT)
+    t.wait_for_port(t.host.ip, HTTPS_PORT)
+    t.wait_for_port(t.host.ip, PLAIN_BENCH_PORT)
     left_out = [h.name for h in hosts if h.name not in answering]
     if left_out:
         raise RecipeError(f"{', '.join(left_out)} left out of nginx's pool: GET {HEALTH_PATH} on port {APP_PORT} "

@@ -10,13 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabBusy
+from lab.errors import LabBusy, ProviderError
 from lab.files import write_atomically
 from lab.hosts import HostFacts, SshEndpoint
 from lab.machine import network
 from lab.machine.paths import cache_root, data_root, short_id
 from lab.providers.base import Provider
-from lab.providers.local import machines, proxy
+from lab.providers.local import cpus as cpus_module, machines, proxy, snapshots
 from lab.providers.local.rootfs import ensure_rootfs
 from lab.state import LabDir
 from lab.machine_packages import ensure_feature
@@ -24,6 +24,8 @@ from lab.system import Say, require_root
 from lab.topology import Topology
 
 WHEELS_IN_HOST = "/var/cache/lab/wheels"
+# A host whose nspawn was killed from outside: its processes still run, unsupervised; not running until `lab up`.
+ORPHANED = "orphaned (nspawn killed)"
 
 
 class LocalProvider(Provider):
@@ -55,6 +57,7 @@ class LocalProvider(Provider):
         require_root("the local provider")
         ensure_feature("local", say)  # lab/machine-packages.toml
         _disable_packaged_squid()
+        _ensure_inotify_instances(say)
         root = data_root() / topology.name
         owner_file = root / "owner"
         if owner_file.exists():
@@ -111,9 +114,24 @@ class LocalProvider(Provider):
             network.ensure_host_link(spec.netns, spec.veth, resources["bridge"], spec.ip, resources["subnet"])
             pid = machines.running_pid(spec)
             if pid is None:
+                if machines.leftover_pids(spec):
+                    # Its nspawn was killed from outside: the host's own processes run on unsupervised; a second
+                    # boot on the same disk and netns beside them would fight them, so they go first.
+                    say(f"{host_name}: stopping what its killed nspawn left running")
+                    machines.stop(spec)
                 say(f"booting {host_name}")
                 pid = machines.boot(spec, {str(wheels): WHEELS_IN_HOST})
-            machines.wait_for_ssh(spec, pid)
+                machines.wait_for_ssh(spec, pid)
+            else:
+                try:
+                    machines.wait_for_ssh(spec, pid)
+                except ProviderError:
+                    # Running but deaf (a boot that went wrong, e.g. the machine ran out of inotify instances):
+                    # what a VM's reset button does, once.
+                    say(f"{host_name} runs but does not answer SSH: booting it again")
+                    machines.stop(spec)
+                    pid = machines.boot(spec, {str(wheels): WHEELS_IN_HOST})
+                    machines.wait_for_ssh(spec, pid)
             return SshEndpoint(host=host_name, address=spec.ip, port=22, user="root",
                                identity_file=str(labdir.private_key), host_key=host_key)
 
@@ -126,6 +144,8 @@ class LocalProvider(Provider):
             spec = machines.MachineSpec(**spec_data)
             if machines.running_pid(spec):
                 result[name] = "running"
+            elif machines.leftover_pids(spec):
+                result[name] = ORPHANED
             elif Path(spec.root).exists():
                 result[name] = "stopped"
             else:
@@ -138,9 +158,24 @@ class LocalProvider(Provider):
         return {name: machines.cpu_seconds(machines.MachineSpec(**spec))
                 for name, spec in (state.get("resources") or {}).get("hosts", {}).items()}
 
+    def pin_cpus(self, project: Any, cpus: str | None) -> None:
+        cpus_module.pin(project.labdir.read(), cpus)  # lab/providers/local/cpus.py
+
+    # `lab reset --to-step K` (lab/workshop.py): copies of the hosts' overlay upper layers, in snapshots.py.
+    def snapshot(self, project: Any, name: str) -> dict[str, float]:
+        require_root("the local provider")
+        return snapshots.snapshot(project.labdir.read(), name)
+
+    def restore(self, project: Any, name: str, say: Say = lambda message: None) -> dict[str, float]:
+        require_root("the local provider")
+        state = project.labdir.read()
+        topology = Topology.from_dict(state["topology"])
+        return snapshots.restore(state, name, lambda: self.up(topology, project.labdir, state, say))
+
     def destroy(self, labdir: LabDir, state: dict[str, Any], say: Say) -> None:
         require_root("the local provider")
         destroy_resources(state.get("resources") or {}, say)
+        cpus_module.pin(state, None)  # the lab's cpuset group, if a bench killed outright left it
 
 
 def destroy_resources(resources: dict[str, Any], say: Say) -> None:
@@ -162,6 +197,22 @@ def _remove_host(spec: machines.MachineSpec) -> None:
     machines.stop(spec)
     machines.remove(spec)
     network.remove_host_link(spec.netns, spec.veth)
+
+
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+# Each host's systemd holds a few inotify instances, all counted against root: Linux's default of 128 runs out
+# at a few dozen hosts on one machine ("Failed to allocate manager object: Too many open files" as a host boots).
+MIN_INOTIFY_INSTANCES = 1024
+
+
+def _ensure_inotify_instances(say: Say) -> None:
+    try:
+        current = int(INOTIFY_INSTANCES.read_text())
+        if current < MIN_INOTIFY_INSTANCES:
+            INOTIFY_INSTANCES.write_text(str(MIN_INOTIFY_INSTANCES))
+            say(f"raised fs.inotify.max_user_instances from {current} to {MIN_INOTIFY_INSTANCES} (hosts' systemd need them)")
+    except (OSError, ValueError):
+        pass  # a machine that refuses still boots a few hosts; a host that cannot start says why in its console log
 
 
 def _disable_packaged_squid() -> None:

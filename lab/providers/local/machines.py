@@ -20,6 +20,27 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_HIERARCHIES = ("systemd", "unified", "memory", "pids")
 
 
+# systemd-nspawn exits with this code when the host asked for a reboot (systemd-nspawn@.service restarts on it too).
+REBOOT_EXIT_CODE = 133
+MAX_QUICK_REBOOTS = 5  # reboots within a minute before the supervisor gives up (a host that reboots as it boots)
+SUPERVISOR_NAME = "lab-host-supervisor"
+# The supervisor joins the host's cgroups first, so nspawn starts (and stays) in the host's own group: this machine's
+# PID 1 is not systemd, so nothing else would give it one. It then boots the host again each time nspawn exits
+# because the host rebooted itself, as a VM's firmware would; any other exit (a poweroff, a kill from outside)
+# ends it, and the host is stopped until `lab up`. Its netns, veth and address live outside nspawn and stay.
+SUPERVISOR = (
+    'for g in $LAB_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 97; done\n'
+    'quick=0; since=$(date +%s)\n'
+    'while :; do\n'
+    '  "$@"; code=$?\n'
+    f'  [ $code -eq {REBOOT_EXIT_CODE} ] || exit $code\n'
+    '  now=$(date +%s); if [ $((now - since)) -gt 60 ]; then quick=0; since=$now; fi\n'
+    f'  quick=$((quick + 1)); [ $quick -le {MAX_QUICK_REBOOTS} ] || {{ echo "lab: $LAB_HOST rebooted too often"; exit $code; }}\n'
+    '  echo "lab: $LAB_HOST rebooted itself; booting it again"\n'
+    'done\n'
+)
+
+
 @dataclass(frozen=True)
 class MachineSpec:
     """Everything needed to make, boot and remove one host; all of it is stored in the state file."""
@@ -98,20 +119,27 @@ def ensure_identity(spec: MachineSpec, authorized_key: str) -> str:
 
 
 def running_pid(spec: MachineSpec) -> int | None:
-    """The nspawn process of this host, found through its cgroup (the pid file may be from before a reboot)."""
+    """The process that keeps this host running: its supervisor (which boots it again after an in-host reboot),
+    else its nspawn (a host booted before supervisors), found through its cgroup (a pid file may be stale)."""
+    found = None
     for directory in cgroup_dirs(spec.cgroup):
         for pid in _pids_below(directory):
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if cmdline and cmdline[0].endswith(b"systemd-nspawn") and f"--directory={spec.merged}".encode() in cmdline:
+            if f"--directory={spec.merged}".encode() not in cmdline or _is_zombie(pid):
+                continue
+            if SUPERVISOR_NAME.encode() in cmdline[:5]:
                 return pid
-    return None
+            if cmdline[0].endswith(b"systemd-nspawn"):
+                found = pid
+    return found
 
 
 def boot(spec: MachineSpec, binds: dict[str, str]) -> int:
-    """Start systemd-nspawn detached, inside a fresh cgroup, with real systemd as the host's PID 1."""
+    """Start the host's supervisor detached, inside a fresh cgroup: systemd-nspawn with real systemd as the host's
+    PID 1, booted again when the host reboots itself. Returns the supervisor's pid."""
     groups = cgroup_dirs(spec.cgroup)
     for directory in groups:
         directory.mkdir(parents=True, exist_ok=True)
@@ -123,16 +151,15 @@ def boot(spec: MachineSpec, binds: dict[str, str]) -> int:
         "--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=read-only",
         # The host's own firewall (nftables) needs NET_ADMIN; it only reaches the host's own namespace.
         "--capability=CAP_NET_ADMIN",
-        *[f"--bind={source}:{target}" for source, target in binds.items()],
+        # Read-only: a host must not change what another host installs (the machine alone fills the wheel cache).
+        *[f"--bind-ro={source}:{target}" for source, target in binds.items()],
     ]
-    # The wrapper joins the cgroups before exec, so nspawn starts (and stays) in the host's own group:
-    # this machine's PID 1 is not systemd, so nothing else would give it one.
-    wrapper = 'for g in $LAB_CGROUPS; do echo $$ > "$g/cgroup.procs" || exit 97; done; exec "$@"'
     log = open(spec.console_log, "ab")
     process = subprocess.Popen(
-        ["sh", "-c", wrapper, "lab-boot", *command],
+        ["sh", "-c", SUPERVISOR, SUPERVISOR_NAME, *command],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LAB_CGROUPS": " ".join(map(str, groups)),
+             "LAB_HOST": spec.name,
              # /proc/sys/net writable, as on a VM: a host tunes its own network namespace (the balancer does)
              "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"},
     )
@@ -208,11 +235,17 @@ def _pids_below(directory: Path) -> list[int]:
     return pids
 
 
+def leftover_pids(spec: MachineSpec) -> set[int]:
+    """Every process in the host's cgroups. With no supervisor or nspawn among them, they are what a kill of its
+    nspawn from outside left behind: the host's systemd and services, still serving, unsupervised."""
+    return {p for d in cgroup_dirs(spec.cgroup) for p in _pids_below(d)}
+
+
 def stop(spec: MachineSpec, timeout: float = 10) -> None:
     """Kill every process of the host (the lab is being removed: no need for a polite shutdown)."""
     deadline = time.monotonic() + timeout
     while True:
-        pids = {p for d in cgroup_dirs(spec.cgroup) for p in _pids_below(d)}
+        pids = leftover_pids(spec)
         if not pids:
             return
         for pid in pids:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import sys
+import time
 from typing import Any
 
 from lab.errors import NetworkClash, ProviderError, VagrantProviderMissing
 from lab.hosts import HostFacts, SshEndpoint
 from lab.machine import network
+from lab.machine.cpus import cpu_seconds_over_ssh
 from lab.providers.base import Provider
-from lab.providers.vagrant import settings, vagrantfile
+from lab.providers.vagrant import cpus as vm_cpus, settings, vagrantfile
 from lab.providers.vagrant.driver import VagrantDriver
 from lab.state import LabDir
 from lab.system import Say
@@ -26,6 +28,11 @@ def choose_vagrant_provider(topology: Topology) -> str:
     if sys.platform.startswith("linux"):
         return "libvirt"  # installable from the distribution, unlike VirtualBox
     return "virtualbox"
+
+
+# Vagrant reaches a VM over its management NIC (a DHCP address Vagrant reads back): sshd must answer there, and the
+# NIC's DHCP client keeps its lease. The firewall still admits SSH from the control address only.
+MANAGEMENT_SOCKETS = (("tcp", 22), ("udp", 68))
 
 
 class VagrantProvider(Provider):
@@ -62,7 +69,8 @@ class VagrantProvider(Provider):
     def facts(self, topology: Topology) -> HostFacts:
         # VMs reach the registries through Vagrant's NAT network; lab's SSH arrives through it too, from the machine.
         return HostFacts(proxy_url=None, wheelhouse=None,
-                         control_address=vagrantfile.CONTROL_ADDRESS[choose_vagrant_provider(topology)])
+                         control_address=vagrantfile.CONTROL_ADDRESS[choose_vagrant_provider(topology)],
+                         management_sockets=MANAGEMENT_SOCKETS)
 
     def up(self, topology: Topology, labdir: LabDir, state: dict[str, Any], say: Say) -> list[SshEndpoint]:
         provider = choose_vagrant_provider(topology)
@@ -135,6 +143,30 @@ class VagrantProvider(Provider):
 
             libvirt.require_libvirt()  # one clear line, rather than Vagrant's page about a socket
         return {name: value.replace("_", " ") for name, value in driver.status().items()}
+
+    def pin_cpus(self, project: Any, cpus: str | None) -> None:
+        vm_cpus.pin(project.labdir.read().get("resources") or {}, cpus)
+
+    def host_cpu_seconds(self, project: Any) -> dict[str, float]:
+        """No cgroup view of a VM from outside that counts what its guest runs: ask each guest's /proc/stat."""
+        state = project.labdir.read()
+        return cpu_seconds_over_ssh(project.labdir, [h["name"] for h in state["topology"]["hosts"]])
+
+    # `lab reset --to-step K` (lab/workshop.py): Vagrant's own snapshots of every VM, named after the step.
+    def snapshot(self, project: Any, name: str) -> dict[str, float]:
+        return self._snapshot(project.labdir, "save", name)
+
+    def restore(self, project: Any, name: str, say: Say = lambda message: None) -> dict[str, float]:
+        say(f"vagrant snapshot restore {name} (every VM)")
+        return self._snapshot(project.labdir, "restore", name)
+
+    @staticmethod
+    def _snapshot(labdir: LabDir, action: str, name: str) -> dict[str, float]:
+        started = time.monotonic()
+        VagrantDriver(labdir.path, labdir.logs / "vagrant.log").snapshot(action, name)
+        seconds = time.monotonic() - started  # Vagrant does the VMs one after another: the share of each
+        hosts = [h["name"] for h in labdir.read()["topology"]["hosts"]]
+        return {host: seconds / len(hosts) for host in hosts}
 
     def destroy(self, labdir: LabDir, state: dict[str, Any], say: Say) -> None:
         resources = state.get("resources") or {}

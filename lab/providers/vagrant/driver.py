@@ -186,6 +186,15 @@ class VagrantDriver:
         except subprocess.CalledProcessError:
             raise self._fail(f"vagrant destroy {vm_name or ''} failed".replace("  ", " "), since) from None
 
+    def snapshot(self, action: str, name: str) -> None:
+        """`lab reset` (lab/workshop.py): `vagrant snapshot save --force NAME` or `restore --no-provision NAME`, every VM."""
+        arguments = {"save": ["save", "--force", name], "restore": ["restore", "--no-provision", name]}[action]
+        since = self._mark()
+        try:
+            self._vagrant._call_vagrant_command(["snapshot", *arguments])  # python-vagrant's own has no --force
+        except subprocess.CalledProcessError:
+            raise self._fail(f"vagrant snapshot {action} {name} failed", since) from None
+
 
 # python-vagrant renames libvirt's states to VirtualBox's; `vagrant status` itself says libvirt's own words.
 LIBVIRT_STATES = {"poweroff": "shutoff", "saved": "paused"}

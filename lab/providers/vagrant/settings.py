@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from lab.errors import TopologyError
-from lab.topology import Topology, _choice, _integer, _unknown_keys
+from lab.topology import BOX_NAME_PATTERN, Topology, _choice, _integer, _unknown_keys, template_safe
 
 TABLE = "vagrant"
 KEYS = {"provider", "box_virtualbox", "box_libvirt", "libvirt_driver", "boot_timeout"}
@@ -34,15 +33,27 @@ def resolve(table: Mapping[str, Any], environ: Mapping[str, str]) -> VagrantSett
     provider = _choice("vagrant.provider", table.get("provider", defaults.provider), VAGRANT_PROVIDERS)
     if "LAB_VAGRANT_PROVIDER" in environ:
         provider = _choice("LAB_VAGRANT_PROVIDER", environ["LAB_VAGRANT_PROVIDER"], VAGRANT_PROVIDERS)
-    boxes = {}
-    for key in ("box_virtualbox", "box_libvirt"):
-        value = table.get(key, getattr(defaults, key))
-        if not isinstance(value, str) or not value.strip() or any(c in value for c in "\"'\n"):
-            raise TopologyError(f"vagrant.{key} must be a box name like {getattr(defaults, key)!r} (got {value!r})")
-        boxes[key] = value
+    boxes = {key: _box_name(f"vagrant.{key}", table.get(key, getattr(defaults, key)), getattr(defaults, key))
+             for key in ("box_virtualbox", "box_libvirt")}
     driver = _choice("vagrant.libvirt_driver", table.get("libvirt_driver", defaults.libvirt_driver), LIBVIRT_DRIVERS)
     boot_timeout = _integer("vagrant.boot_timeout", table.get("boot_timeout", defaults.boot_timeout), *BOOT_TIMEOUT_S)
     return VagrantSettings(provider=provider, libvirt_driver=driver, boot_timeout=boot_timeout, **boxes)
+
+
+def _box_name(where: str, value: Any, example: str) -> str:
+    # Rendered into a Ruby string of the Vagrantfile: "#{...}" there would run as root when Vagrant loads it.
+    return template_safe(where, value, BOX_NAME_PATTERN, f"a box name like {example!r} (letters, digits, '.', '_', "
+                         "'-', one '/')")
+
+
+def check(values: VagrantSettings) -> VagrantSettings:
+    """Settings read back from a state file hold only what templates may print (as resolve() ensures for lab.toml)."""
+    for key in ("box_virtualbox", "box_libvirt"):
+        _box_name(f"vagrant.{key}", getattr(values, key), getattr(VagrantSettings(), key))
+    _choice("vagrant.provider", values.provider, VAGRANT_PROVIDERS)
+    _choice("vagrant.libvirt_driver", values.libvirt_driver, LIBVIRT_DRIVERS)
+    _integer("vagrant.boot_timeout", values.boot_timeout, *BOOT_TIMEOUT_S)
+    return values
 
 
 def from_dict(data: Mapping[str, Any]) -> VagrantSettings:

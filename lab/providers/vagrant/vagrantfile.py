@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 
 from lab.providers.vagrant import settings
-from lab.topology import Topology
+from lab.topology import Topology, checked_for_templates
 
 TEMPLATE = Path(__file__).resolve().parents[3] / "Vagrantfile.j2"
 # vagrant-libvirt's management network (its defaults, named in the Vagrantfile so lab can rely on them): Vagrant's
@@ -25,6 +25,10 @@ def libvirt_network_name(topology: Topology) -> str:
 
 
 def render(topology: Topology, libvirt_driver: str) -> str:
+    """The Vagrantfile (Ruby: every string printed into it was checked against a strict pattern first)."""
+    checked_for_templates(topology)
+    if libvirt_driver not in ("kvm", "qemu", "n/a"):
+        raise ValueError(f"libvirt driver {libvirt_driver!r}")
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)), undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False,

@@ -1,0 +1,193 @@
+"""Workshop mode on a real lab, the attendee's way: bare hosts, then for each step `lab check K` fails, `lab solve K`
+(standing in for the attendee), `lab check K` passes; `lab reset` rewinds; `lab deploy`/`lab rollback` under load
+lose no request; a deploy whose health check fails stops with the old release serving; `fab -H web1 status` works."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lab.bench.locust import BenchSettings, locust_command, output_paths, parse_stats_json
+from lab.recipes import PROJECT_ROOT
+from lab.testing import ScratchLab, needs_root, scratch_lab
+
+NAME = os.environ.get("TEST_LAB_NAME", "labshop")
+pytestmark = pytest.mark.integration
+
+needs_root()
+
+WEBS = ("web1", "web2")
+USERS = 10  # Locust's anonymous site visitors through lb1: a bounded load, ~30 requests/s
+LOAD_AROUND_S = 5  # load flowing before the deploy starts and after it ends
+LOAD_LIMIT_S = 600  # Locust's own bound, should a deploy hang
+PROJECT_PARTS = ("lab", "provision", "app", "loadtests", "Vagrantfile.j2", "pyproject.toml", "fabfile.py", "fabric.yaml")
+BASE_TEMPLATE = Path("app/accounts/templates/accounts/base.html")
+CHECK_FAILED, NO_SNAPSHOT, DEPLOY_FAILED = 12, 71, 72
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project: the test edits its app/ as an attendee would before a deploy."""
+    root = tmp_path_factory.mktemp("project")
+    for part in PROJECT_PARTS:
+        source = PROJECT_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, root / part, ignore=shutil.ignore_patterns("__pycache__", ".dev", ".pytest_cache"))
+        else:
+            shutil.copy2(source, root / part)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, project: Path):
+    with scratch_lab(NAME, range(110, 120), folder=tmp_path_factory.mktemp("workshop"),
+                     extra_env={"PYTHONPATH": str(project)}) as the_lab:
+        yield the_lab
+        print(f"\n[workshop] seconds per command: {the_lab.seconds}")
+
+
+def lb_address(lab: ScratchLab) -> str:
+    return next(h["ip"] for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
+
+
+def served_release(lab: ScratchLab, host: str) -> str:
+    """The release every process of the app user runs in (one name), or the names when they differ."""
+    script = ("for p in $(pgrep -u bank); do readlink /proc/$p/cwd; done | sort -u | "
+              "sed 's|^/srv/bank/releases/||' | tr '\\n' ' '")
+    return lab.ok("ssh", host, script).strip()
+
+
+def current(lab: ScratchLab, host: str) -> str:
+    return lab.ok("ssh", host, "readlink /srv/bank/current").strip().rsplit("/", 1)[-1]
+
+
+def change_the_site(project: Path, text: str) -> None:
+    with open(project / BASE_TEMPLATE, "a") as template:
+        template.write(text + "\n")
+
+
+def under_load(lab: ScratchLab, results: Path, *args: str) -> dict:
+    """`lab ARGS` while Locust's visitors hit lb1 (whatever its exit code); what Locust counted, and how long it took."""
+    results.mkdir(parents=True)
+    settings = BenchSettings(f"https://{lb_address(lab)}", USERS, USERS, LOAD_LIMIT_S,
+                             PROJECT_ROOT / "loadtests" / "locustfile.py", results)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+    env["LAB_CA_FILE"] = lab.ok("ca").strip()  # Locust verifies lb1 against the lab's own CA
+    with open(results / "locust.log", "w") as log:
+        locust = subprocess.Popen([*locust_command(settings), "SiteVisitor"], cwd=results, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            time.sleep(LOAD_AROUND_S)
+            assert locust.poll() is None, (results / "locust.log").read_text()
+            started = time.monotonic()
+            result = lab.run(*args, timeout=LOAD_LIMIT_S - 60)
+            seconds = time.monotonic() - started
+            time.sleep(LOAD_AROUND_S)
+        finally:
+            locust.send_signal(signal.SIGTERM)  # Locust writes its final stats on SIGTERM
+            locust.wait(60)
+    total, _ = parse_stats_json(output_paths(results)["locust_json"])
+    failures = output_paths(results)["csv_failures"]
+    figures = {"code": result.returncode, "stdout": result.stdout, "stderr": result.stderr, "seconds": round(seconds, 1),
+               "requests": total.requests, "failures": total.failures,
+               "failure_report": failures.read_text() if failures.exists() else ""}
+    print(f"\n[workshop] lab {' '.join(args)}: exit {result.returncode} in {figures['seconds']} s; "
+          f"{total.requests} requests through lb1 (±{LOAD_AROUND_S} s), {total.failures} failed")
+    return figures
+
+
+def test_each_step_fails_its_check_before_the_work_and_passes_after_solve(lab: ScratchLab) -> None:
+    lab.ok("up", "--web=2", "--step", "0")  # bare hosts: where an attendee starts step 1
+    for step in range(1, 6):
+        before = lab.run("check", str(step))
+        assert before.returncode == CHECK_FAILED, before.stdout + before.stderr
+        assert "    why: " in before.stdout and "    try: " in before.stdout
+        assert f"step {step}: " in before.stderr
+        lab.ok("solve", str(step))
+        assert f"step {step}: every check passed" in lab.ok("check", str(step))
+        if step == 2:  # a lab never past step 2 cannot be reset to step 4: one line, its own code, nothing changed
+            refused = lab.run("reset", "--to-step", "4")
+            assert refused.returncode == NO_SNAPSHOT and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+            assert "never at the end of step 4 (it got to step 2)" in refused.stderr
+    bad = lab.run("check", "9")
+    assert bad.returncode == 2 and "there is no step 9" in bad.stderr
+
+
+def test_reset_rewinds_every_host_to_the_end_of_a_step(lab: ScratchLab) -> None:
+    output = lab.ok("reset", "--to-step", "2")
+    print(f"\n[workshop] {output.strip().splitlines()[-1]}")
+    assert "every host is back at the end of step 2" in output
+    rewound = lab.run("check", "3")
+    assert rewound.returncode == CHECK_FAILED  # step 3's app server is gone again
+    lab.ok("check", "2")
+    steps = lab.ok("steps")
+    assert "Configure the database" in steps
+    output = lab.ok("reset", "--to-step", "5")  # forward again: step 5's snapshot is still there
+    print(f"[workshop] {output.strip().splitlines()[-1]}")
+    lab.ok("check", "5")
+
+
+def test_deploy_rolls_a_changed_template_out_without_a_failed_request(lab: ScratchLab, project: Path,
+                                                                   tmp_path: Path) -> None:
+    before = {web: current(lab, web) for web in WEBS}
+    marker = f"<!-- deployed {time.time_ns()} -->"
+    change_the_site(project, marker)
+    figures = under_load(lab, tmp_path / "deploy", "deploy")
+    assert figures["code"] == 0, figures["stderr"]
+    assert figures["failures"] == 0, figures["failure_report"]
+    assert figures["requests"] > 50
+    after = {web: served_release(lab, web) for web in WEBS}
+    assert len(set(after.values())) == 1 and " " not in after["web1"], after  # one release, on both hosts
+    assert after["web1"] != before["web1"] and after["web1"] == current(lab, "web1")
+    for web in WEBS:
+        assert f"{web}: out of the balancer" in figures["stdout"]
+    site, opener = lab.site()
+    for _ in range(4):  # round robin: both hosts
+        with opener.open(f"{site}/", timeout=10) as response:
+            assert marker in response.read().decode()
+    lab.ok("check", "4")  # the deploy log names the release
+
+
+def test_fab_status_reads_the_labs_ssh_config(lab: ScratchLab, project: Path) -> None:
+    fab = Path(sys.executable).with_name("fab")
+    result = subprocess.run([str(fab), "-r", str(project), "-H", "web1,web2", "status"], cwd=lab.folder, env=lab.env,
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    print(f"\n[workshop] fab -H web1,web2 status:\n{result.stdout}")
+    assert f"web1: current {current(lab, 'web1')}, previous " in result.stdout
+    assert "web2: current " in result.stdout
+
+
+def test_a_deploy_whose_health_check_fails_leaves_the_old_release_serving(lab: ScratchLab, project: Path,
+                                                                        tmp_path: Path) -> None:
+    serving = {web: served_release(lab, web) for web in WEBS}
+    views = project / "app" / "accounts" / "views.py"
+    good = views.read_text()
+    # A release that starts and migrates, but whose health check fails: what only the health check can catch.
+    views.write_text(good + "\n\ndef health(request):\n    return JsonResponse({'status': 'broken'}, status=503)\n")
+    try:
+        figures = under_load(lab, tmp_path / "broken", "deploy")
+    finally:
+        views.write_text(good)
+    assert figures["code"] == DEPLOY_FAILED, figures["stderr"]
+    assert "web1 failed its health check" in figures["stderr"]
+    assert figures["failures"] == 0, figures["failure_report"]  # web1 was out of the pool while it failed
+    assert {web: served_release(lab, web) for web in WEBS} == serving  # web2 never switched, web1 went back
+
+
+def test_rollback_puts_the_release_before_back(lab: ScratchLab, tmp_path: Path) -> None:
+    deployed = current(lab, "web1")
+    figures = under_load(lab, tmp_path / "rollback", "rollback")
+    assert figures["code"] == 0, figures["stderr"]
+    assert figures["failures"] == 0, figures["failure_report"]
+    back = {web: served_release(lab, web) for web in WEBS}
+    assert len(set(back.values())) == 1 and back["web1"] != deployed
+    assert all(current(lab, web) == back["web1"] for web in WEBS)

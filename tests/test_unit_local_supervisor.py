@@ -1,0 +1,41 @@
+"""The local provider's host supervisor: it boots a host again when nspawn says the host rebooted, and only then."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lab.providers.local.machines import MAX_QUICK_REBOOTS, REBOOT_EXIT_CODE, SUPERVISOR, SUPERVISOR_NAME
+
+
+def supervise(tmp_path: Path, exit_codes: list[int]) -> tuple[int, int, str]:
+    """Run the supervisor over a stand-in for nspawn that exits with each code in turn; (exit code, runs, output)."""
+    counter = tmp_path / "runs"
+    counter.write_text("0")
+    codes = " ".join(map(str, exit_codes))
+    fake = tmp_path / "fake-nspawn"
+    fake.write_text(f"#!/bin/sh\nn=$(cat {counter}); n=$((n + 1)); echo $n > {counter}\n"
+                    f"set -- {codes}; shift $((n - 1)); exit ${{1:-0}}\n")
+    fake.chmod(0o755)
+    done = subprocess.run(["sh", "-c", SUPERVISOR, SUPERVISOR_NAME, str(fake)], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "LAB_CGROUPS": "", "LAB_HOST": "web1"}, timeout=30)
+    return done.returncode, int(counter.read_text()), done.stdout
+
+
+def test_a_reboot_boots_the_host_again_until_it_powers_off(tmp_path: Path) -> None:
+    code, runs, output = supervise(tmp_path, [REBOOT_EXIT_CODE, REBOOT_EXIT_CODE, 0])
+    assert (code, runs) == (0, 3)
+    assert output.count("web1 rebooted itself") == 2
+
+
+@pytest.mark.parametrize("exit_code", [0, 1, 137])  # a poweroff, a failed boot, a kill from outside
+def test_any_other_exit_ends_the_supervisor(tmp_path: Path, exit_code: int) -> None:
+    assert supervise(tmp_path, [exit_code, 0])[:2] == (exit_code, 1)
+
+
+def test_a_host_that_reboots_as_it_boots_is_given_up(tmp_path: Path) -> None:
+    code, runs, output = supervise(tmp_path, [REBOOT_EXIT_CODE] * (MAX_QUICK_REBOOTS + 5))
+    assert (code, runs) == (REBOOT_EXIT_CODE, MAX_QUICK_REBOOTS + 1)
+    assert "rebooted too often" in output
