@@ -27,6 +27,7 @@ from accounts.management.commands.load_sample_data import (
     CUSTOMER_FUNDS, DEMO_ACCOUNTS, NUM_ACCOUNTS, sample_accounts,
 )
 from accounts.models import Account, Bank, Transfer
+from accounts import views
 from accounts.views import BALANCE_CACHE_KEY, customer_cache_key
 from bank import config
 
@@ -535,6 +536,55 @@ class BankingTests(BankDataMixin, TestCase):
         ) as spy:
             transfer_funds(self.alice.pk, self.bob.pk, Decimal("1"))
         spy.assert_called_once()
+
+
+@override_settings(STORAGES=PLAIN_STATIC)
+class SharedNothingTests(BankDataMixin, TestCase):
+    """The slides' anti-patterns, on only for `lab demo shared-nothing`, and the site's own way without them."""
+
+    def tearDown(self):
+        views.BALANCE = None
+
+    def test_the_sheet_states_its_age_and_the_cache_bounds_it(self):
+        response = self.client.get("/balance/")
+        age = float(re.search(r'id="sheet-age" data-age="([0-9.]+)" data-cache-seconds="30"', response.content.decode()).group(1))
+        self.assertLess(age, 5)
+
+    @override_settings(BANK_ANTIPATTERNS=frozenset({"global_balance"}))
+    def test_the_global_balance_is_computed_once_and_never_again(self):
+        self.assertContains(self.client.get("/balance/"), "1157.75")
+        Account.objects.filter(pk=self.carol.pk).update(balance=Decimal("1.00"))
+        cache.clear()  # no cache, no timeout reaches a module global
+        self.assertContains(self.client.get("/balance/"), "1157.75")
+        self.assertIsNone(cache.get(BALANCE_CACHE_KEY))
+
+    def test_a_generated_report_is_rebuilt_wherever_its_view_lands(self):
+        self.client.force_login(self.user)
+        response = self.client.post("/report/generate/", {"name": "q3"})
+        self.assertRedirects(response, "/report/view/?name=q3", fetch_redirect_response=False)
+        with mock.patch("accounts.views.open", side_effect=AssertionError("no file between requests")):
+            report = self.client.get(response["Location"])
+        self.assertEqual(report["X-Report-Name"], "q3")
+        self.assertEqual(report.content.decode().splitlines()[:2], ["bank,accounts,total", "Empty Bank,0,0.00"])
+
+    @override_settings(BANK_ANTIPATTERNS=frozenset({"tmp_report"}))
+    def test_the_tmp_report_is_only_where_it_was_written(self):
+        self.client.force_login(self.user)
+        with tempfile.TemporaryDirectory() as folder, mock.patch("accounts.views.TMP_REPORT", f"{folder}/report.txt"):
+            response = self.client.post("/report/generate/", {"name": "q3"})
+            self.assertRedirects(response, "/report/view/", fetch_redirect_response=False)
+            self.assertEqual(self.client.get("/report/view/")["X-Report-Name"], "q3")
+            os.remove(f"{folder}/report.txt")  # another web host: no such file there
+            with self.assertLogs("django.request", "WARNING"):
+                self.assertEqual(self.client.get("/report/view/").status_code, 404)
+
+    def test_generating_a_report_needs_a_signed_in_user(self):
+        self.assertEqual(self.client.post("/report/generate/", {"name": "q3"}).status_code, 302)
+        self.assertEqual(self.client.get("/report/generate/").status_code, 302)
+
+    def test_unknown_antipatterns_are_refused_by_the_settings_loader(self):
+        with self.assertRaisesRegex(ImproperlyConfigured, "'antipatterns' may hold global_balance, tmp_report"):
+            config.validate({"secret_key": "k", "db_name": "bank", "antipatterns": ["globals"]})
 
 
 class ConfigLoaderTests(SimpleTestCase):

@@ -4,17 +4,21 @@ What anyone may see is what a bank publishes: its banks' account counts and tota
 to the customer who owns it, and to staff.
 """
 import csv
+import io
 import logging
 from decimal import Decimal
+from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.db import DatabaseError, connection
 from django.db.models import Avg, Count, DecimalField, Max, Sum, Value
 from django.db.models.functions import Coalesce
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
 
@@ -81,6 +85,14 @@ def compute_balance_sheet():
     }
 
 
+# The slide's global (the "global_balance" anti-pattern, `lab demo shared-nothing`): one copy per process, computed
+# on its first request and never again, so no transfer and no timeout ever reaches it.
+BALANCE = None
+# The slide's report hand-over (the "tmp_report" anti-pattern): written by one request, read by the next, on whichever
+# web host each lands.
+TMP_REPORT = "/tmp/report.txt"
+
+
 def get_balance_sheet():
     """The balance sheet, from Django's cache when a fresh copy is there.
 
@@ -90,6 +102,11 @@ def get_balance_sheet():
     all hosts share one copy; with the default locmem each process has its own,
     and the 30 s timeout bounds how stale any of them can be.
     """
+    if "global_balance" in settings.BANK_ANTIPATTERNS:
+        global BALANCE
+        if not BALANCE:
+            BALANCE = compute_balance_sheet()
+        return BALANCE
     sheet = cache.get(BALANCE_CACHE_KEY)
     if sheet is None:
         sheet = compute_balance_sheet()
@@ -125,10 +142,12 @@ def get_customer_accounts(user):
 def balance(request):
     sheet = get_balance_sheet()
     own = get_customer_accounts(request.user) if request.user.is_authenticated else None
+    # The sheet's age by this process's own clock: what step 5's check holds to the cache's timeout.
+    age = (timezone.now() - sheet["computed_at"]).total_seconds()
     return render(
         request,
         "accounts/balance.html",
-        {"sheet": sheet, "cache_seconds": BALANCE_CACHE_SECONDS, "own_accounts": own},
+        {"sheet": sheet, "sheet_age": f"{age:.1f}", "cache_seconds": BALANCE_CACHE_SECONDS, "own_accounts": own},
     )
 
 
@@ -181,6 +200,48 @@ def report(request):
             writer.writerow([row[column] for column in columns])
         return response
     return render(request, "accounts/report.html", {"report": data})
+
+
+def report_csv(banks):
+    """The public report as CSV text: bank, accounts, total."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(PUBLIC_COLUMNS)
+    writer.writerows([bank.name, bank.num_accounts, bank.total] for bank in banks)
+    return text.getvalue()
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def generate_report(request):
+    """The slides' "generate a report, then view it": the report's name goes with the redirect, so whichever web host
+    the view lands on builds the same report. With the "tmp_report" anti-pattern it goes through /tmp/report.txt
+    instead, which only the host that wrote it has ("Filesystem? What filesystem?")."""
+    if request.method == "GET":
+        return render(request, "accounts/generate_report.html")
+    name = request.POST.get("name", "").strip()[:40] or "report"
+    if "tmp_report" in settings.BANK_ANTIPATTERNS:
+        with open(TMP_REPORT, "w") as handle:
+            handle.write(f"{name}\n{report_csv(build_report()['banks'])}")
+        return redirect("view_report")
+    return redirect(f"{reverse('view_report')}?{urlencode({'name': name})}")
+
+
+@login_required
+@require_safe
+def view_report(request):
+    """The report generate_report named: built here from the database, or (anti-pattern) read from /tmp/report.txt."""
+    if "tmp_report" in settings.BANK_ANTIPATTERNS:
+        try:
+            with open(TMP_REPORT) as handle:
+                name, body = handle.read().split("\n", 1)
+        except FileNotFoundError:
+            raise Http404(f"no {TMP_REPORT} on this web host") from None
+    else:
+        name, body = request.GET.get("name", "report")[:40], report_csv(build_report()["banks"])
+    response = HttpResponse(body, content_type="text/csv; charset=utf-8")
+    response["X-Report-Name"] = name
+    return response
 
 
 def hello(request):

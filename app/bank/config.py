@@ -47,10 +47,14 @@ SCHEMA = {
     "replica_host": ((str,), ""),
     "replica_port": ((int,), 5432),
     "replica_name": ((str,), ""),
+    # The seed's step-5 "shared nothing" anti-patterns, on for `lab demo shared-nothing` only: "global_balance" keeps
+    # the balance sheet in a module-level global, "tmp_report" hands a generated report over in /tmp/report.txt.
+    "antipatterns": ((list,), []),
 }
+ANTIPATTERNS = ("global_balance", "tmp_report")
 # Later workshop steps add their settings in files of their own beside bank.toml, read over it in name order.
 OVERLAY_DIR_NAME = "bank.d"
-LIST_OF_STR_KEYS = ("allowed_hosts", "csrf_trusted_origins", "trusted_proxies")
+LIST_OF_STR_KEYS = ("allowed_hosts", "csrf_trusted_origins", "trusted_proxies", "antipatterns")
 
 
 def dev_defaults():
@@ -76,6 +80,7 @@ def dev_defaults():
         "replica_host": "",
         "replica_port": 5432,
         "replica_name": "",
+        "antipatterns": [],
         "source": DEV_SOURCE,
     }
 
@@ -151,6 +156,9 @@ def validate(raw, source="<config>"):
         fail("'db_name' must not be empty")
     if not 0 < conf["db_port"] < 65536:
         fail(f"'db_port' out of range: {conf['db_port']}")
+    wrong = [name for name in conf["antipatterns"] if name not in ANTIPATTERNS]
+    if wrong:
+        fail(f"'antipatterns' may hold {', '.join(ANTIPATTERNS)}, got {wrong[0]!r}")
     if conf["cache"] not in CACHE_BACKENDS:
         fail(f"'cache' must be one of {', '.join(CACHE_BACKENDS)}, got {conf['cache']!r}")
     location = conf["cache_location"]

@@ -98,6 +98,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # HTTPS ends at the balancer, which tells the site so in X-Forwarded-Proto (nginx sets it on every request,
 # replacing whatever a client sent). TrustedProxyMiddleware drops the header from anyone but these addresses.
 BANK_TRUSTED_PROXIES = CONF["trusted_proxies"]
+# The slides' anti-patterns the site is switched to (`lab demo shared-nothing`); none on a lab's own site.
+BANK_ANTIPATTERNS = frozenset(CONF["antipatterns"])
 if CONF["https"]:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True

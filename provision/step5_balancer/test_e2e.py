@@ -1,9 +1,11 @@
 """Step 5 end-to-end checks from this machine: the site through the balancer over HTTPS (verified against the lab's
-CA), plain HTTP redirected, every web host taking its share, two customers who cannot see or move each other's money,
-login attempts rate limited."""
+CA), plain HTTP redirected, every web host taking its share, "shared nothing" (no web process keeps its own balance
+sheet, no request hands state to the next through a host's files), two customers who cannot see or move each other's
+money, login attempts rate limited."""
 
 import http.cookiejar
 import re
+import secrets
 import socket
 import ssl
 import time
@@ -22,6 +24,9 @@ ACCOUNT = re.compile(r'data-account="([^"]+)" data-balance="([^"]+)"')
 OPTION = re.compile(r'<option value="([^"]+)"')
 CONFIRMATION = re.compile(r'id="transfer-confirmation" data-transfer-id="\d+" data-from="([^"]+)" '
                           r'data-from-balance="([^"]+)" data-to="([^"]+)" data-to-balance="([^"]+)"')
+SHEET_AGE = re.compile(r'id="sheet-age" data-age="([0-9.]+)" data-cache-seconds="(\d+)"')
+# The cache's own expiry rounds to the second (memcached); a request takes a moment too.
+SHEET_AGE_SLACK_S = 2
 
 # `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
 HINTS = {
@@ -33,6 +38,8 @@ HINTS = {
     "test_tls_1_3_and_1_2_verified_against_the_lab_ca": "`ssl_protocols TLSv1.2 TLSv1.3;` and lab's certificate; `openssl s_client -connect <lb1's IP>:443 -CAfile \"$(lab ca)\"`",
     "test_database_backed_balance_sheet": "`curl -i --cacert \"$(lab ca)\" https://<lb1's IP>/balance/`; is the sample data loaded (step 2)?",
     "test_report_page_publishes_bank_totals_only": "`curl --cacert \"$(lab ca)\" https://<lb1's IP>/report/?format=csv`: bank totals only; `lab ssh web1 journalctl -u gunicorn`",
+    "test_no_web_process_serves_a_balance_sheet_older_than_its_cache_allows": "a global is never recomputed (\"global variables are right out\"): keep the sheet in Django's cache; or `lab demo shared-nothing --undo`",
+    "test_a_report_generated_through_the_balancer_reads_back_on_every_web_host": "/tmp/report.txt is on one web host only (\"Filesystem? What filesystem?\"): pass the report's name in the redirect; or `lab demo shared-nothing --undo`",
     "test_two_customers_see_only_their_own_accounts": "sign in as customer0001 (`lab creds`) at https://<lb1's IP>/balance/: only CU0001-* accounts; app/ filters by user",
     "test_a_customer_cannot_move_anothers_money": "the transfer form must offer and accept only the signed-in customer's accounts (app/ is the lab's: redeploy it, `lab deploy`)",
     "test_a_customer_moves_their_own_money_through_the_balancer": "sign in (`lab creds`), transfer 0.01 at https://<lb1's IP>/transfer/; a 403 is CSRF: needs X-Forwarded-Proto https",
@@ -83,13 +90,34 @@ class Customer:
 
     def __init__(self, tls_context, site, username, password):
         self.site, self.username = site, username
-        self.browser = opener(tls_context, urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        cookies = urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        self.browser = opener(tls_context, cookies)
+        self.no_follow = opener(tls_context, cookies, NoRedirects)
         status, page = self.post("/accounts/login/", {"username": username, "password": password})
         assert status == 200 and 'name="password"' not in page, f"{username} could not sign in"
 
     def get(self, path):
         with self.browser.open(self.site + path, timeout=REQUEST_TIMEOUT_S) as response:
             return response.read().decode()
+
+    def fetch(self, path):
+        """(status, headers, body) of a GET, an HTTP error's too; the redirect a POST left named the path."""
+        try:
+            with self.browser.open(self.site + path, timeout=REQUEST_TIMEOUT_S) as response:
+                return response.status, response.headers, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, ""
+
+    def post_no_follow(self, path, data):
+        """A form's POST whose redirect is not followed: (status, Location)."""
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', self.get(path)).group(1)
+        body = urllib.parse.urlencode({**data, "csrfmiddlewaretoken": token}).encode()
+        request = urllib.request.Request(self.site + path, body, headers={"Referer": self.site + path})
+        try:
+            with self.no_follow.open(request, timeout=REQUEST_TIMEOUT_S) as response:
+                return response.status, None
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers.get("Location")
 
     def post(self, path, data):
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', self.get(path)).group(1)
@@ -170,6 +198,33 @@ def test_report_page_publishes_bank_totals_only(balancer, fetch):
     assert "Top 10 accounts" not in body and "AC00" not in body and "CU0" not in body
     status, _, csv = fetch(f"{balancer}/report/?format=csv")
     assert csv.splitlines()[0] == "bank,accounts,total"
+
+
+def test_no_web_process_serves_a_balance_sheet_older_than_its_cache_allows(balancer, lab, fetch):
+    # The seed's "Global variables are right out": a sheet kept in a module global is computed once per process and
+    # never again, so it grows older than any cache timeout; through Django's cache no copy outlives the timeout.
+    served = []
+    for _ in range(8 * len(lab.tier("web"))):
+        status, headers, body = fetch(f"{balancer}/balance/")
+        age, limit = SHEET_AGE.search(body).groups()
+        served.append((headers.get("X-Served-By"), float(age)))
+    too_old = [f"{host} {age:.0f} s" for host, age in served if age > int(limit) + SHEET_AGE_SLACK_S]
+    assert not too_old, f"balance sheets older than the cache's {limit} s: {', '.join(too_old)}"
+
+
+def test_a_report_generated_through_the_balancer_reads_back_on_every_web_host(customers, lab):
+    # The seed's "Filesystem? What filesystem?": a report one request writes to /tmp and the next reads is on one web
+    # host only; the balancer sends the next request wherever it likes.
+    a, _ = customers
+    name = f"check-{secrets.token_hex(4)}"
+    status, location = a.post_no_follow("/report/generate/", {"name": name})
+    assert status == 302 and location, f"generating a report answered {status}"
+    path = urllib.parse.urlsplit(location)._replace(scheme="", netloc="").geturl()
+    reads = [a.fetch(path) for _ in range(4 * len(lab.tier("web")))]
+    wrong = [f"{headers.get('X-Served-By')}: {status} {headers.get('X-Report-Name')!r}" for status, headers, _ in reads
+             if status != 200 or headers.get("X-Report-Name") != name]
+    assert not wrong, f"report {name!r} read back through the balancer as: {'; '.join(sorted(set(wrong)))}"
+    assert {headers.get("X-Served-By") for _, headers, _ in reads} == {w.name for w in lab.tier("web")}
 
 
 def test_two_customers_see_only_their_own_accounts(customers):
