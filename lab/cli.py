@@ -19,7 +19,7 @@ from rich.table import Table
 import lab.bench
 import lab.failover
 from lab import deploy as deploys
-from lab import lifecycle, workshop
+from lab import demos, lifecycle, workshop
 from lab.errors import ChecksFailed, LabError, UsageError, exit_code_for, one_line
 from lab.recipes import RecipeResult
 from lab.bench.report import comparison_table, matrix_table, tls_cost_lines
@@ -403,6 +403,32 @@ def deploy_command() -> None:
 def rollback() -> None:
     """Put every web host back on the release before, the same rolling way as `lab deploy`."""
     say(deploys.rollback(project(), say).summary("rolled back to"))
+
+
+# -- the workshop's demos (lab/demos.py) ------------------------------------------------------------------
+
+@cli.group()
+@debug_option
+def demo() -> None:
+    """The workshop's demos: each does one thing on purpose on this lab and says what to look for."""
+
+
+@demo.command("shared-nothing")
+@click.option("--undo", is_flag=True, help="Switch the site back to keeping no state of its own on a web host.")
+@debug_option
+def demo_shared_nothing(undo: bool) -> None:
+    """Switch the site to the slides' global BALANCE and /tmp/report.txt (step 5's "shared nothing"): wrong at web=2."""
+    for line in demos.shared_nothing(project(), say, undo=undo):
+        say(line)
+
+
+@demo.command("crash")
+@click.argument("host", required=False)
+@debug_option
+def demo_crash(host: str | None) -> None:
+    """Pull a web host's plug (default: the last one) while 8 clients load the site for 20 s: the balancer keeps serving."""
+    for line in demos.crash(project(), say, host):
+        say(line)
 
 
 @cli.group()

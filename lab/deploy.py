@@ -59,7 +59,7 @@ def release_name(folder: str) -> str:
     return folder.rstrip("/").rsplit("/", 1)[-1]
 
 
-class _Lab:
+class WebTargets:
     """The running lab as deploys see it: one Target per host, sharing one rolling window over the balancer's pool."""
 
     def __init__(self, project: lifecycle.Project) -> None:
@@ -104,7 +104,7 @@ def _restart_checked(t: Target, drained: bool, health_s: float) -> str | None:
     return None
 
 
-def _roll(lab: _Lab, folder: str, say: Say, health_s: float, how: str) -> DeployReport:
+def _roll(lab: WebTargets, folder: str, say: Say, health_s: float, how: str) -> DeployReport:
     """Every web host onto folder, one at a time; DeployFailed (the host back on its release) at the first failure."""
     report = DeployReport(release_name(folder), None)
     for name, t in lab.targets.items():
@@ -143,7 +143,7 @@ def _roll(lab: _Lab, folder: str, say: Say, health_s: float, how: str) -> Deploy
     return report
 
 
-def _finish(lab: _Lab) -> None:
+def _finish(lab: WebTargets) -> None:
     """What follows a switch on every host: static files collected from `current`, old releases pruned."""
     with ThreadPoolExecutor(max_workers=len(lab.targets)) as pool:
         list(pool.map(lambda t: (collect_static_files(t), prune_releases(t)), lab.targets.values()))
@@ -158,7 +158,7 @@ def deploy(project: lifecycle.Project, say: Say, health_s: float = HEALTH_TIMEOU
     """Roll out app/ as it is now (its content hash names the release); see the module's docstring."""
     started = time.monotonic()
     name, archive = app_archive()
-    lab = _Lab(project)
+    lab = WebTargets(project)
     try:
         with project.labdir.locked():
             say(f"release {name}: unpacking on {', '.join(lab.targets)}")
@@ -184,7 +184,7 @@ def deploy(project: lifecycle.Project, say: Say, health_s: float = HEALTH_TIMEOU
 def rollback(project: lifecycle.Project, say: Say, health_s: float = HEALTH_TIMEOUT_S) -> DeployReport:
     """Every web host back on the release `previous` names on the first web host, the same rolling way."""
     started = time.monotonic()
-    lab = _Lab(project)
+    lab = WebTargets(project)
     try:
         with project.labdir.locked():
             first = next(iter(lab.targets.values()))

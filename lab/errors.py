@@ -147,6 +147,12 @@ class SnapshotsUnsupported(LabError):
     exit_code = 73
 
 
+class NeedsStep(LabError):
+    """A demo or command needs the lab to have got to a later workshop step than it has."""
+
+    exit_code = 74
+
+
 class Interrupted(LabError):
     """The user pressed Ctrl-C; what was done is recorded and the next run converges."""
 

@@ -1,7 +1,7 @@
 """Faults under bounded load, measured: a fixed number of HTTP clients on a scratch lab while a service restarts.
 
 Shared by benchmarks/db_restart.py (the figures, as JSON) and tests/test_integration_faults.py (their bound), so
-the test checks what the benchmark measures. Nothing else in lab imports it.
+the test checks what the benchmark measures; `lab demo crash` (lab/demos.py) uses its load and summary.
 """
 
 from __future__ import annotations

@@ -48,30 +48,6 @@ def nspawn_pid(lab: "ScratchLab", host: str) -> int:
     raise AssertionError(f"no systemd-nspawn runs {host}")
 
 
-def power_cut(lab: "ScratchLab", host: str, limit_s: float = 10.0) -> None:
-    """Every process of a local-provider host SIGKILLed at once, its supervisor too, as pulling a VM's plug would
-    leave it: no service stops cleanly, nothing boots it again (the host's network namespace and address stay)."""
-    unified = next(line.split(":", 2)[2] for line in Path(f"/proc/{nspawn_pid(lab, host)}/cgroup").read_text().splitlines()
-                   if line.startswith("0::"))
-    root = Path("/sys/fs/cgroup/unified") if Path("/sys/fs/cgroup/unified/cgroup.procs").exists() else Path("/sys/fs/cgroup")
-    group = root / unified.strip().lstrip("/").rsplit("/", 1)[0]  # nspawn runs in <host>/supervisor: the whole <host>
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        pids = [int(pid) for procs in group.rglob("cgroup.procs") for pid in procs.read_text().split()]
-        if not pids:
-            return
-        if (group / "cgroup.kill").exists():
-            (group / "cgroup.kill").write_text("1")  # atomic: nothing forks away between the reads and the kills
-        else:
-            for pid in pids:
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
-        time.sleep(0.2)
-    raise AssertionError(f"{host}'s processes outlived {limit_s:.0f} s of SIGKILL")
-
-
 class LabCommandFailed(Exception):
     """A `lab` command that had to succeed exited non-zero; the message has its exit code, stderr and stdout."""
 

@@ -5,6 +5,7 @@ serve what was rolled out."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from lab.bench.locust import BenchSettings, locust_command, output_paths, parse_stats_json
 from lab.recipes import PROJECT_ROOT
-from lab.testing import ScratchLab, needs_root, power_cut, scratch_lab
+from lab.testing import ScratchLab, needs_root, scratch_lab
 
 NAME = os.environ.get("TEST_LAB_NAME", "labroll")  # its own name and subnet: other labs on this machine must not matter
 pytestmark = pytest.mark.integration
@@ -196,15 +197,18 @@ def test_an_interrupted_scale_up_sends_nothing_to_a_host_not_yet_serving(lab: Sc
 
 
 def test_a_web_host_losing_its_power_mid_load_costs_no_request(lab: ScratchLab, tmp_path: Path) -> None:
-    """The workshop's "crash a web server": every process of web2 killed at once under load; the balancer sends
-    each request web2 cannot answer to web1, so no user sees an error. It leaves web2 revived."""
+    """The workshop's "crash a web server", as `lab demo crash web2` does it: every process of web2 killed at once
+    (the provider's power_off) under the demo's own clients and Locust's users; the balancer sends each request web2
+    cannot answer to web1, so no user sees an error. It leaves web2 revived."""
     lab.ok("up", "--web=2", timeout=1500)
     assert hosts_serving(lab) == {"web1", "web2"}  # both hosts serve before the crash
-    figures = load_while(lab, tmp_path / "crash", lambda: power_cut(lab, "web2") or "")
-    print(f"\n[rolling] web2 lost its power under load: {figures['requests']} requests through lb1, "
-          f"{figures['failures']} failed (load {figures['load_s']} s)")
+    figures = load_while(lab, tmp_path / "crash", lambda: lab.ok("demo", "crash", "web2", timeout=300))
+    print(f"\n[rolling] web2 lost its power under load: {figures['requests']} Locust requests through lb1, "
+          f"{figures['failures']} failed (load {figures['load_s']} s); the demo said:\n{figures['output']}")
     assert figures["failures"] == 0, figures["failure_report"]
     assert figures["requests"] > 50
+    assert re.search(r"^\d{3,} requests through the balancer, 0 failed; \d+ answered after the crash", figures["output"],
+                     re.MULTILINE), figures["output"]
     status = lab.run("status")
     assert "not running: web2" in status.stdout + status.stderr
     lab.ok("up", timeout=900)  # revives web2 and puts it back in the balancer's pool

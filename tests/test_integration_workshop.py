@@ -1,6 +1,7 @@
 """Workshop mode on a real lab, the attendee's way: bare hosts, then for each step `lab check K` fails, `lab solve K`
 (standing in for the attendee), `lab check K` passes; `lab reset` rewinds; `lab deploy`/`lab rollback` under load
-lose no request; a deploy whose health check fails stops with the old release serving; `fab -H web1 status` works."""
+lose no request; a deploy whose health check fails stops with the old release serving; `fab -H web1 status` works;
+`lab demo shared-nothing` makes step 5's checks fail and its --undo makes them pass."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ LOAD_LIMIT_S = 600  # Locust's own bound, should a deploy hang
 PROJECT_PARTS = ("lab", "provision", "app", "loadtests", "Vagrantfile.j2", "pyproject.toml", "fabfile.py", "fabric.yaml")
 BASE_TEMPLATE = Path("app/accounts/templates/accounts/base.html")
 CHECK_FAILED, NO_SNAPSHOT, DEPLOY_FAILED = 12, 71, 72
+SHEET_CACHE_S = 30  # the site's balance-sheet cache timeout (app/accounts/views.py BALANCE_CACHE_SECONDS)
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +193,21 @@ def test_rollback_puts_the_release_before_back(lab: ScratchLab, tmp_path: Path) 
     back = {web: served_release(lab, web) for web in WEBS}
     assert len(set(back.values())) == 1 and back["web1"] != deployed
     assert all(current(lab, web) == back["web1"] for web in WEBS)
+
+
+def test_the_shared_nothing_demo_fails_step_5s_checks_and_its_undo_passes_them(lab: ScratchLab) -> None:
+    output = lab.ok("demo", "shared-nothing")
+    assert "web1: switched to the slides code" in output and "web2: switched to the slides code" in output
+    site, opener = lab.site()
+    for _ in range(20):  # every app server process computes its global BALANCE once, now
+        with opener.open(f"{site}/balance/", timeout=10) as response:
+            assert response.status == 200
+    time.sleep(SHEET_CACHE_S + 3)  # the cache would have recomputed the sheet by now; a global never is
+    broken = lab.run("check", "5")
+    assert broken.returncode == CHECK_FAILED, broken.stdout + broken.stderr
+    print(f"\n[workshop] lab check 5 with the slides' anti-patterns:\n{broken.stdout}")
+    assert "test_no_web_process_serves_a_balance_sheet_older_than_its_cache_allows" in broken.stdout
+    assert "test_a_report_generated_through_the_balancer_reads_back_on_every_web_host" in broken.stdout
+    assert " 404 " in broken.stdout  # the report's view on the web host that has no /tmp/report.txt
+    assert "web1: back to the site as it should be" in lab.ok("demo", "shared-nothing", "--undo")
+    lab.ok("check", "5")

@@ -73,12 +73,12 @@ class Pool:
         self.events.append(("pool", sorted(down)))
 
 
-def fake_lab(web: int = 2, broken: set[str] = frozenset()) -> tuple[deploy._Lab, Pool, dict[str, WebHost]]:
+def fake_lab(web: int = 2, broken: set[str] = frozenset()) -> tuple[deploy.WebTargets, Pool, dict[str, WebHost]]:
     topology = linux_topology(overrides=Overrides(web=web))
     pool = Pool()
     rollout = Rollout(pool)
     hosts = {h.name: WebHost(h.name, pool, set(broken)) for h in topology.tier("web")}
-    lab = deploy._Lab.__new__(deploy._Lab)  # its __init__ connects to a running lab
+    lab = deploy.WebTargets.__new__(deploy.WebTargets)  # its __init__ connects to a running lab
     lab.topology = topology
     lab.targets = {h.name: Target(hosts[h.name], h, topology, None, {}, template_environment(), lambda n: hosts[n], rollout)
                    for h in topology.tier("web")}

@@ -60,6 +60,10 @@ class Provider(ABC):
         """Put every host back as snapshot `name` saved it, and running; seconds per host."""
         raise SnapshotsUnsupported(f"the {self.name} provider cannot snapshot its hosts, so `lab reset` cannot rewind them")
 
+    def power_off(self, project: Any, host: str) -> None:
+        """Pull HOST's plug (`lab demo crash`): every process gone at once, no clean shutdown; `lab up` boots it."""
+        raise ProviderError(f"the {self.name} provider cannot power a host off")
+
     @abstractmethod
     def destroy(self, labdir: LabDir, state: dict[str, Any], say: Say) -> None:
         """Remove everything the state file records, tolerating what is already gone."""

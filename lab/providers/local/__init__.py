@@ -172,6 +172,11 @@ class LocalProvider(Provider):
         topology = Topology.from_dict(state["topology"])
         return snapshots.restore(state, name, lambda: self.up(topology, project.labdir, state, say))
 
+    def power_off(self, project: Any, host: str) -> None:
+        require_root("the local provider")
+        spec = project.labdir.read()["resources"]["hosts"][host]
+        machines.stop(machines.MachineSpec(**spec))  # SIGKILL to every process of the host, its nspawn too
+
     def destroy(self, labdir: LabDir, state: dict[str, Any], say: Say) -> None:
         require_root("the local provider")
         destroy_resources(state.get("resources") or {}, say)

@@ -160,6 +160,9 @@ class VagrantProvider(Provider):
         say(f"vagrant snapshot restore {name} (every VM)")
         return self._snapshot(project.labdir, "restore", name)
 
+    def power_off(self, project: Any, host: str) -> None:
+        VagrantDriver(project.labdir.path, project.labdir.logs / "vagrant.log").halt(host, force=True)
+
     @staticmethod
     def _snapshot(labdir: LabDir, action: str, name: str) -> dict[str, float]:
         started = time.monotonic()

@@ -186,6 +186,14 @@ class VagrantDriver:
         except subprocess.CalledProcessError:
             raise self._fail(f"vagrant destroy {vm_name or ''} failed".replace("  ", " "), since) from None
 
+    def halt(self, vm_name: str, force: bool = False) -> None:
+        """`vagrant halt [--force] VM`: forced, the VM is powered off at once (libvirt's destroy), no clean shutdown."""
+        since = self._mark()
+        try:
+            self._vagrant.halt(vm_name=vm_name, force=force)
+        except subprocess.CalledProcessError:
+            raise self._fail(f"vagrant halt {vm_name} failed", since) from None
+
     def snapshot(self, action: str, name: str) -> None:
         """`lab reset` (lab/workshop.py): `vagrant snapshot save --force NAME` or `restore --no-provision NAME`, every VM."""
         arguments = {"save": ["save", "--force", name], "restore": ["restore", "--no-provision", name]}[action]
