@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from lab.errors import MissingDependency, NeedsRoot, ProviderError
+from lab.progress import elapsed
 
 Say = Callable[[str], None]
 
@@ -66,10 +67,10 @@ def ensure_debian_packages(packages: dict[str, str], say: Say) -> None:
         raise MissingDependency(f"lab needs {', '.join(missing)} and cannot install them here (no apt-get)")
     say(f"installing machine packages: {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    with _services_held_back():
+    with elapsed(say, "installing machine packages", "installed machine packages"), _services_held_back():
         result = _apt_install(missing, env)
-    if result.returncode != 0:
-        raise MissingDependency(f"could not install {' '.join(missing)}: {gist(result.stderr or result.stdout)}")
+        if result.returncode != 0:
+            raise MissingDependency(f"could not install {' '.join(missing)}: {gist(result.stderr or result.stdout)}")
     still = [program for program in packages if not _have(program)]
     if still:
         raise MissingDependency(f"installed {' '.join(missing)} but still cannot find {', '.join(still)}")

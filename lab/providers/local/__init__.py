@@ -20,6 +20,7 @@ from lab.providers.local import cpus as cpus_module, machines, proxy, snapshots
 from lab.providers.local.rootfs import ensure_rootfs
 from lab.state import LabDir
 from lab.machine_packages import ensure_feature
+from lab.progress import elapsed
 from lab.system import Say, require_root
 from lab.topology import Topology
 
@@ -106,6 +107,11 @@ class LocalProvider(Provider):
         wheels = cache_root() / "wheels"
         wheels.mkdir(parents=True, exist_ok=True)
         public_key = labdir.ensure_key()
+        booting: set[str] = set()  # hosts whose boot has begun and not yet answered SSH, for the "still" line
+
+        def still_booting() -> str:
+            waiting = sorted(booting.copy())  # one C call: the boot threads may add to it meanwhile
+            return f"waiting for {', '.join(waiting)} to answer SSH" if waiting else ""
 
         def bring_up(host_name: str) -> SshEndpoint:
             spec = machines.MachineSpec(**resources["hosts"][host_name])
@@ -117,25 +123,30 @@ class LocalProvider(Provider):
                 if machines.leftover_pids(spec):
                     # Its nspawn was killed from outside: the host's own processes run on unsupervised; a second
                     # boot on the same disk and netns beside them would fight them, so they go first.
-                    say(f"{host_name}: stopping what its killed nspawn left running")
+                    progress(f"{host_name}: stopping what its killed nspawn left running")
                     machines.stop(spec)
-                say(f"booting {host_name}")
-                pid = machines.boot(spec, {str(wheels): WHEELS_IN_HOST})
-                machines.wait_for_ssh(spec, pid)
+                booting.add(host_name)
+                progress(f"booting {host_name}")
+                with elapsed(progress, f"booting {host_name}", f"{host_name} booted (SSH answers)", every=None):
+                    pid = machines.boot(spec, {str(wheels): WHEELS_IN_HOST})
+                    machines.wait_for_ssh(spec, pid)
             else:
                 try:
                     machines.wait_for_ssh(spec, pid)
                 except ProviderError:
                     # Running but deaf (a boot that went wrong, e.g. the machine ran out of inotify instances):
                     # what a VM's reset button does, once.
-                    say(f"{host_name} runs but does not answer SSH: booting it again")
-                    machines.stop(spec)
-                    pid = machines.boot(spec, {str(wheels): WHEELS_IN_HOST})
-                    machines.wait_for_ssh(spec, pid)
+                    booting.add(host_name)
+                    progress(f"{host_name} runs but does not answer SSH: booting it again")
+                    with elapsed(progress, f"booting {host_name}", f"{host_name} booted (SSH answers)", every=None):
+                        machines.stop(spec)
+                        pid = machines.boot(spec, {str(wheels): WHEELS_IN_HOST})
+                        machines.wait_for_ssh(spec, pid)
+            booting.discard(host_name)
             return SshEndpoint(host=host_name, address=spec.ip, port=22, user="root",
                                identity_file=str(labdir.private_key), host_key=host_key)
 
-        with ThreadPoolExecutor(max_workers=len(topology.hosts)) as pool:
+        with elapsed(say, still_booting) as progress, ThreadPoolExecutor(max_workers=len(topology.hosts)) as pool:
             return list(pool.map(bring_up, [h.name for h in topology.hosts]))
 
     def status(self, labdir: LabDir, state: dict[str, Any]) -> dict[str, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from lab.machine import debian_rootfs
 from lab.machine.debian_rootfs import SUITE, machine_ca_certificates
 from lab.machine.paths import cache_root
+from lab.progress import elapsed
 from lab.system import Say
 
 PACKAGES = (
@@ -50,12 +51,13 @@ def ensure_rootfs(say: Say) -> Path:
         if building.exists():
             shutil.rmtree(building)  # an earlier build was interrupted
         # No steps of its own: systemd-nspawn boots a plain Debian with systemd; its consoles are masked above.
-        debian_rootfs.build(building, PACKAGES, MASKED_UNITS, "rootfs")
-        (building / ".lab-complete").write_text("ok\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(building, final)
-        for stale in root.iterdir():
-            if stale.is_dir() and stale != final and not stale.name.endswith(".building"):
-                shutil.rmtree(stale, ignore_errors=True)
+        with elapsed(say, f"building the Debian {SUITE} rootfs", f"built the Debian {SUITE} rootfs"):
+            debian_rootfs.build(building, PACKAGES, MASKED_UNITS, "rootfs")
+            (building / ".lab-complete").write_text("ok\n")
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(building, final)
+            for stale in root.iterdir():
+                if stale.is_dir() and stale != final and not stale.name.endswith(".building"):
+                    shutil.rmtree(stale, ignore_errors=True)
     return final

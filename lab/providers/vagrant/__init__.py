@@ -12,6 +12,7 @@ from lab.errors import NetworkClash, ProviderError, VagrantProviderMissing
 from lab.hosts import HostFacts, SshEndpoint
 from lab.machine import network
 from lab.machine.cpus import cpu_seconds_over_ssh
+from lab.progress import elapsed
 from lab.providers.base import Provider
 from lab.providers.vagrant import cpus as vm_cpus, settings, vagrantfile
 from lab.providers.vagrant.driver import VagrantDriver
@@ -112,7 +113,9 @@ class VagrantProvider(Provider):
         # libvirt refuses to start a network whose subnet any route already covers, the lab's own blackhole
         # included ("Network is already in use by interface *"): it goes in once the network's bridge is up.
         network.remove_blackhole(topology.subnet)
-        driver.up(provider, progress=say)
+        # Vagrant's milestones come through `progress`, so "still" lines fill only the silences (an emulated boot).
+        with elapsed(say, f"running vagrant up ({len(topology.hosts)} VMs)", "vagrant up finished") as progress:
+            driver.up(provider, progress=progress)
         network.ensure_blackhole(topology.subnet)
         states = driver.status()
         down = [h.name for h in topology.hosts if states.get(h.name) != "running"]

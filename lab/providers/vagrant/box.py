@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -21,6 +20,7 @@ from lab.machine.paths import cache_root
 from lab.providers.vagrant.driver import VagrantDriver
 from lab.providers.vagrant.libvirt import POOL, SYSTEM_URI, Driver, boot_test_due, pick_qemu_driver
 from lab.machine_packages import ensure_feature
+from lab.progress import elapsed
 from lab.system import Say, require_root, run
 
 BOX_NAME = "lab/debian12"
@@ -155,7 +155,8 @@ def ensure_box(say: Say, rebuild: bool = False) -> str:
         raise BoxMissing(f"the Vagrant box {BOX_NAME} is missing: build it once as root with `sudo lab box build`")
     box = build_box(say, force=rebuild)
     say(f"adding the box to Vagrant as {BOX_NAME}")
-    run(["vagrant", "box", "add", "--force", "--name", BOX_NAME, str(box)], timeout=900)
+    with elapsed(say, f"adding the box to Vagrant as {BOX_NAME}", f"added the box as {BOX_NAME}"):
+        run(["vagrant", "box", "add", "--force", "--name", BOX_NAME, str(box)], timeout=900)
     _drop_old_box_volumes(say)
     return BOX_NAME
 
@@ -222,25 +223,25 @@ def build_box(say: Say, cache_dir: Path | None = None, force: bool = False) -> P
         for stale in boxes.glob(".build-*"):
             _remove_build_dir(stale)  # an earlier build was interrupted
         say(f"building the Debian {SUITE} Vagrant box (about 2 minutes; cached in {boxes})")
-        started = time.monotonic()
-        work = Path(tempfile.mkdtemp(prefix=".build-", dir=boxes))
-        try:
-            rootfs = work / "rootfs"
-            debian_rootfs.build(rootfs, GUEST_PACKAGES, MASKED_UNITS, "box", own_steps=_base_box, keep_apt_caches=True)
-            _bootable(rootfs)
-            shutil.copyfile(_in_root(rootfs, "vmlinuz"), work / KERNEL_FILE)
-            shutil.copyfile(_in_root(rootfs, "initrd.img"), work / INITRD_FILE)
-            disk = _make_disk(rootfs, work)
-            box = _pack(disk, work)
-            os.replace(work / KERNEL_FILE, kernel)
-            os.replace(work / INITRD_FILE, initrd)
-            # The box goes in whole, by one rename, and its stamp only after it: a build cut short
-            # between the two leaves a box without a matching stamp, which is rebuilt, never reused.
-            os.replace(box, final)
-            write_atomically(boxes / STAMP_FILE, json.dumps({"key": box_key(), "box": BOX_FILE}) + "\n", mode=0o644)
-        finally:
-            _remove_build_dir(work)
-        say(f"built {final} ({final.stat().st_size >> 20} MiB) in {time.monotonic() - started:.0f} s")
+        with elapsed(say, f"building the Debian {SUITE} Vagrant box") as progress:
+            work = Path(tempfile.mkdtemp(prefix=".build-", dir=boxes))
+            try:
+                rootfs = work / "rootfs"
+                debian_rootfs.build(rootfs, GUEST_PACKAGES, MASKED_UNITS, "box", own_steps=_base_box, keep_apt_caches=True)
+                _bootable(rootfs)
+                shutil.copyfile(_in_root(rootfs, "vmlinuz"), work / KERNEL_FILE)
+                shutil.copyfile(_in_root(rootfs, "initrd.img"), work / INITRD_FILE)
+                disk = _make_disk(rootfs, work)
+                box = _pack(disk, work)
+                os.replace(work / KERNEL_FILE, kernel)
+                os.replace(work / INITRD_FILE, initrd)
+                # The box goes in whole, by one rename, and its stamp only after it: a build cut short
+                # between the two leaves a box without a matching stamp, which is rebuilt, never reused.
+                os.replace(box, final)
+                write_atomically(boxes / STAMP_FILE, json.dumps({"key": box_key(), "box": BOX_FILE}) + "\n", mode=0o644)
+                progress.done = f"built {final} ({final.stat().st_size >> 20} MiB)"
+            finally:
+                _remove_build_dir(work)
     return final
 
 

@@ -18,6 +18,7 @@ from lab.errors import LibvirtDown, MissingDependency, VagrantMissing, VagrantPr
 from lab.machine.paths import cache_root
 from lab.providers.vagrant.driver import VAGRANT_INSTALL_FIX
 from lab.machine_packages import ensure_feature, packages
+from lab.progress import elapsed
 from lab.system import Say, gist, run
 
 Driver = Literal["kvm", "qemu"]
@@ -167,7 +168,8 @@ def pick_qemu_driver(kernel: Path, initrd: Path | None, say: Say) -> Driver:
     if driver is not None:
         return driver
     say("testing whether KVM boots a kernel here (up to 20 s, once)")
-    text, returncode = _kvm_boot_test(kernel, initrd)
+    with elapsed(say, "testing whether KVM boots a kernel", "KVM boot test done"):
+        text, returncode = _kvm_boot_test(kernel, initrd)
     driver = classify_boot_output(text, returncode)
     if driver == "qemu":
         say("KVM cannot boot a VM here; VMs will use QEMU's (slower) software emulation")
