@@ -198,7 +198,7 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
         recipes = recipes_module.load_recipes(max_step)
         report = recipes_module.converge(
             topology, recipes, lambda name: RemoteHost(labdir, name), provider.facts(topology),
-            {**labdir.secrets(), **lab_authority(project, topology).as_secrets()}, on_result,
+            {**labdir.secrets(), **lab_authority(project, topology).as_secrets()}, on_result, say,
         )
         recipes_module.raise_for_failures(report)
         if on_converged is not None:

@@ -1,10 +1,11 @@
 """Unit tests for progress lines: lab.progress.elapsed (end line, "still" lines, never after the end, errors and
-Ctrl-C), and the long operations that use them."""
+Ctrl-C), each step finished on every host during a converge, and the long operations that use them."""
 from __future__ import annotations
 
 import contextlib
 import functools
 import re
+import shlex
 import signal
 import threading
 import time
@@ -13,9 +14,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from lab import machine_packages, progress, system
+from lab import lifecycle, machine_packages, progress, system
+from lab.hosts import HostFacts
 from lab.progress import elapsed
+from lab.recipes import ConvergeReport, Recipe, RecipeResult, converge, scheduler
+from lab.recipes.results import StepsDone
+from lab.remote import CommandResult
 from lab.testing import linux_topology
+from lab.topology import Overrides
 
 
 class Clock:
@@ -167,6 +173,180 @@ def test_ctrl_c_interrupts_at_once_and_stops_the_ticker():
 
 def test_the_default_interval_is_at_most_15_s():
     assert 0 < progress.EVERY <= 15
+
+
+# -- each step finished on every host ---------------------------------------------------------------
+
+
+def result(host: str, step: int, status: str = "changed") -> RecipeResult:
+    return RecipeResult(host, f"s{step}.r", step, status)
+
+
+def test_a_step_is_done_when_its_last_result_arrives():
+    steps = StepsDone({1: 2, 2: 1})
+    assert steps.add(result("web1", 1), 1.0) == []
+    assert steps.add(result("db1", 1, "ok"), 2.5) == [
+        "step 1 done on every host: 2 recipes, 1 changed; 2.5 s since the recipes began"]
+    assert steps.add(result("db1", 2), 3.0) == ["step 2 done on every host: 1 recipe, 1 changed; 3.0 s since the recipes began"]
+
+
+def test_a_later_step_finished_first_waits_for_the_earlier_one():
+    steps = StepsDone({1: 1, 2: 2, 3: 1})
+    assert steps.add(result("web1", 1), 1.0) == [
+        "step 1 done on every host: 1 recipe, 1 changed; 1.0 s since the recipes began"]
+    assert steps.add(result("web1", 2), 2.0) == []
+    assert steps.add(result("web1", 3), 3.0) == []  # web1 is through step 3, db1 still in step 2
+    assert steps.add(result("db1", 2, "ok"), 4.0) == [
+        "step 2 done on every host: 2 recipes, 1 changed; 4.0 s since the recipes began",
+        "step 3 done on every host: 1 recipe, 1 changed; 4.0 s since the recipes began",
+    ]
+
+
+def test_a_step_with_failures_says_so():
+    steps = StepsDone({2: 3})
+    steps.add(result("db1", 2, "failed"), 1.0)
+    steps.add(result("web1", 2, "skipped"), 1.0)
+    assert steps.add(result("web2", 2, "changed"), 1.5) == [
+        "step 2 finished on every host: 1 failed, 1 skipped of 3 recipes; 1.5 s since the recipes began"]
+
+
+class Host:
+    """A host that runs `sleep N` and `put PATH`, and remembers what was put."""
+
+    def __init__(self, name: str, files: dict[str, str]) -> None:
+        self.name = name
+        self.files = files
+
+    def run(self, command: str, user: str | None = None) -> CommandResult:
+        verb, *args = shlex.split(command)
+        if verb == "sleep":
+            time.sleep(float(args[0]))
+        elif verb == "put":
+            if args[0] in self.files:
+                return CommandResult(command, 0, "", "")
+            self.files[args[0]] = "x"
+        return CommandResult(command, 0, "", "")
+
+    def put(self, data: bytes, remote_path: str) -> None:
+        self.files[remote_path] = data.decode()
+
+    def get(self, remote_path: str) -> bytes:
+        return self.files[remote_path].encode()
+
+    def close(self) -> None:
+        pass
+
+
+def put(path: str, seconds: float = 0.0):
+    def func(t) -> None:
+        if seconds:
+            t.run("sleep %s", seconds)
+        if path not in t.remote.files:
+            t.run("put %s", path)
+            t.changed(f"wrote {path}")
+
+    return func
+
+
+# db1 is slow in step 2, so web1 and web2 finish step 3 before db1 finishes step 2.
+STEPS = [
+    Recipe("s1.motd", 1, ("lb", "web", "db"), put("/etc/motd")),
+    Recipe("s2.database", 2, ("db",), put("/db", seconds=0.3)),
+    Recipe("s2.venv", 2, ("web",), put("/venv")),
+    Recipe("s3.app", 3, ("web",), put("/app")),
+]
+
+
+def converged(recipes, files=None, **kwargs):
+    files = files if files is not None else {}
+    topology = linux_topology(overrides=Overrides(web=2))
+    lines: list[str] = []
+    seen: list[str] = []
+
+    def on_result(r: RecipeResult) -> None:
+        seen.append(f"{r.status} {r.host} {r.recipe}")
+        lines.append(f"  {r.status} {r.host} {r.recipe}")
+
+    report = converge(topology, recipes, lambda name: Host(name, files.setdefault(name, {})),
+                      HostFacts(proxy_url=None), {}, on_result, lines.append, **kwargs)
+    return report, lines
+
+
+def test_converge_says_each_step_once_done_on_every_host_in_order():
+    report, lines = converged(STEPS)
+    step_lines = [line for line in lines if line.startswith("step ")]
+    assert [line.split(" done")[0] for line in step_lines] == ["step 1", "step 2", "step 3"]
+    assert step_lines[0].startswith("step 1 done on every host: 4 recipes, 4 changed; ")
+    assert step_lines[1].startswith("step 2 done on every host: 3 recipes, 3 changed; ")
+    assert step_lines[2].startswith("step 3 done on every host: 2 recipes, 2 changed; ")
+    assert all(re.search(r"; \d+\.\d s since the recipes began$", line) for line in step_lines)
+    seconds = [float(re.search(r"; ([\d.]+) s since", line).group(1)) for line in step_lines]
+    assert seconds[1] >= 0.3 and seconds == sorted(seconds)
+    # Each step's line comes after every result of that step (web hosts finished step 3 before db1's step 2).
+    for step, line in zip((1, 2, 3), step_lines):
+        where = lines.index(line)
+        assert all(lines.index(f"  changed {r.host} {r.recipe}") < where for r in report.results if r.step == step)
+    assert lines.index("  changed web1 s3.app") < lines.index(step_lines[1])
+
+
+def test_a_converge_of_a_converged_lab_says_its_steps_too():
+    files: dict = {}
+    converged(STEPS, files)
+    _, lines = converged(STEPS, files)
+    assert [line for line in lines if line.startswith("step ")][0].startswith(
+        "step 1 done on every host: 4 recipes, 0 changed; ")
+
+
+def test_a_failed_step_is_said_with_its_failures():
+    def broken(t) -> None:
+        raise RuntimeError("postgresql did not start")
+
+    recipes = [Recipe("s1.motd", 1, ("lb", "web", "db"), put("/etc/motd")),
+               Recipe("s2.database", 2, ("db",), broken),
+               Recipe("s2.schema", 2, ("web",), put("/schema"), requires=("s2.database",), first_only=True)]
+    _, lines = converged(recipes)
+    assert [line.split(";")[0] for line in lines if line.startswith("step ")] == [
+        "step 1 done on every host: 4 recipes, 4 changed",
+        "step 2 finished on every host: 1 failed, 1 skipped of 2 recipes",
+    ]
+
+
+def test_a_quiet_converge_says_which_recipes_are_under_way(monkeypatch):
+    monkeypatch.setattr(scheduler, "elapsed", functools.partial(elapsed, every=0.02))
+    _, lines = converged(STEPS)
+    still = [line for line in lines if line.startswith("still ")]
+    assert still, lines
+    assert any(re.fullmatch(r"still applying recipes \(db1: step 2 database for \d+ s\), \d+ s", line) for line in still)
+    assert not ticker_threads()
+
+
+def test_lab_up_hands_its_say_to_the_converge(tmp_path, monkeypatch):
+    said: list[str] = []
+    handed: list = []
+
+    class Provider:
+        def preflight(self, topology, labdir, say) -> None:
+            pass
+
+        def up(self, topology, labdir, state, say) -> list:
+            return []
+
+        def facts(self, topology) -> HostFacts:
+            return HostFacts(proxy_url=None)
+
+    def fake_converge(topology, recipes, connect, facts, secrets, on_result, say):
+        handed.append(say)
+        say("step 1 done on every host: 3 recipes, 3 changed; 1.0 s since the recipes began")
+        return ConvergeReport([], 1.0)
+
+    monkeypatch.setattr(lifecycle, "get_provider", lambda name: Provider())
+    monkeypatch.setattr(lifecycle.recipes_module, "load_recipes", lambda max_step=None: [])
+    monkeypatch.setattr(lifecycle.recipes_module, "converge", fake_converge)
+    monkeypatch.setattr(lifecycle, "lab_authority", lambda project, topology: SimpleNamespace(as_secrets=lambda: {}))
+    project = lifecycle.Project.here(tmp_path, environ={})
+    lifecycle.up(project, Overrides(), said.append, lambda r: None)
+    assert handed == [said.append]
+    assert said == ["step 1 done on every host: 3 recipes, 3 changed; 1.0 s since the recipes began"]
 
 
 # -- the long operations -------------------------------------------------------------------------------------------

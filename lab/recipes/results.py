@@ -37,6 +37,45 @@ class ConvergeReport:
         return f"{len(self.results)} recipes on {hosts} hosts: {parts}; {verdict} ({self.seconds:.1f} s)"
 
 
+class StepsDone:
+    """Which workshop steps every host has finished, told from a converge's results as they arrive.
+
+    Hosts run their chains independently, so db1 may still be in step 2 when the web hosts finish step 3: a step
+    is announced only after every earlier one (step K done means the lab is at the end of step K, as `lab up
+    --step K` would leave it), and each step once.
+    """
+
+    def __init__(self, expected: dict[int, int]) -> None:
+        """expected: step → how many results it will have (one per recipe per host it applies to)."""
+        self._waiting = {step: count for step, count in sorted(expected.items()) if count}
+        self._results: dict[int, list[RecipeResult]] = {step: [] for step in self._waiting}
+
+    def add(self, result: RecipeResult, seconds: float) -> list[str]:
+        """The lines for the steps this result completes (none, or several at once), `seconds` into the converge."""
+        if result.step not in self._waiting:
+            return []
+        self._results[result.step].append(result)
+        self._waiting[result.step] -= 1
+        lines = []
+        while self._waiting and next(iter(self._waiting.values())) == 0:
+            step = next(iter(self._waiting))
+            del self._waiting[step]
+            lines.append(step_line(step, self._results.pop(step), seconds))
+        return lines
+
+
+def step_line(step: int, results: list[RecipeResult], seconds: float) -> str:
+    """"step 2 done on every host: 8 recipes, 3 changed; 23.1 s since the recipes began"."""
+    changed = sum(1 for r in results if r.status == "changed")
+    troubles = [f"{n} {status}" for status in ("failed", "skipped") if (n := sum(1 for r in results if r.status == status))]
+    recipes = f"{len(results)} recipe{'s' if len(results) != 1 else ''}"
+    if troubles:
+        outcome = f"step {step} finished on every host: {', '.join(troubles)} of {recipes}"
+    else:
+        outcome = f"step {step} done on every host: {recipes}, {changed} changed"
+    return f"{outcome}; {seconds:.1f} s since the recipes began"
+
+
 def raise_for_failures(report: ConvergeReport) -> None:
     failed = [r for r in report.results if r.status == "failed"]
     if failed:

@@ -11,8 +11,9 @@ from typing import Callable
 import jinja2
 
 from lab.hosts import HostFacts
+from lab.progress import elapsed
 from lab.recipes.discovery import PROVISION_DIR, Recipe, balancer_pool
-from lab.recipes.results import ConvergeReport, RecipeResult
+from lab.recipes.results import ConvergeReport, RecipeResult, StepsDone
 from lab.recipes.target import Rollout, Target
 from lab.remote import RemoteHost
 from lab.topology import Host, Topology
@@ -62,19 +63,41 @@ def converge(
     facts: HostFacts,
     secrets: dict[str, str],
     on_result: Callable[[RecipeResult], None] = lambda r: None,
+    say: Callable[[str], None] = lambda line: None,
 ) -> ConvergeReport:
-    """Apply recipes to every host: one thread per host, in order, waiting only where a recipe requires another."""
+    """Apply recipes to every host: one thread per host, in order, waiting only where a recipe requires another.
+
+    on_result hears each recipe's result on each host as it comes; say hears a line as each step is finished on
+    every host, and a "still" line naming the recipes under way when nothing was said for a while.
+    """
     started = time.monotonic()
     templates = template_environment()
-    progress = _Progress({r.name: {h.name for h in topology.hosts if r.applies_to(h, topology)} for r in recipes})
+    needed = {r.name: {h.name for h in topology.hosts if r.applies_to(h, topology)} for r in recipes}
+    progress = _Progress(needed)
     rollout = Rollout(balancer_pool(recipes))
     results: list[RecipeResult] = []
     lock = threading.Lock()
+    expected: dict[int, int] = {}
+    for r in recipes:
+        expected[r.step] = expected.get(r.step, 0) + len(needed[r.name])
+    steps = StepsDone(expected)
+    running: dict[str, tuple[Recipe, float]] = {}  # host → the recipe it runs now, since when
+
+    def under_way() -> str:
+        with lock:
+            busy = [(host, recipe, time.monotonic() - since) for host, (recipe, since) in sorted(running.items())]
+        if not busy:
+            return ""  # every host waits for another or is connecting: nothing of its own to name
+        return "applying recipes (" + "; ".join(
+            f"{host}: step {r.step} {r.name.split('.', 1)[1]} for {seconds:.0f} s" for host, r, seconds in busy) + ")"
 
     def record(result: RecipeResult) -> None:
         with lock:
             results.append(result)
         on_result(result)
+        with lock:  # said under the lock, so that steps finished by two hosts at once are said in order
+            for line in steps.add(result, time.monotonic() - started):
+                said(line)
 
     def provision(host: Host) -> None:
         chain = [r for r in recipes if r.applies_to(host, topology)]
@@ -104,6 +127,8 @@ def converge(
                     continue
                 t0 = time.monotonic()
                 before = len(target.changes)
+                with lock:
+                    running[host.name] = (r, t0)
                 try:
                     r.func(target)
                 except Exception as error:  # a recipe's failure is reported per host, not raised
@@ -112,6 +137,9 @@ def converge(
                     progress.finish(r.name, host.name, ok=False)
                     failed_before = f"an earlier recipe failed on {host.name}"
                     continue
+                finally:
+                    with lock:
+                        del running[host.name]
                 changes = target.changes[before:]
                 record(RecipeResult(host.name, r.name, r.step, "changed" if changes else "ok", changes, "", time.monotonic() - t0))
                 progress.finish(r.name, host.name, ok=True)
@@ -127,11 +155,12 @@ def converge(
 
     pool = ThreadPoolExecutor(max_workers=len(topology.hosts), thread_name_prefix="recipe")
     try:
-        futures = [pool.submit(provision, h) for h in topology.hosts]
-        for future in futures:
-            while not future.done():
-                time.sleep(0.05)  # short waits keep the main thread able to take Ctrl-C
-            future.result()
+        with elapsed(say, under_way) as said:
+            futures = [pool.submit(provision, h) for h in topology.hosts]
+            for future in futures:
+                while not future.done():
+                    time.sleep(0.05)  # short waits keep the main thread able to take Ctrl-C
+                future.result()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     report = ConvergeReport(sorted(results, key=lambda r: (r.step, r.host)), time.monotonic() - started)
