@@ -21,9 +21,8 @@ from lab.recipes.scheduler import template_environment
 from lab.recipes.target import Rollout
 from lab.remote import RemoteHost
 from lab.system import Say
-from provision.step1_bootstrap.recipes import (APP_USER, CURRENT, PREVIOUS, RELEASES, SETTINGS, VENV, app_archive,
-                                               switch_current, unpack_release)
-from provision.step2_database.recipes import SCHEMA_LOCK
+from provision.step1_bootstrap.recipes import (APP_USER, CURRENT, PREVIOUS, RELEASES, SCHEMA_LOCK, SETTINGS, VENV,
+                                               app_archive, switch_current, unpack_release)
 from provision.step3_appserver.recipes import SERVER_UNITS, _serving_current_release, _warm_up
 from provision.step3_appserver.recipes import static_files as collect_static_files
 from provision.step4_deploy.recipes import prune_releases, record_deploy

@@ -7,6 +7,7 @@ succeeded (`step_completed`, lifecycle.up's on_converged), unless the lab had al
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from lab.files import write_atomically
 from lab.providers import get_provider
 from lab.recipes import ConvergeReport, RecipeResult, discover_steps
 from lab.system import Say
-from lab.topology import Overrides
+from lab.topology import Overrides, Topology
 
 STEPS_FILE = "steps.json"
 BARE = 0  # `lab up --step 0`: the hosts alone, nothing provisioned (where an attendee starts step 1)
@@ -100,15 +101,43 @@ def step_completed(project: lifecycle.Project, provider: Any, max_step: int | No
         return
     if report.changes == 0 and step in before["snapshots"]:
         _record(project, step)
+        _say_what_answers(project, step, say, max_step is not None)
         return
     try:
         seconds = provider.snapshot(project, snapshot_name(step))
     except SnapshotsUnsupported:
         _record(project, step)
+        _say_what_answers(project, step, say, max_step is not None)
         return
     _record(project, step, snapshot=step)
     slowest = max(seconds.values(), default=0.0)
     say(f"step {step} done; snapshot taken ({slowest:.1f} s per host at most): `lab reset --to-step {step}` comes back here")
+    _say_what_answers(project, step, say, max_step is not None)
+
+
+APP_SERVER_NAMES = {"gunicorn": "Gunicorn", "mod_wsgi": "Apache + mod_wsgi"}
+
+
+def what_answers(topology: Topology, step: int) -> str | None:
+    """Step K's one line on what now answers and where (its package's ANSWERS), with this lab's hosts filled in."""
+    from provision.step1_bootstrap.recipes import APP_PORT  # provision/ is loaded late (it imports lab.recipes)
+    for found in discover_steps():
+        answers = getattr(importlib.import_module(found.package), "ANSWERS", None)
+        if found.number != step or not answers or not topology.tier("web"):
+            continue
+        web1 = topology.tier("web")[0]
+        balancers = topology.serving("https")
+        return answers.format(web1=web1.name, web1_ip=web1.ip, port=APP_PORT, db1=topology.db_primary.name,
+                              lb_ip=balancers[0].ip if balancers else "?",
+                              app_server=APP_SERVER_NAMES.get(topology.app_server, topology.app_server))
+    return None
+
+
+def _say_what_answers(project: lifecycle.Project, step: int, say: Say, stepwise: bool) -> None:
+    """After `lab up --step K` or `lab solve K` (a plain `lab up` names the site itself)."""
+    line = what_answers(project.labdir.topology(), step) if stepwise else None
+    if line:
+        say(f"now: {line}")
 
 
 # -- lab check / lab steps ----------------------------------------------------------------------------------

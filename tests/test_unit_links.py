@@ -19,7 +19,7 @@ from lab.recipes import converge, load_recipes
 from lab.remote import CommandResult
 from lab.stack import EVERY_TIER, MACHINE, Link, TierSpec
 from lab.topology import Overrides, Topology, resolve
-from provision.step1_bootstrap.recipes import SETTINGS
+from provision.step1_bootstrap.recipes import OVERLAY_DIR, SETTINGS
 from provision.step2_database.recipes import PG_ETC
 from provision.step5_balancer.recipes import SITE
 
@@ -28,7 +28,7 @@ FACTS = HostFacts(proxy_url=None, control_address=MACHINE_IP)
 SECRETS = {"django_secret_key": "k3y", "db_password": "pw"}
 # The recipes that turn links into files; the test stack's extra tiers touch none of their code.
 DERIVED = ("step1_bootstrap.hosts_file", "step1_bootstrap.firewall", "step1_bootstrap.site_settings",
-           "step2_database.postgresql", "step5_balancer.nginx")
+           "step2_database.postgresql", "step2_database.database_settings", "step5_balancer.nginx")
 
 CACHE = TierSpec("cache", 40, 0, 0, 3, 256, 1, ("memcached",))
 POOLER = TierSpec("pooler", 50, 1, 1, 1, 256, 1, ("pgbouncer",))
@@ -117,6 +117,14 @@ def upstream(files: dict[str, str]) -> list[str]:
     return re.findall(r"^\s*server (\S+)", block, re.M)
 
 
+def site_settings(files: dict[str, str]) -> dict:
+    """The site's settings as app/bank/config.py reads them: bank.toml, then each bank.d/*.toml over it in name order."""
+    settings = tomllib.loads(files[SETTINGS])
+    for path in sorted(p for p in files if p.startswith(f"{OVERLAY_DIR}/") and p.endswith(".toml")):
+        settings.update(tomllib.loads(files[path]))
+    return settings
+
+
 def pg_hba_addresses(files: dict[str, str]) -> list[str]:
     rules = [line.split() for line in files[f"{PG_ETC}/pg_hba.conf"].splitlines() if line.startswith("host")]
     return [r[3] for r in rules]
@@ -163,7 +171,7 @@ def test_upstream_pg_hba_and_settings_are_unchanged_by_the_cache(cache_lab):
     topology, files = cache_lab
     assert upstream(files["lb1"]) == ["192.168.56.21:8000", "192.168.56.22:8000"]
     assert pg_hba_addresses(files["db1"]) == ["192.168.56.21/32", "192.168.56.22/32"]
-    settings = tomllib.loads(files["web2"][SETTINGS])
+    settings = site_settings(files["web2"])
     assert (settings["db_host"], settings["db_port"]) == ("192.168.56.31", 5432)
     assert settings["allowed_hosts"] == ["192.168.56.11", "lb1", "192.168.56.22", "web2", "localhost"]
     assert SETTINGS not in files["cache1"] and f"{PG_ETC}/pg_hba.conf" not in files["cache1"]
@@ -188,7 +196,7 @@ def test_the_default_stack_writes_what_it_always_did():
                                   8080: ("http-plain", {MACHINE_IP})}
     assert upstream(files["lb1"]) == ["192.168.56.21:8000", "192.168.56.22:8000"]
     assert pg_hba_addresses(files["db1"]) == ["192.168.56.21/32", "192.168.56.22/32"]
-    settings = tomllib.loads(files["web1"][SETTINGS])
+    settings = site_settings(files["web1"])
     assert (settings["db_host"], settings["db_port"], settings["db_name"]) == ("192.168.56.31", 5432, "bank")
     assert settings["allowed_hosts"] == ["192.168.56.11", "lb1", "192.168.56.21", "web1", "localhost"]
 
@@ -201,7 +209,7 @@ def test_a_pooler_between_web_and_db_moves_settings_pg_hba_and_firewall():
     files = provision(topology)
     pooler = topology.host("pooler1")
     for name in ("web1", "web2"):
-        settings = tomllib.loads(files[name][SETTINGS])
+        settings = site_settings(files[name])
         assert (settings["db_host"], settings["db_port"]) == (pooler.ip, 6432)
         assert settings["allowed_hosts"][:4] == ["192.168.56.11", "192.168.56.12", "lb1", "lb2"]
     assert pg_hba_addresses(files["db1"]) == [f"{pooler.ip}/32"]

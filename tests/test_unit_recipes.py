@@ -169,12 +169,25 @@ def test_load_recipes_collects_only_functions_defined_in_the_step():
     assert not any(n.startswith("step2_database.") and n.split(".")[1] in {"hosts_file", "firewall"} for n in names)
 
 
+DEVSERVER = "step1_bootstrap.devserver"
+
+
 def test_load_recipes_max_step():
     recipes = load_recipes(max_step=2)
     assert recipes
     assert {r.step for r in recipes} == {1, 2}
-    assert [r.name for r in recipes] == [r.name for r in load_recipes() if r.step <= 2]
+    # The same recipes as a full converge's steps 1–2, plus what step 3 replaces (step 1's development server).
+    assert [r.name for r in recipes if r.name != DEVSERVER] == [r.name for r in load_recipes() if r.step <= 2]
     assert {r.step for r in load_recipes(max_step=1)} == {1}
+
+
+@pytest.mark.parametrize("max_step, runs_it", [(1, True), (2, True), (3, False), (5, False), (None, False)])
+def test_the_development_server_is_part_of_a_converge_only_until_step_3_replaces_it(max_step, runs_it):
+    names = [r.name for r in load_recipes(max_step)]
+    assert (DEVSERVER in names) is runs_it
+    if runs_it:  # after the site's code and settings, before anything of step 2
+        assert names.index("step1_bootstrap.site_settings") < names.index(DEVSERVER)
+        assert all(r.step == 1 for r in load_recipes(max_step)[:names.index(DEVSERVER)])
 
 
 # -- applies_to ----------------------------------------------------------------------------------

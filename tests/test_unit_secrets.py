@@ -18,8 +18,10 @@ from lab.remote import CommandResult, RemoteHost
 from lab.secrets import REDACTED, redact, scram_matches, scram_verifier, sql_literal
 
 from lab.topology import Overrides, resolve
-from provision.step1_bootstrap.recipes import SETTINGS
+from provision.step1_bootstrap.recipes import DATABASE_OVERLAY, OVERLAY_DIR, SETTINGS
 from tests.test_unit_scram import scram_verifier as rfc_verifier
+
+DATABASE_SETTINGS = f"{OVERLAY_DIR}/{DATABASE_OVERLAY}.toml"
 
 SECRETS = {
     "django_secret_key": "dj4ngo-s3cret-KEY-value-0123456789abcdefghijklmnopqrstuvwxyz",
@@ -139,7 +141,9 @@ def test_secrets_reach_the_hosts_only_on_stdin_or_in_private_files(converged):
     log, hosts, _ = converged
     by_stdin = [(host, command, stdin) for host, command, _, stdin in log if stdin]
     settings = [hosts[h].files[SETTINGS] for h in ("web1", "web2")]
-    assert all(SECRETS["db_password"] in text and SECRETS["django_secret_key"] in text for text in settings)
+    assert all(SECRETS["django_secret_key"] in text for text in settings)
+    database = [hosts[h].files[DATABASE_SETTINGS] for h in ("web1", "web2")]  # step 2's: the site on PostgreSQL
+    assert all(SECRETS["db_password"] in text for text in database)
     roles = [stdin for host, command, stdin in by_stdin if command.startswith("psql")]
     site_role = [sql for sql in roles if "ROLE bank " in sql]
     replication_role = [sql for sql in roles if "ROLE replicator " in sql]
@@ -153,11 +157,13 @@ def test_secrets_reach_the_hosts_only_on_stdin_or_in_private_files(converged):
     assert demo == [SECRETS["demo_password"] + "\n"]
 
 
-def test_the_settings_file_is_written_root_bank_0640_through_stdin(converged):
+@pytest.mark.parametrize("path", [SETTINGS, DATABASE_SETTINGS])
+def test_the_settings_files_are_written_root_bank_0640_through_stdin(converged, path):
     log, _, _ = converged
-    writes = [command for host, command, _, stdin in log if host == "web1" and stdin and command.endswith(SETTINGS)]
+    writes = [command for host, command, _, stdin in log if host == "web1" and stdin and command.endswith(path)]
     assert len(writes) == 1
-    assert "umask 077" in writes[0] and "mktemp /etc/bank/.lab-write-" in writes[0]
+    folder = path.rsplit("/", 1)[0]
+    assert "umask 077" in writes[0] and f"mktemp {folder}/.lab-write-" in writes[0]
     assert "chown root:bank" in writes[0] and "chmod 640" in writes[0]
 
 

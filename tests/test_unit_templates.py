@@ -11,7 +11,8 @@ import pytest
 from lab.providers.local import proxy
 from lab.recipes import PROVISION_DIR
 from lab.topology import AppServerSettings, Host, Overrides, resolve
-from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, DATABASE, ROLE, SETTINGS, STATIC_ROOT, VENV
+from provision.step1_bootstrap.recipes import (APP_HOME, APP_USER, CURRENT, DATABASE, ROLE, SETTINGS, SQLITE_DB, STATIC_ROOT,
+                                               VENV)
 from provision.step3_appserver.recipes import APP_PORT, WSGI_SCRIPT, WSGI_SCRIPT_NAME, WSGI_SOCKET_PREFIX
 from provision.step5_balancer.recipes import TLS_PEM, site_values, upstream_hosts, upstream_servers
 
@@ -51,9 +52,11 @@ CASES: dict[str, tuple[str, dict]] = {
         "web1",
         {
             "secret_key": "s3cret", "allowed_hosts": ["192.168.56.11", "lb1", "192.168.56.21", "web1", "localhost"],
-            "database": DATABASE, "role": ROLE, "db_password": "pw", "db_host": "192.168.56.31", "db_port": 5432,
-            "static_root": STATIC_ROOT, "trusted_proxies": ["192.168.56.11"],
+            "sqlite_db": SQLITE_DB, "static_root": STATIC_ROOT, "trusted_proxies": ["192.168.56.11"],
         },
+    ),
+    "step1_bootstrap/templates/bank-devserver.service.j2": (
+        "web1", {"user": APP_USER, "current": CURRENT, "settings": SETTINGS, "venv": VENV, "port": APP_PORT},
     ),
     "step3_appserver/templates/gunicorn.service.j2": (
         "web2",
@@ -229,10 +232,16 @@ def test_gunicorn_binds_the_host_ip(templates):
     assert f"Environment=BANK_CONFIG={SETTINGS}" in text.splitlines()
 
 
+def test_the_development_server_listens_on_the_hosts_private_address_only(templates):
+    text = render(templates, "step1_bootstrap/templates/bank-devserver.service.j2")
+    assert f"ExecStart={VENV}/bin/python manage.py runserver 192.168.56.21:8000 --noreload" in text.splitlines()
+    assert f"User={APP_USER}" in text.splitlines() and "0.0.0.0" not in text
+
+
 def test_bank_settings_are_valid_toml(templates):
     data = tomllib.loads(render(templates, "step1_bootstrap/templates/bank.toml.j2"))
-    assert (data["db_host"], data["db_port"]) == ("192.168.56.31", 5432)
-    assert data["db_password"] == "pw"
+    assert (data["db_engine"], data["db_name"]) == ("sqlite", SQLITE_DB)  # the workshop's start; step 2 adds PostgreSQL
+    assert not {"db_host", "db_password", "db_user"} & set(data)
     assert data["allowed_hosts"] == ["192.168.56.11", "lb1", "192.168.56.21", "web1", "localhost"]
     assert data["debug"] is False
     assert data["trusted_proxies"] == ["192.168.56.11"]

@@ -29,6 +29,7 @@ class Recipe:
     requires: tuple[str, ...] = ()
     first_only: bool = False  # run on the tier's first host only (migrations, sample data)
     after: tuple[str, ...] = ()  # recipes that must have finished everywhere first, whether or not they succeeded
+    until_step: int | None = None  # part of a converge only when it stops at this step or before (a later step replaces it)
 
     def applies_to(self, host: Host, topology: Topology) -> bool:
         if host.tier not in self.tiers:
@@ -36,16 +37,19 @@ class Recipe:
         return not self.first_only or topology.tier(host.tier)[0].name == host.name
 
 
-def recipe(tiers: Iterable[str], requires: Iterable[str] = (), first_only: bool = False, after: Iterable[str] = ()):
+def recipe(tiers: Iterable[str], requires: Iterable[str] = (), first_only: bool = False, after: Iterable[str] = (),
+           until_step: int | None = None):
     """Mark a function in provision/stepN_*/recipes.py as a recipe (collected in definition order).
 
     `requires`: skipped unless those recipes succeeded everywhere; `after`: runs once they finished everywhere,
-    successful or not (the recipe itself looks at what they left, e.g. which web hosts answer).
+    successful or not (the recipe itself looks at what they left, e.g. which web hosts answer). `until_step`: what
+    the workshop has an attendee build first and a later step replaces (step 1's development server, replaced by
+    step 3's app server): only a `lab up --step K` with K at most until_step runs it.
     """
 
     def mark(func: Callable[["Target"], None]) -> Callable[["Target"], None]:
         func.lab_recipe = {"tiers": tuple(tiers), "requires": tuple(requires), "first_only": first_only,  # type: ignore[attr-defined]
-                           "after": tuple(after)}
+                           "after": tuple(after), "until_step": until_step}
         return func
 
     return mark
@@ -80,6 +84,8 @@ def load_recipes(max_step: int | None = None) -> list[Recipe]:
         for attribute in vars(module).values():
             spec = getattr(attribute, "lab_recipe", None)
             if spec is not None and getattr(attribute, "__module__", None) == module.__name__:
+                if spec["until_step"] is not None and (max_step is None or max_step > spec["until_step"]):
+                    continue  # replaced by a later step this converge includes
                 recipes.append(Recipe(name=f"{step.folder.name}.{attribute.__name__}", step=step.number, func=attribute, **spec))
     names = [r.name for r in recipes]
     for index, r in enumerate(recipes):

@@ -1,12 +1,15 @@
 """Step 1 recipes: hosts know each other, packages come through the proxy, each host's firewall follows the stack's
-links, the site's code, venv and settings are in place."""
+links, the site's code, venv and settings are in place, and (while the workshop is at steps 1–2) Django's
+development server answers on web1, on SQLite until step 2 gives the site PostgreSQL."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import secrets
 import tarfile
+from typing import Any, Mapping
 
 from lab.machine import wheels
 from lab.recipes import PROJECT_ROOT, RecipeError, Target, recipe
@@ -61,6 +64,12 @@ def app_user(t: Target) -> None:
         t.changed(f"created system user {APP_USER}")
     t.directory(APP_HOME, 0o755, "root", "root")
     t.directory(RELEASES, 0o755, "root", "root")
+
+
+@recipe(tiers=("web",))
+def tools(t: Target) -> None:
+    """curl: what each step's docs use to show what answers on a web host (`lab ssh web1 curl -si ...`)."""
+    t.packages("curl")
 
 
 def pinned_requirements() -> dict[str, str]:
@@ -177,12 +186,21 @@ DATABASE = "bank"
 ROLE = "bank"
 
 
+SQLITE_DIR = f"{APP_HOME}/data"  # the workshop's first database: SQLite (and its journal) in a folder of the app user's own
+SQLITE_DB = f"{SQLITE_DIR}/site.sqlite3"
+OVERLAY_DIR = f"{SETTINGS_DIR}/bank.d"  # later steps' settings, one file each, read over bank.toml in name order
+DATABASE_OVERLAY = "database"  # step 2's: PostgreSQL instead of SQLite
+SCHEMA_LOCK = "bank-schema"  # migrations and sample data, one at a time
+E2E_CUSTOMERS = 2  # customer0001 and customer0002, for step 5's end-to-end checks through the balancer
+DEVSERVER_UNIT = "bank-devserver"
+DEVSERVER = f"/etc/systemd/system/{DEVSERVER_UNIT}.service"
+APP_PORT = 8000  # where the site answers on a web host: the development server, then step 3's app server
+
+
 @recipe(tiers=("web",))
 def site_settings(t: Target) -> None:
-    """The site's settings from the stack's links: the database it may reach, the proxies that send it requests."""
-    databases = t.topology.serving("sql", client=t.host)
-    if not databases:
-        raise RecipeError(f"no host of this lab serves the site's database (link 'sql') to {t.host.name}")
+    """The site's settings from the stack's links: the proxies that send it requests, SQLite as its database (the
+    workshop's start: step 2's own settings file gives it PostgreSQL)."""
     proxies = t.topology.clients(t.host, "app")
     allowed = [h.ip for h in proxies] + [h.name for h in proxies] + [t.host.ip, t.host.name, "localhost"]
     t.directory(SETTINGS_DIR, 0o750, "root", APP_USER)
@@ -190,9 +208,60 @@ def site_settings(t: Target) -> None:
     # point itself at another database); t.template writes a file others may not read through stdin, atomically.
     t.template(
         SETTINGS, "step1_bootstrap/templates/bank.toml.j2", SETTINGS_MODE, "root", APP_USER, events=("app-config",),
-        secret_key=t.secrets["django_secret_key"], allowed_hosts=allowed, database=DATABASE, role=ROLE,
-        db_password=t.secrets["db_password"],
-        # the primary (step 6 may add a standby; `lab failover db` swaps them); the pooler of step 5 overrides it
-        db_host=t.topology.db_primary.ip if t.topology.db_primary in databases else databases[0].ip, db_port=t.topology.port("sql", client=t.host),
+        secret_key=t.secrets["django_secret_key"], allowed_hosts=allowed, sqlite_db=SQLITE_DB,
         static_root=STATIC_ROOT, trusted_proxies=[h.ip for h in proxies],
     )
+
+
+def write_site_overlay(t: Target, name: str, values: Mapping[str, Any]) -> bool:
+    """A later step's part of the site's settings: /etc/bank/bank.d/NAME.toml (none: removed), root:bank 0640 like
+    bank.toml (the site reads it, cannot rewrite it). A change is an "app-config" event: an app server this converge
+    starts later restarts on it; a step after step 3 restarts the app server itself (step 5's site_overlay)."""
+    t.directory(OVERLAY_DIR, 0o750, "root", APP_USER)
+    path = f"{OVERLAY_DIR}/{name}.toml"
+    if not values:
+        return t.absent(path)
+    body = f"# managed by lab: {name} settings of the site\n" + "".join(
+        f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+    return t.file(path, body, SETTINGS_MODE, "root", APP_USER, events=("app-config",))
+
+
+def manage(command: str) -> str:
+    """manage.py of the release `current` names, with the site's settings."""
+    return f"cd {CURRENT} && BANK_CONFIG={SETTINGS} {VENV}/bin/python manage.py {command}"
+
+
+def schema_and_sample_data_in(t: Target, where: str) -> None:
+    """Migrations and sample data in the database the site's settings name now (`where` says which, for the report).
+
+    Each is interrupt-safe in itself (a migration and its record commit in one transaction; the sample data loads
+    in one transaction), but an interrupted run leaves the command going on the host: both hold one lock, so a
+    re-run waits for it instead of racing it into duplicate tables or rows.
+    """
+    if not t.test(manage("migrate --check --noinput"), user=APP_USER):
+        t.run(t.locked(SCHEMA_LOCK, manage("migrate --noinput")), user=APP_USER)
+        t.changed(f"applied migrations ({where})")
+    # Two customers: step 5's end-to-end checks prove through the balancer that neither sees or moves the other's money.
+    # The demo password arrives on stdin and goes to the command through its environment (not ps, not sudo's log).
+    load = "IFS= read -r BANK_DEMO_PASSWORD && export BANK_DEMO_PASSWORD && " + manage(
+        f"load_sample_data --sync-demo-password --customers {E2E_CUSTOMERS}")
+    loaded = t.run(t.locked(SCHEMA_LOCK, load), user=APP_USER, stdin=t.secrets["demo_password"] + "\n").stdout
+    if "already" not in loaded or "created" in loaded or "updated" in loaded:
+        t.changed(f"loaded sample data ({where})")
+
+
+@recipe(tiers=("web",), first_only=True, until_step=2)
+def devserver(t: Target) -> None:
+    """The workshop's first running app instance: Django's development server on web1's private address, on
+    SQLite until step 2 gives the site PostgreSQL. Step 3's app server replaces it, so a `lab up` past step 2 never
+    runs this recipe (step 3 stops and disables the unit)."""
+    t.directory(SQLITE_DIR, 0o700, APP_USER, APP_USER)
+    on_postgresql = t.test("test -e %s", f"{OVERLAY_DIR}/{DATABASE_OVERLAY}.toml")  # step 2 done before
+    schema_and_sample_data_in(t, "PostgreSQL" if on_postgresql else "SQLite")
+    with t.owed("devserver-restart") as earlier_change:  # a change made by a run interrupted before the restart
+        unit_changed = t.template(DEVSERVER, "step1_bootstrap/templates/bank-devserver.service.j2", user=APP_USER,
+                                  current=CURRENT, settings=SETTINGS, venv=VENV, port=APP_PORT)
+        if unit_changed:
+            t.run("systemctl daemon-reload")
+        t.service(DEVSERVER_UNIT, restart=unit_changed or earlier_change or t.notified("app-code", "app-config"))
+    t.wait_for_port(t.host.ip, APP_PORT)

@@ -1,6 +1,7 @@
 """Step 1 checks on the web hosts: the app user, the venv with the pinned Django 5.2 on Python 3.11 installed with
-hashes from a wheel cache the host cannot write, the release."""
+hashes from a wheel cache the host cannot write, the release, and a running app instance on the first web host."""
 
+import json
 import re
 
 import pytest
@@ -14,7 +15,14 @@ HINTS = {
     "test_every_requirement_is_pinned_with_the_hashes_of_its_wheels": "each line of /srv/bank/requirements.txt: `name==version --hash=sha256:<hex>` (`pip hash` of its wheel), no line without",
     "test_the_wheel_cache_is_read_only_in_the_host": "`findmnt /var/cache/lab/wheels` must show ro: undo any remount with `mount -o remount,ro,bind /var/cache/lab/wheels`",
     "test_current_release_holds_the_site": "unpack app/ into /srv/bank/releases/NAME and `ln -sfn` /srv/bank/current to it",
+    "test_an_app_instance_answers_on_the_first_web_host": "as bank in /srv/bank/current, with BANK_CONFIG=/etc/bank/bank.toml: `manage.py migrate`, then `manage.py runserver <web1's IP>:8000` (unit bank-devserver)",
 }
+APP_PORT = 8000
+# From the host itself (its firewall lets in the balancer only): the site's health page, as the balancer asks it.
+HEALTH = ("import json, sys, urllib.request\n"
+          "opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
+          "with opener.open(sys.argv[1], timeout=30) as response:\n"
+          "    print(json.dumps({'status': response.status, 'body': json.loads(response.read())}))\n")
 
 
 def test_app_user_is_a_system_user_without_login(host):
@@ -55,3 +63,13 @@ def test_current_release_holds_the_site(host):
     assert current.is_symlink
     assert current.linked_to.startswith("/srv/bank/releases/")
     assert host.file(f"{current.linked_to}/manage.py").exists
+
+
+def test_an_app_instance_answers_on_the_first_web_host(host, node, lab):
+    # Step 1 ends with the site running on web1 (Django's development server until step 3 replaces it); the
+    # other web hosts get an app server at step 3.
+    if node.name != lab.tier("web")[0].name:
+        pytest.skip("step 1 runs an app instance on the first web host only")
+    result = host.run("python3 -c %s %s", HEALTH, f"http://{node.ip}:{APP_PORT}/health/")
+    assert result.rc == 0, f"nothing answers http://{node.ip}:{APP_PORT}/health/: {result.stderr.strip()[-200:]}"
+    assert json.loads(result.stdout) == {"status": 200, "body": {"status": "ok", "db": True}}

@@ -1,20 +1,16 @@
-"""Step 2 recipes: PostgreSQL with the site's database and role, admitting the hosts its links allow; migrations, sample data."""
+"""Step 2 recipes: PostgreSQL with the site's database and role, admitting the hosts its links allow; the site's
+settings switched from SQLite to it (bank.d/database.toml); migrations, sample data."""
 
 from __future__ import annotations
 
-from lab.recipes import Target, recipe
+from lab.recipes import RecipeError, Target, recipe
 from lab.secrets import scram_matches, scram_verifier, sql_literal
-from provision.step1_bootstrap.recipes import APP_USER, CURRENT, DATABASE, ROLE, SETTINGS, VENV
+from provision.step1_bootstrap.recipes import (DATABASE, DATABASE_OVERLAY, DEVSERVER_UNIT, OVERLAY_DIR, ROLE,
+                                               schema_and_sample_data_in, write_site_overlay)
 
 PG_VERSION = "15"
 PG_ETC = f"/etc/postgresql/{PG_VERSION}/main"
-SCHEMA_LOCK = "bank-schema"  # migrations and sample data, one at a time
-E2E_CUSTOMERS = 2  # customer0001 and customer0002, for step 5's end-to-end checks through the balancer
 REPLICATION_ROLE = "replicator"  # step 6's standby streams as this role (made on the primary by step6_standby)
-
-
-def manage(command: str) -> str:
-    return f"cd {CURRENT} && BANK_CONFIG={SETTINGS} {VENV}/bin/python manage.py {command}"
 
 
 def psql_script(t: Target, sql: str) -> None:
@@ -60,21 +56,34 @@ def site_database(t: Target) -> None:
         t.changed(f"created database {DATABASE}")
 
 
-@recipe(tiers=("web",), requires=("step2_database.site_database",), first_only=True)
-def schema_and_sample_data(t: Target) -> None:
-    """Migrations and sample data, once for the whole web tier (they share one database).
+@recipe(tiers=("web",))
+def database_settings(t: Target) -> None:
+    """The site's database: PostgreSQL on the primary its links lead to, with this lab's role and password
+    (step 1's settings say SQLite). An app server this converge starts later restarts on the "app-config" event; a
+    running development server once the schema and data are there (schema_and_sample_data)."""
+    databases = t.topology.serving("sql", client=t.host)
+    if not databases:
+        raise RecipeError(f"no host of this lab serves the site's database (link 'sql') to {t.host.name}")
+    write_site_overlay(t, DATABASE_OVERLAY, {
+        "db_engine": "postgresql", "db_name": DATABASE, "db_user": ROLE, "db_password": t.secrets["db_password"],
+        # the primary (step 6 may add a standby; `lab failover db` swaps them); step 5's pooler overrides both
+        "db_host": t.topology.db_primary.ip if t.topology.db_primary in databases else databases[0].ip,
+        "db_port": t.topology.port("sql", client=t.host),
+    })
 
-    Each is interrupt-safe in itself (a migration and its record commit in one transaction on PostgreSQL; the
-    sample data loads in one transaction), but an interrupted run leaves the command going on the host: both
-    hold one lock, so a re-run waits for it instead of racing it into duplicate tables or rows.
-    """
-    if not t.test(manage("migrate --check --noinput"), user=APP_USER):
-        t.run(t.locked(SCHEMA_LOCK, manage("migrate --noinput")), user=APP_USER)
-        t.changed("applied migrations")
-    # Two customers: step 5's end-to-end checks prove through the balancer that neither sees or moves the other's money.
-    # The demo password arrives on stdin and goes to the command through its environment (not ps, not sudo's log).
-    load = "IFS= read -r BANK_DEMO_PASSWORD && export BANK_DEMO_PASSWORD && " + manage(
-        f"load_sample_data --sync-demo-password --customers {E2E_CUSTOMERS}")
-    loaded = t.run(t.locked(SCHEMA_LOCK, load), user=APP_USER, stdin=t.secrets["demo_password"] + "\n").stdout
-    if "already" not in loaded or "created" in loaded or "updated" in loaded:
-        t.changed("loaded sample data")
+
+@recipe(tiers=("web",), requires=("step2_database.site_database", "step2_database.database_settings"), first_only=True)
+def schema_and_sample_data(t: Target) -> None:
+    """Migrations and sample data in PostgreSQL, once for the whole web tier (they share one database); then the
+    workshop's development server (steps 1–2), if it runs, restarted onto them."""
+    schema_and_sample_data_in(t, "PostgreSQL")
+    # Started before its settings last changed: still on SQLite (or the primary before a failover). Asked of the
+    # host, not of this run's events, so a run interrupted between the two still restarts it.
+    if t.test(STARTED_BEFORE_SETTINGS, DEVSERVER_UNIT, f"{OVERLAY_DIR}/{DATABASE_OVERLAY}.toml"):
+        t.run("systemctl restart %s", DEVSERVER_UNIT)
+        t.changed(f"restarted {DEVSERVER_UNIT} onto PostgreSQL")
+
+
+# Exits 0 when unit $1 runs and file $2 changed after its main process started.
+STARTED_BEFORE_SETTINGS = ('sh -c \'pid=$(systemctl show -p MainPID --value "$1"); [ "${pid:-0}" != 0 ] && '
+                           '[ $(( $(date +%%s) - $(stat -c %%Y "$2") )) -lt $(ps -o etimes= -p "$pid") ]\' - %s %s')

@@ -1,4 +1,5 @@
-"""Step 2 checks on the web hosts: settings with per-lab secrets (root:bank 0640, DEBUG off) and the schema migrated.
+"""Step 2 checks on the web hosts: settings with per-lab secrets (root:bank 0640, DEBUG off), the site on PostgreSQL
+instead of step 1's SQLite, and the schema migrated.
 
 The settings file holds the database password and SECRET_KEY: checks parse it on the host and bring back only the
 key they look at, so a failing check can never print the file (to the terminal or the JUnit XML)."""
@@ -8,10 +9,13 @@ import shlex
 
 TIERS = ("web",)
 SETTINGS = "/etc/bank/bank.toml"
+DATABASE_SETTINGS = "/etc/bank/bank.d/database.toml"  # step 2's own: PostgreSQL, with the lab's role and password
+MANAGE = "cd /srv/bank/current && sudo -u bank BANK_CONFIG=/etc/bank/bank.toml /srv/bank/venv/bin/python manage.py"
 
 # `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
 HINTS = {
-    "test_settings_file_is_readable_by_the_app_and_writable_by_root_only": "`chown root:bank /etc/bank /etc/bank/bank.toml && chmod 750 /etc/bank && chmod 640 /etc/bank/bank.toml`",
+    "test_settings_file_is_readable_by_the_app_and_writable_by_root_only": "`chown root:bank /etc/bank /etc/bank/bank.toml && chmod 750 /etc/bank && chmod 640 /etc/bank/bank.toml` (and bank.d/*.toml alike)",
+    "test_the_site_uses_postgresql": "write /etc/bank/bank.d/database.toml (db_engine = \"postgresql\", db_name, db_user, db_password, db_host, db_port), root:bank 0640; restart what serves the site",
     "test_the_app_user_cannot_rewrite_its_settings": "`sudo -u bank test -w /etc/bank/bank.toml` must fail: root owns the file (0640) and /etc/bank (0750), bank is its group",
     "test_debug_is_off": "set debug = false in /etc/bank/bank.toml",
     "test_schema_is_migrated_in_the_shared_database": "as bank in /srv/bank/current: `BANK_CONFIG=/etc/bank/bank.toml ../venv/bin/python manage.py migrate`",
@@ -39,6 +43,11 @@ def test_settings_file_is_readable_by_the_app_and_writable_by_root_only(host):
         assert (settings.user, settings.group, settings.mode) == ("root", "bank", 0o640)
         folder = host.file("/etc/bank")
         assert (folder.user, folder.group, folder.mode) == ("root", "bank", 0o750)
+        overlays = host.file("/etc/bank/bank.d")
+        assert (overlays.user, overlays.group, overlays.mode) == ("root", "bank", 0o750)
+        for name in host.check_output("find /etc/bank/bank.d -name '*.toml'").split():
+            overlay = host.file(name)
+            assert (name, overlay.user, overlay.group, overlay.mode) == (name, "root", "bank", 0o640)
 
 
 def test_the_app_user_cannot_rewrite_its_settings(host):
@@ -51,9 +60,14 @@ def test_debug_is_off(host):
     assert setting(host, "debug") is False
 
 
+def test_the_site_uses_postgresql(host):
+    assert host.file(DATABASE_SETTINGS).exists, f"no {DATABASE_SETTINGS}: the site is still on step 1's SQLite"
+    vendor = host.run(f"{MANAGE} shell --verbosity 0 -c %s", "from django.db import connection; print(connection.vendor)")
+    assert vendor.rc == 0, vendor.stderr[-300:]
+    assert vendor.stdout.strip() == "postgresql"
+
+
 def test_schema_is_migrated_in_the_shared_database(host):
     # Runs on every web host: each one reaches db1 with the lab's generated credentials.
-    result = host.run(
-        "cd /srv/bank/current && sudo -u bank BANK_CONFIG=/etc/bank/bank.toml /srv/bank/venv/bin/python manage.py migrate --check"
-    )
+    result = host.run(f"{MANAGE} migrate --check")
     assert result.rc == 0, result.stderr

@@ -1,13 +1,12 @@
-"""Step 3 recipes: static files collected, and one app server (Gunicorn or Apache mod_wsgi) on the host's private IP."""
+"""Step 3 recipes: static files collected, and one app server (Gunicorn or Apache mod_wsgi) on the host's private IP,
+replacing step 1's development server."""
 
 from __future__ import annotations
 
 from lab.recipes import RecipeError, Target, quoted, recipe
 from lab.system import gist
-from provision.step1_bootstrap.recipes import APP_HOME, APP_USER, CURRENT, SETTINGS, STATIC_ROOT, VENV
-from provision.step2_database.recipes import manage
-
-APP_PORT = 8000
+from provision.step1_bootstrap.recipes import (APP_HOME, APP_PORT, APP_USER, CURRENT, DEVSERVER_UNIT, SETTINGS,
+                                               STATIC_ROOT, VENV, manage)
 # The systemd unit behind each app server lab.toml may name: the ones not chosen are kept stopped and disabled.
 SERVER_UNITS = {"gunicorn": "gunicorn", "mod_wsgi": "apache2"}
 WSGI_SCRIPT_NAME = "bank.wsgi"
@@ -55,7 +54,8 @@ def _serve(t: Target, unit: str, reconfigured: bool) -> None:
     the balancer's pool while other hosts can serve, back once its health check passed. The only host that
     serves is reloaded in place instead, as gracefully as its server allows (a changed unit or site still restarts it).
     """
-    others = [u for server, u in SERVER_UNITS.items() if server != t.topology.app_server]
+    # The app server not chosen, and step 1's development server: only one can hold the port.
+    others = [u for server, u in SERVER_UNITS.items() if server != t.topology.app_server] + [DEVSERVER_UNIT]
     switching = [u for u in others if _active(t, u)]
     running = t.test("systemctl is-active --quiet %s", unit)
     # A run interrupted between switching `current` and the restart left no event behind: ask the processes.

@@ -10,7 +10,7 @@ TIERS = ("web",)
 HINTS = {
     "test_app_port_bound_to_private_ip_only": "bind the app server to the host's private IP, port 8000 (Gunicorn's --bind IP:8000), not 0.0.0.0",
     "test_app_port_held_by_the_labs_app_server_alone": "stop whatever else holds port 8000 (`ss -ltnp 'sport = :8000'`), leave the lab's app server",
-    "test_unused_app_servers_stopped_and_disabled": "`systemctl disable --now` the app server this lab does not use (gunicorn or apache2)",
+    "test_unused_app_servers_stopped_and_disabled": "`systemctl disable --now` the app server this lab does not use (gunicorn or apache2) and bank-devserver",
     "test_health_reports_the_database_reachable": "`curl http://<web IP>:8000/health/`; `journalctl -u gunicorn` says why the site cannot reach its database",
     "test_static_files_collected_with_manifest": "as bank in /srv/bank/current: `manage.py collectstatic --noinput` (STATIC_ROOT /srv/bank/static)",
     "test_gunicorn_enabled_and_running": "write /etc/systemd/system/gunicorn.service, `systemctl daemon-reload && systemctl enable --now gunicorn`",
@@ -61,11 +61,11 @@ def test_app_port_held_by_the_labs_app_server_alone(host, node, lab):
 
 
 def test_unused_app_servers_stopped_and_disabled(host, lab):
-    for server, unit in SERVER_UNITS.items():
-        if server != lab.app_server:
-            service = host.service(unit)
-            assert not service.is_running, f"{unit} runs beside {lab.app_server}"
-            assert not service.is_enabled, f"{unit} would start at boot beside {lab.app_server}"
+    # the app server not chosen, and step 1's development server, which step 3 replaces
+    for unit in [u for server, u in SERVER_UNITS.items() if server != lab.app_server] + ["bank-devserver"]:
+        service = host.service(unit)
+        assert not service.is_running, f"{unit} runs beside {lab.app_server}"
+        assert not service.is_enabled, f"{unit} would start at boot beside {lab.app_server}"
 
 
 def test_health_reports_the_database_reachable(host, node):

@@ -2,3 +2,4 @@
 
 STEP = 4
 TITLE = "Automate deployment"
+ANSWERS = "releases are deployed by Fabric: `fab -H {web1} status`, `lab deploy`, `lab rollback`"

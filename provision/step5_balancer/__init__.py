@@ -2,3 +2,4 @@
 
 STEP = 5
 TITLE = "Scale up to multiple web servers"
+ANSWERS = "the site through the balancer: https://{lb_ip}/ (`lab creds` for a login, `lab ca` for its CA)"

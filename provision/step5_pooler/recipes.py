@@ -1,39 +1,31 @@
 """Step 5 recipes: pgbouncer on each web host (127.0.0.1 only, transaction pooling) and the site connecting to it.
 
-Also the one way a later step changes the site's settings: a file of its own in /etc/bank/bank.d/ (read over
-bank.toml by app/bank/config.py), then the app server restarted in a rolling window. The settings of step 1 do not
+Also the one way a step after step 3 changes the site's settings: a file of its own in /etc/bank/bank.d/ (read over
+bank.toml by app/bank/config.py), then the app server restarted in a rolling window. The settings of steps 1–2 do not
 know about steps 5 and 6: `lab up --step 3` must give a site that talks to PostgreSQL directly.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
 from lab.recipes import Target, recipe
 from lab.topology import Host, Topology
-from provision.step1_bootstrap.recipes import APP_USER, DATABASE, ROLE, SETTINGS_DIR
+from provision.step1_bootstrap.recipes import DATABASE, ROLE, write_site_overlay
 from provision.step3_appserver.recipes import SERVER_UNITS, _serve
 
 PGBOUNCER_PORT = 6432
 PGBOUNCER_INI = "/etc/pgbouncer/pgbouncer.ini"
 REPLICA_ALIAS = f"{DATABASE}_replica"  # the standby's reads, as pgbouncer names them
-OVERLAY_DIR = f"{SETTINGS_DIR}/bank.d"
 ADMIN_NO_PASSWORD = "peer-only-never-a-password"
 ADMIN = "psql -X -q -h /var/run/postgresql -p %s -U postgres pgbouncer -c %s"  # pgbouncer's admin console (peer)
 
 
 def site_overlay(t: Target, name: str, values: Mapping[str, Any]) -> bool:
-    """This step's part of the site's settings (none: removed); a change restarts the app server, host by host."""
-    t.directory(OVERLAY_DIR, 0o750, "root", APP_USER)
-    path = f"{OVERLAY_DIR}/{name}.toml"
+    """A step's part of the site's settings after step 3 (none: removed); a change restarts the app server that
+    serves, host by host (step 1's write_site_overlay writes the file)."""
     with t.owed(f"site-overlay-{name}") as earlier_change:
-        if values:
-            body = f"# managed by lab: {name} settings of the site\n" + "".join(
-                f"{key} = {json.dumps(value)}\n" for key, value in values.items())
-            changed = t.file(path, body, 0o600, APP_USER, APP_USER)
-        else:
-            changed = t.absent(path)
+        changed = write_site_overlay(t, name, values)
         if (changed or earlier_change) and t.test("systemctl is-active --quiet %s", SERVER_UNITS[t.topology.app_server]):
             _serve(t, SERVER_UNITS[t.topology.app_server], reconfigured=True)
     return changed
