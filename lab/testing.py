@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -16,6 +17,7 @@ import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -158,3 +160,61 @@ def linux_topology(file_data: Mapping[str, Any] | None = None, environ: Mapping[
                    overrides: Overrides = Overrides()) -> Topology:
     """resolve() with an explicit (empty by default) environment, as on Linux, whatever machine runs the test."""
     return resolve(file_data or {}, environ or {}, overrides, platform="linux")
+
+
+# -- the attendee's guide as a test: docs' runnable blocks ---------------------------------------------------------
+# A fenced block whose info string is "console runnable" holds commands ("$ " lines) each followed by the lines its
+# output must contain, in order; "…" in such a line stands for anything. "# exits N" after a command: its exit code
+# (default 0). tests/test_integration_workshop.py runs every block of docs/steps/ against a real lab.
+RUNNABLE_FENCE = "console runnable"
+EXITS = re.compile(r"\s+#\s*exits\s+(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class DocCommand:
+    """One command of a runnable block: where it is, what to run, the exit code and the output it must give."""
+
+    source: str  # "docs/steps/1-bootstrap.md:37"
+    command: str
+    exit_code: int
+    expected: tuple[str, ...]
+
+    def mismatch(self, exit_code: int, output: str) -> str | None:
+        """Why this command's run does not match the docs (None: it does)."""
+        if exit_code != self.exit_code:
+            return f"exited {exit_code}, the docs say {self.exit_code}"
+        lines, at = output.splitlines(), 0
+        for wanted in self.expected:
+            pattern = re.compile(".*".join(map(re.escape, wanted.split("…"))))
+            found = next((i for i in range(at, len(lines)) if pattern.search(lines[i])), None)
+            if found is None:
+                return f"no line {wanted!r} in its output (after line {at})"
+            at = found + 1
+        return None
+
+
+def runnable_commands(path: Path, root: Path) -> list[DocCommand]:
+    """Every command of the runnable blocks of one markdown file, in order."""
+    commands: list[DocCommand] = []
+    inside, current = False, None
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.startswith("```"):
+            if inside and current:
+                commands.append(current)
+            inside, current = line[3:].strip() == RUNNABLE_FENCE, None
+            continue
+        if not inside or not line.strip():
+            continue
+        if line.startswith("$ "):
+            if current:
+                commands.append(current)
+            exits = EXITS.search(line)
+            command = EXITS.sub("", line[2:]).strip()
+            current = DocCommand(f"{path.relative_to(root)}:{number}", command, int(exits.group(1)) if exits else 0, ())
+        elif current is None:
+            raise ValueError(f"{path.relative_to(root)}:{number}: output before any command in a runnable block")
+        else:
+            current = DocCommand(current.source, current.command, current.exit_code, (*current.expected, line.strip()))
+    if inside:
+        raise ValueError(f"{path.relative_to(root)}: a runnable block is not closed")
+    return commands
