@@ -207,7 +207,7 @@ def test_a_web_host_losing_its_power_mid_load_costs_no_request(lab: ScratchLab, 
           f"{figures['failures']} failed (load {figures['load_s']} s); the demo said:\n{figures['output']}")
     assert figures["failures"] == 0, figures["failure_report"]
     assert figures["requests"] > 50
-    assert re.search(r"^\d{3,} requests through the balancer, 0 failed; \d+ answered after the crash", figures["output"],
+    assert re.search(r"^lab: \d{3,} requests through the balancer, 0 failed; \d+ answered after the crash", figures["output"],
                      re.MULTILINE), figures["output"]
     status = lab.run("status")
     assert "not running: web2" in status.stdout + status.stderr
