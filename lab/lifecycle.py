@@ -134,8 +134,11 @@ def plan_up(project: Project, flags: Overrides, state: dict[str, Any] | None, fo
     try:
         topology = resolved(wanted)
     except TopologyError as error:
-        if not set(earlier) - set(given) or resolves(given) is None:
+        remembered = set(earlier) - set(given)
+        if not remembered or resolves(given) is None:
             raise  # this command's own flags (or lab.toml, LAB_*) are wrong: the error names the flag or key
+        if remembered == {FAILOVER_CHOICE}:
+            raise  # --forget keeps which db host is the primary: the error says how to change it
         raise TopologyError(f"{one_line(error)} (a choice remembered in {project.labdir.state_file}; "
                             "`lab up --forget` drops it)") from None
     # A choice is remembered only if the lab would differ without it: one equal to lab.toml/LAB_* lets them govern.

@@ -125,9 +125,11 @@ def check_connection_budget(web_hosts: int, appserver: AppServerSettings, db: Db
     """Refuse a lab whose site could open more database connections than PostgreSQL's max_connections."""
     needed, why = connection_budget(web_hosts, appserver, db)
     if needed > db.max_connections:
-        hint = "" if db.pooler == "pgbouncer" else ', or [db] pooler = "pgbouncer"'
+        # Behind pgbouncer the app servers' processes and threads are its clients, not PostgreSQL's: its pool counts.
+        lower = ("[db] pool_size or the web count" if db.pooler == "pgbouncer"
+                 else '[appserver] workers/threads or the web count, or set [db] pooler = "pgbouncer"')
         raise TopologyError(f"connection budget: {why} = {needed} > db max_connections {db.max_connections}; "
-                            f"lower [appserver] workers/threads or the web count{hint}, or raise [db] max_connections")
+                            f"lower {lower}, or raise [db] max_connections")
 
 
 @dataclass(frozen=True)
@@ -548,7 +550,8 @@ def _db_settings(table: Mapping[str, Any], environ: Mapping[str, str], overrides
     primary = overrides.db_primary or (db_hosts[0] if db_hosts else "db1")
     if primary not in db_hosts:
         raise TopologyError(f"the primary database {primary} (from `lab failover db`) is not among the db hosts "
-                            f"({', '.join(db_hosts)}); `lab up --db=2` keeps it")
+                            f"({', '.join(db_hosts)}); `lab up --db=2` keeps it, or `lab failover db` makes "
+                            f"{db_hosts[0] if db_hosts else 'db1'} the primary again first")
     return DbSettings(
         pooler=pooler, replica_reads=_boolean(where, replica_reads),
         max_connections=_integer("db.max_connections", table.get("max_connections", DEFAULT_MAX_CONNECTIONS),

@@ -53,8 +53,12 @@ def test_a_budget_over_max_connections_is_refused_naming_the_numbers():
     # the pooler's pools are what reach PostgreSQL: 9 × 10 + 10 fits
     assert linux({**file_data, "db": {"pooler": "pgbouncer"}}, overrides=Overrides(web=9)).count("web") == 9
     with pytest.raises(TopologyError, match=r"9 web hosts × pgbouncer pool_size 20 \+ 10 reserved = 190 > "
-                                            r"db max_connections 100"):
+                                            r"db max_connections 100") as pooled:
         linux({**file_data, "db": {"pooler": "pgbouncer", "pool_size": 20}}, overrides=Overrides(web=9))
+    # the advice names what counts: behind pgbouncer its pool, not the app servers' processes and threads
+    assert str(pooled.value).endswith("; lower [db] pool_size or the web count, or raise [db] max_connections")
+    assert str(caught.value).endswith('; lower [appserver] workers/threads or the web count, or set [db] pooler = '
+                                      '"pgbouncer", or raise [db] max_connections')
     assert linux({**file_data, "db": {"max_connections": 200}}, overrides=Overrides(web=9)).db.max_connections == 200
 
 
@@ -66,8 +70,10 @@ def test_every_default_lab_fits_its_budget():
 
 def test_the_primary_must_be_a_db_host():
     assert linux(overrides=Overrides(counts={"db": 2}, db_primary="db2")).db_primary.name == "db2"
-    with pytest.raises(TopologyError, match="the primary database db2"):
+    with pytest.raises(TopologyError, match="the primary database db2") as caught:
         linux(overrides=Overrides(db_primary="db2"))
+    # --forget keeps the primary (it is what a failover made true): the way back is another failover
+    assert str(caught.value).endswith("`lab up --db=2` keeps it, or `lab failover db` makes db1 the primary again first")
 
 
 def test_a_cache_count_above_its_maximum_is_refused():

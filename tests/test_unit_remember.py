@@ -172,6 +172,17 @@ def test_a_bad_remembered_choice_names_the_state_file_and_the_way_out(project):
     assert plan_up(project, Overrides(web=2), state).choices == {"web": 2}  # a flag replaces it
 
 
+def test_shrinking_below_a_failed_over_primary_never_points_at_forget_which_keeps_it(project):
+    # after `lab failover db` db2 is the primary; --forget keeps that (a failover is not a flag)
+    state = write_state(project, linux(Overrides(counts={"db": 2}, db_primary="db2")),
+                        {"counts.db": 2, lifecycle.FAILOVER_CHOICE: "db2"})
+    for forget in (False, True):
+        with pytest.raises(TopologyError) as caught:
+            plan_up(project, Overrides(counts={"db": 1}), state, forget=forget)
+        assert "--forget" not in str(caught.value)
+        assert str(caught.value).endswith("or `lab failover db` makes db1 the primary again first")
+
+
 @pytest.mark.parametrize("remembered", [None, {"web": 2}])
 def test_a_bad_flag_is_refused_with_its_name_whatever_is_remembered(project, remembered):
     state = write_state(project, linux(Overrides(web=2)), remembered)
