@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -23,8 +24,10 @@ from typing import Any, Callable, Iterator, Mapping
 
 import pytest
 
+from lab.bench.locust import BenchSettings, locust_command, output_paths, parse_stats_json
 from lab.cli import main
 from lab.machine.network import first_free_subnet
+from lab.recipes import PROJECT_ROOT
 from lab.topology import Overrides, Topology, resolve
 
 
@@ -107,6 +110,54 @@ class ScratchLab:
         seconds = time.perf_counter() - started
         self.seconds.setdefault(args[0], []).append(round(seconds, 1))
         return seconds, result
+
+
+# What a user's checkout needs to run `lab` (and `fab`): tests that edit app/ do it in a copy, never the project's own.
+PROJECT_PARTS = ("lab", "provision", "app", "loadtests", "Vagrantfile.j2", "pyproject.toml", "fabfile.py", "fabric.yaml")
+
+
+def copy_of_project(root: Path) -> Path:
+    """root holding a copy of the project's PROJECT_PARTS (without caches), for a test to edit as a user would."""
+    for part in PROJECT_PARTS:
+        source = PROJECT_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, root / part, ignore=shutil.ignore_patterns("__pycache__", ".dev", ".pytest_cache"))
+        else:
+            shutil.copy2(source, root / part)
+    return root
+
+
+def lb_address(lab: "ScratchLab") -> str:
+    """The balancer's address, from the lab's state."""
+    return next(h["ip"] for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
+
+
+def locust_while(lab: "ScratchLab", results: Path, action: Callable[[], Any], users: int, around_s: float,
+                 limit_s: float) -> dict[str, Any]:
+    """`action()` while Locust's SiteVisitor users hit lb1 over HTTPS, from around_s before it to around_s after;
+    what Locust counted (successful and failed requests, its failures report), the action's result and seconds."""
+    results.mkdir(parents=True)
+    settings = BenchSettings(f"https://{lb_address(lab)}", users, users, limit_s,
+                             PROJECT_ROOT / "loadtests" / "locustfile.py", results)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
+    env["LAB_CA_FILE"] = lab.ok("ca").strip()  # Locust verifies lb1 against the lab's own CA
+    with open(results / "locust.log", "w") as log:
+        locust = subprocess.Popen([*locust_command(settings), "SiteVisitor"], cwd=results, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            time.sleep(around_s)
+            assert locust.poll() is None, (results / "locust.log").read_text()
+            started = time.monotonic()
+            result = action()
+            seconds = time.monotonic() - started
+            time.sleep(around_s)
+        finally:
+            locust.send_signal(signal.SIGTERM)  # Locust writes its final stats on SIGTERM
+            locust.wait(60)
+    total, _ = parse_stats_json(output_paths(results)["locust_json"])
+    failures = output_paths(results)["csv_failures"]
+    return {"requests": total.requests, "failures": total.failures, "result": result, "seconds": round(seconds, 1),
+            "failure_report": failures.read_text() if failures.exists() else ""}
 
 
 @contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -15,9 +14,7 @@ from typing import Callable
 
 import pytest
 
-from lab.bench.locust import BenchSettings, locust_command, output_paths, parse_stats_json
-from lab.recipes import PROJECT_ROOT
-from lab.testing import ScratchLab, needs_root, scratch_lab
+from lab.testing import ScratchLab, copy_of_project, locust_while, needs_root, scratch_lab
 
 NAME = os.environ.get("TEST_LAB_NAME", "labroll")  # its own name and subnet: other labs on this machine must not matter
 pytestmark = pytest.mark.integration
@@ -28,22 +25,13 @@ WEBS = ("web1", "web2")
 USERS = 10  # Locust's anonymous SiteVisitor: pages, DB views, static files; ~30 requests/s through lb1
 LOAD_BEFORE_S = 5  # load flowing before the rollout starts, and after it ends
 LOAD_LIMIT_S = 900  # Locust's own bound, should a rollout hang
-# What a user's checkout needs to run `lab`: the test edits app/ in a copy, never the project's own.
-PROJECT_PARTS = ("lab", "provision", "app", "loadtests", "Vagrantfile.j2", "pyproject.toml")
 BASE_TEMPLATE = Path("app/accounts/templates/accounts/base.html")
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project, so the test can change its site the way a user would: by editing app/."""
-    root = tmp_path_factory.mktemp("project")
-    for part in PROJECT_PARTS:
-        source = PROJECT_ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, root / part, ignore=shutil.ignore_patterns("__pycache__", ".dev", ".pytest_cache"))
-        else:
-            shutil.copy2(source, root / part)
-    return root
+    return copy_of_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +40,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory, project: Path):
     with scratch_lab(NAME, range(80, 100), folder=tmp_path_factory.mktemp("rolling"),
                      extra_env={"PYTHONPATH": str(project)}) as the_lab:
         yield the_lab
-
-
-def lb_address(lab: ScratchLab) -> str:
-    return next(h["ip"] for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
 
 
 def on(lab: ScratchLab, host: str, script: str) -> str:
@@ -76,29 +60,9 @@ def app_server(lab: ScratchLab, host: str) -> str:
 def load_while(lab: ScratchLab, results: Path, action: Callable[[], str]) -> dict:
     """`action()` while Locust's users hit lb1 (from LOAD_BEFORE_S before it to LOAD_BEFORE_S after); what Locust
     counted, how long the action took and what it printed."""
-    results.mkdir(parents=True)
-    settings = BenchSettings(f"https://{lb_address(lab)}", USERS, USERS, LOAD_LIMIT_S,
-                             PROJECT_ROOT / "loadtests" / "locustfile.py", results)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
-    env["LAB_CA_FILE"] = lab.ok("ca").strip()  # Locust verifies lb1 against the lab's own CA
-    with open(results / "locust.log", "w") as log:
-        locust = subprocess.Popen([*locust_command(settings), "SiteVisitor"], cwd=results, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            time.sleep(LOAD_BEFORE_S)
-            assert locust.poll() is None, (results / "locust.log").read_text()
-            started = time.monotonic()
-            output = action()
-            rollout_s = time.monotonic() - started
-            time.sleep(LOAD_BEFORE_S)
-        finally:
-            locust.send_signal(signal.SIGTERM)  # Locust writes its final stats on SIGTERM
-            locust.wait(60)
-    total, _ = parse_stats_json(output_paths(results)["locust_json"])
-    failures = output_paths(results)["csv_failures"]
-    return {"requests": total.requests, "failures": total.failures, "rollout_s": round(rollout_s, 1),
-            "load_s": round(rollout_s + 2 * LOAD_BEFORE_S, 1), "output": output,
-            "failure_report": failures.read_text() if failures.exists() else ""}
+    figures = locust_while(lab, results, action, USERS, LOAD_BEFORE_S, LOAD_LIMIT_S)
+    return {**figures, "rollout_s": figures["seconds"], "load_s": round(figures["seconds"] + 2 * LOAD_BEFORE_S, 1),
+            "output": figures["result"]}
 
 
 def under_load(lab: ScratchLab, results: Path, *up_args: str, web: int = 2) -> dict:

@@ -6,20 +6,17 @@ passes); `lab reset` rewinds; `lab deploy`/`lab rollback` under load lose no req
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from lab.bench.locust import BenchSettings, locust_command, output_paths, parse_stats_json
 from lab.recipes import PROJECT_ROOT
-from lab.testing import ScratchLab, needs_root, runnable_commands, scratch_lab
+from lab.testing import (ScratchLab, copy_of_project, locust_while, needs_root, runnable_commands,
+                         scratch_lab)
 
 NAME = os.environ.get("TEST_LAB_NAME", "labshop")
 pytestmark = pytest.mark.integration
@@ -30,7 +27,6 @@ WEBS = ("web1", "web2")
 USERS = 10  # Locust's anonymous site visitors through lb1: a bounded load, ~30 requests/s
 LOAD_AROUND_S = 5  # load flowing before the deploy starts and after it ends
 LOAD_LIMIT_S = 600  # Locust's own bound, should a deploy hang
-PROJECT_PARTS = ("lab", "provision", "app", "loadtests", "Vagrantfile.j2", "pyproject.toml", "fabfile.py", "fabric.yaml")
 BASE_TEMPLATE = Path("app/accounts/templates/accounts/base.html")
 CHECK_FAILED, NO_SNAPSHOT, DEPLOY_FAILED = 12, 71, 72
 STEPS_DOCS = PROJECT_ROOT / "docs" / "steps"
@@ -41,14 +37,7 @@ SHEET_CACHE_S = 30  # the site's balance-sheet cache timeout (app/accounts/views
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project: the test edits its app/ as an attendee would before a deploy."""
-    root = tmp_path_factory.mktemp("project")
-    for part in PROJECT_PARTS:
-        source = PROJECT_ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, root / part, ignore=shutil.ignore_patterns("__pycache__", ".dev", ".pytest_cache"))
-        else:
-            shutil.copy2(source, root / part)
-    return root
+    return copy_of_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +46,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory, project: Path):
                      extra_env={"PYTHONPATH": str(project)}) as the_lab:
         yield the_lab
         print(f"\n[workshop] seconds per command: {the_lab.seconds}")
-
-
-def lb_address(lab: ScratchLab) -> str:
-    return next(h["ip"] for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
 
 
 def served_release(lab: ScratchLab, host: str) -> str:
@@ -81,31 +66,12 @@ def change_the_site(project: Path, text: str) -> None:
 
 def under_load(lab: ScratchLab, results: Path, *args: str) -> dict:
     """`lab ARGS` while Locust's visitors hit lb1 (whatever its exit code); what Locust counted, and how long it took."""
-    results.mkdir(parents=True)
-    settings = BenchSettings(f"https://{lb_address(lab)}", USERS, USERS, LOAD_LIMIT_S,
-                             PROJECT_ROOT / "loadtests" / "locustfile.py", results)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
-    env["LAB_CA_FILE"] = lab.ok("ca").strip()  # Locust verifies lb1 against the lab's own CA
-    with open(results / "locust.log", "w") as log:
-        locust = subprocess.Popen([*locust_command(settings), "SiteVisitor"], cwd=results, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            time.sleep(LOAD_AROUND_S)
-            assert locust.poll() is None, (results / "locust.log").read_text()
-            started = time.monotonic()
-            result = lab.run(*args, timeout=LOAD_LIMIT_S - 60)
-            seconds = time.monotonic() - started
-            time.sleep(LOAD_AROUND_S)
-        finally:
-            locust.send_signal(signal.SIGTERM)  # Locust writes its final stats on SIGTERM
-            locust.wait(60)
-    total, _ = parse_stats_json(output_paths(results)["locust_json"])
-    failures = output_paths(results)["csv_failures"]
-    figures = {"code": result.returncode, "stdout": result.stdout, "stderr": result.stderr, "seconds": round(seconds, 1),
-               "requests": total.requests, "failures": total.failures,
-               "failure_report": failures.read_text() if failures.exists() else ""}
+    figures = locust_while(lab, results, lambda: lab.run(*args, timeout=LOAD_LIMIT_S - 60), USERS, LOAD_AROUND_S,
+                           LOAD_LIMIT_S)
+    result = figures["result"]
+    figures.update(code=result.returncode, stdout=result.stdout, stderr=result.stderr)
     print(f"\n[workshop] lab {' '.join(args)}: exit {result.returncode} in {figures['seconds']} s; "
-          f"{total.requests} requests through lb1 (±{LOAD_AROUND_S} s), {total.failures} failed")
+          f"{figures['requests']} requests through lb1 (±{LOAD_AROUND_S} s), {figures['failures']} failed")
     return figures
 
 
