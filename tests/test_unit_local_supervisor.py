@@ -39,3 +39,25 @@ def test_a_host_that_reboots_as_it_boots_is_given_up(tmp_path: Path) -> None:
     code, runs, output = supervise(tmp_path, [REBOOT_EXIT_CODE] * (MAX_QUICK_REBOOTS + 5))
     assert (code, runs) == (REBOOT_EXIT_CODE, MAX_QUICK_REBOOTS + 1)
     assert "rebooted too often" in output
+
+
+def test_removing_a_host_tolerates_groups_that_vanish_meanwhile(tmp_path: Path, monkeypatch) -> None:
+    """The v1 release agent removes empty groups while the lab removes a host's tree (CI once failed on it)."""
+    from lab.providers.local import machines
+    host = tmp_path / "web3"
+    for group in ("payload/user.slice/user-0.slice/user-runtime-dir@0.service", "payload/system.slice", "supervisor"):
+        (host / group).mkdir(parents=True)
+    (host / "payload/user.slice/user-0.slice/user-runtime-dir@0.service/cgroup.procs").write_text("")
+    vanishing = host / "payload/user.slice/user-0.slice/user-runtime-dir@0.service"
+    real_rmdir = Path.rmdir
+
+    def rmdir_racing_the_agent(self: Path) -> None:
+        if vanishing.exists():  # the agent got there first: the folder is gone before the lab reaches it
+            (vanishing / "cgroup.procs").unlink()
+            real_rmdir(vanishing)
+        real_rmdir(self)
+
+    monkeypatch.setattr(Path, "rmdir", rmdir_racing_the_agent)
+    assert machines._pids_below(host) == []
+    machines._remove_cgroup_tree(host)
+    assert not host.exists()

@@ -224,14 +224,15 @@ def _tail(path: str) -> str:
 
 
 def _pids_below(directory: Path) -> list[int]:
+    # os.walk, not rglob: the host's own systemd (or the v1 release agent) removes groups while we walk, and a group
+    # that vanished has no processes left to count.
     pids: list[int] = []
-    if not directory.exists():
-        return pids
-    for procs in directory.rglob("cgroup.procs"):
-        try:
-            pids.extend(int(p) for p in procs.read_text().split())
-        except OSError:
-            continue
+    for folder, _, files in os.walk(directory):
+        if "cgroup.procs" in files:
+            try:
+                pids.extend(int(p) for p in (Path(folder) / "cgroup.procs").read_text().split())
+            except OSError:
+                continue
     return pids
 
 
@@ -280,8 +281,9 @@ def remove(spec: MachineSpec) -> None:
 
 
 def _remove_cgroup_tree(directory: Path) -> None:
-    if not directory.exists():
-        return
-    for child in sorted((p for p in directory.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        child.rmdir()
-    directory.rmdir()
+    # Deepest first; a group something else removed meanwhile (the v1 release agent does, for empty groups) is fine.
+    for folder, _, _ in os.walk(directory, topdown=False):
+        try:
+            Path(folder).rmdir()
+        except FileNotFoundError:
+            pass
