@@ -451,3 +451,30 @@ def test_plain_http_refuses_the_mix_whose_logins_need_secure_cookies():
     with pytest.raises(UsageError, match="Secure cookies") as refused:
         bench._check_bench_request(bench.BenchRequest(scenario="mix", schemes=("http", "https")))
     assert "\n" not in str(refused.value) and "--scenario hello" in str(refused.value)
+
+
+def flowing(t: int, ok: int = 50) -> dict:
+    return second(t, ok=ok, hist={"20": ok}, hosts={"web1": ok})
+
+
+def test_a_window_with_a_stall_did_not_settle():
+    # Every user signed in, then 12 s in which no request finished, then the held requests all at once (the trial's
+    # memcached cell after a switch: 53 req/s and p95 11 s, reported as if settled).
+    seconds = [second(999, ready=32)] + [flowing(1000 + t) for t in range(5)] \
+        + [second(1017, ok=32, fail=2, hist={"11000": 32})] + [flowing(1018 + t) for t in range(12)]
+    window = window_figures(seconds, 1000, 1030, users=32)
+    assert not window.settled and math.isnan(window.rps) and window.timeline == []
+    assert window.reason == "a stall: no request finished for 12 s, from 5 s into the run (median latency otherwise 20 ms)"
+
+
+def test_a_slow_closed_loop_is_no_stall():
+    # Two users at 2 s a request: seconds without a finished request are the loop's pace, not a stall.
+    seconds = [second(999, ready=2)] + [second(1000 + t, ok=1, hist={"2000": 1}) for t in range(0, 20, 2)]
+    window = window_figures(seconds, 1000, 1020, users=2)
+    assert window.settled and window.rps == pytest.approx(0.5)
+
+
+def test_a_short_gap_is_counted_not_a_stall():
+    seconds = [second(999, ready=1)] + [flowing(1000 + t) for t in range(10) if t not in (4, 5)]
+    window = window_figures(seconds, 1000, 1010, users=1)
+    assert window.settled and window.rps == pytest.approx(40)

@@ -441,6 +441,13 @@ def _locust_version() -> str | None:
 # duration gives no figure: it is "did not settle", with the reason.
 SETTLED_SHARE = 0.5
 
+# Whole seconds in a row in which no request finished at all, every user signed in: a stall (every request held
+# somewhere). A window with one measures the stall, not the configuration, so it gives no figure either. The bound
+# grows with the window's median latency, so a slow but flowing closed loop (few users, seconds per request) is no
+# stall; a single empty second is a real zero (counted).
+STALL_MIN_S = 3
+STALL_LATENCIES = 3
+
 
 @dataclass(frozen=True)
 class Window:
@@ -532,13 +539,13 @@ def window_figures(seconds: list[dict[str, Any]], start: float, end: float, user
     failed = sum(s["fail"] for s in steady)
     if not reason and not ok + failed:
         reason = "no request finished in the steady state"
-    histogram: dict[str, int] = {}
-    errors: dict[str, int] = {}
-    hosts: dict[str, int] = {}
-    for second in steady:
-        for into, key in ((histogram, "hist"), (errors, "errors"), (hosts, "hosts")):
-            for name, value in second[key].items():
-                into[name] = into.get(name, 0) + value
+    if not reason:
+        stall = longest_stall(steady, steady_from, high)
+        median_s = histogram_percentile(_summed(steady, "hist"), 0.50) / 1000
+        if stall and stall[1] >= max(STALL_MIN_S, STALL_LATENCIES * (median_s if math.isfinite(median_s) else 0)):
+            reason = (f"a stall: no request finished for {stall[1]} s, from {stall[0] - low} s into the run "
+                      f"(median latency otherwise {median_s * 1000:,.0f} ms)")
+    histogram, errors, hosts = _summed(steady, "hist"), _summed(steady, "errors"), _summed(steady, "hosts")
     by_second = {s["t"]: s for s in steady}
     timeline = [(float(t - steady_from), float(by_second[t]["ok"]) if t in by_second else 0.0,
                  histogram_percentile(by_second[t]["hist"], 0.95) if t in by_second and by_second[t]["hist"] else 0.0)
@@ -554,6 +561,28 @@ def window_figures(seconds: list[dict[str, Any]], start: float, end: float, user
         stale=sum(s["stale"] for s in steady), checked=sum(s["checked"] for s in steady), hosts=hosts,
         errors=sorted(errors.items(), key=lambda item: -item[1])[:MAX_ERRORS], timeline=timeline if settled else [],
     )
+
+
+def longest_stall(steady: list[dict[str, Any]], start: int, end: int) -> tuple[int, int] | None:
+    """(first second, length) of the longest run of seconds in [start, end) in which no request finished."""
+    finished = {s["t"] for s in steady if s["ok"] + s["fail"]}
+    longest, run_from = None, None
+    for t in range(start, end + 1):
+        if t < end and t not in finished:
+            run_from = t if run_from is None else run_from
+            continue
+        if run_from is not None and (longest is None or t - run_from > longest[1]):
+            longest = (run_from, t - run_from)
+        run_from = None
+    return longest
+
+
+def _summed(seconds: list[dict[str, Any]], key: str) -> dict[str, int]:
+    into: dict[str, int] = {}
+    for second in seconds:
+        for name, value in second[key].items():
+            into[name] = into.get(name, 0) + value
+    return into
 
 
 def signed_in(path: Path) -> int:
