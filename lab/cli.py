@@ -135,7 +135,8 @@ def status(output: str) -> None:
     down = [row.name for row in rows if row.state != "running"]
     if down:
         say(f"not running: {', '.join(down)}; `lab up` starts them")
-    say(here.labdir.topology().describe_data_tiers())
+    not_serving = [row.name for row in rows if row.state != "running" or DOWN in row.services.values()]
+    say(here.labdir.topology().describe_data_tiers(not_serving))
     say(f"site: {lifecycle.site_url(here.labdir.topology())}/  (`lab creds` shows the demo user's login)")
     with contextlib.suppress(LabError):  # no CA before the first `lab up` reaches the recipes
         say(f"CA: {lifecycle.ca_file(here)}  (curl --cacert \"$(lab ca)\" ...; `lab ca --help`)")

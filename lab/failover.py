@@ -180,7 +180,8 @@ def failover_db(project: lifecycle.Project, say: Say, on_result: Callable[[Recip
     old, new = topology.db_primary, topology.db_standbys[0]
     target = _targets(project, state, topology)
     standby = target(new.name)
-    if _sql(standby, "SELECT pg_is_in_recovery()") != "t":
+    # Its cluster stopped (e.g. the primary the last failover fenced, before a `lab up`): no psql error, one line.
+    if not standby.test("systemctl is-active --quiet %s", CLUSTER_UNIT) or _sql(standby, "SELECT pg_is_in_recovery()") != "t":
         raise FailoverFailed(f"{new.name} is not a standby in recovery: `lab up` to make it one first")
     prober = None
     if probe:

@@ -179,7 +179,8 @@ class RemoteHost:
         secret reaches a program: never on the command line, where `ps` and sudo's journal would show it)."""
         wrapped = f"env {COMMAND_ENV} sh -c {shlex.quote(command)}"
         if user and user != "root":
-            wrapped = f"sudo -n -H -u {shlex.quote(user)} {wrapped}"
+            # From /, not root's home: another user may not enter /root, and psql & co. say so on stderr.
+            wrapped = f"sudo -n -H -u {shlex.quote(user)} env {COMMAND_ENV} sh -c {shlex.quote('cd / && ' + command)}"
         elif self.connection.user != "root":
             wrapped = f"sudo -n -H {wrapped}"
         # Without a pty, the end of in_stream closes the command's stdin (invoke's handle_stdin), so `cat` ends.

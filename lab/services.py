@@ -10,16 +10,18 @@ from lab.state import LabDir
 from lab.topology import Topology
 from lab.stack import APP_SERVER_UNIT
 from provision.step3_appserver.recipes import SERVER_UNITS
+from provision.step5_pooler.recipes import POOLED_TIERS
 
 PROBE_TIMEOUT_S = 8.0  # per host, all hosts at once: `lab status` answers within this even when a host hangs
 UP, DOWN, UNKNOWN = "up", "down", "unknown"
 
 
 def services_of(topology: Topology, tier: str) -> tuple[str, ...]:
-    """The units that tier runs in this lab, in display order."""
+    """The units that tier runs in this lab, in display order (its pooler too, where the lab has one)."""
     unit = SERVER_UNITS[topology.app_server]
     spec = topology.stack.tiers.get(tier)
-    return tuple(unit if name == APP_SERVER_UNIT else name for name in (spec.services if spec else ()))
+    units = tuple(unit if name == APP_SERVER_UNIT else name for name in (spec.services if spec else ()))
+    return units + (("pgbouncer",) if topology.db.pooler == "pgbouncer" and tier in POOLED_TIERS else ())
 
 
 def probe_command(labdir: LabDir, host: str, units: Iterable[str]) -> list[str]:

@@ -10,7 +10,7 @@ import sys
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from lab import stack as stacks
 from lab.errors import ConfigFileError, TopologyError
@@ -151,14 +151,17 @@ class Topology:
         """The db host that takes writes."""
         return self.host(self.db.primary)
 
-    def describe_data_tiers(self) -> str:
+    def describe_data_tiers(self, not_serving: Iterable[str] = ()) -> str:
         """One line on what sits behind the site: its pooler, its cache (the local-memory one when no cache host),
-        the primary and the standby."""
+        the primary and the standby; a standby named in `not_serving` (stopped, e.g. fenced by `lab failover db`)
+        is said to be one only once `lab up` has made it one again."""
         pooler = "pgbouncer on each web host (127.0.0.1:6432)" if self.db.pooler == "pgbouncer" else "no pooler"
         caches = self.tier("cache") if "cache" in self.stack.tiers else ()
         cache = (f"memcached on {', '.join(h.name for h in caches)}" if caches
                  else "no cache host: each app server process keeps its own local-memory cache")
-        standbys = ", ".join(h.name for h in self.db_standbys)
+        down = set(not_serving)
+        standbys = ", ".join(h.name + (" (down: `lab up` makes it a standby again)" if h.name in down else "")
+                             for h in self.db_standbys)
         db = f"primary {self.db.primary}" + (f", hot standby {standbys} (async; the report reads from it)"
                                              if standbys and self.db.replica_reads else
                                              f", hot standby {standbys} (async)" if standbys else ", no standby")

@@ -82,3 +82,16 @@ def test_probe_asks_every_host_at_once_over_the_labs_ssh_config(fake_hosts):
 def test_probe_asks_for_the_labs_own_app_server(fake_hosts):
     assert probe(fake_hosts, MOD_WSGI, ["web1"]) == {"web1": {"apache2": "up"}}
     assert probe(fake_hosts, MOD_WSGI, []) == {}
+
+
+def test_a_pooled_lab_shows_pgbouncer_among_the_web_hosts_services():
+    pooled = resolve({}, {}, Overrides(web=2, pooler="pgbouncer"), platform="linux")
+    assert services_of(pooled, "web") == ("gunicorn", "pgbouncer")
+    assert services_of(pooled, "lb") == ("nginx",)
+    assert services_of(GUNICORN, "web") == ("gunicorn",)  # no pooler, no pgbouncer to show
+
+
+def test_a_stopped_standby_is_not_called_one():
+    pair = resolve({}, {}, Overrides(web=1, counts={"db": 2}), platform="linux")
+    assert "primary db1, hot standby db2 (async" in pair.describe_data_tiers()
+    assert "hot standby db2 (down: `lab up` makes it a standby again)" in pair.describe_data_tiers(["db2", "web1"])

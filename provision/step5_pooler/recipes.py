@@ -56,7 +56,10 @@ def pgbouncer_admin(t: Target, command: str) -> None:
     t.run(ADMIN, PGBOUNCER_PORT, command, user="postgres")
 
 
-@recipe(tiers=("web",))
+POOLED_TIERS = ("web",)  # the hosts whose site reaches the database: each runs its own pgbouncer
+
+
+@recipe(tiers=POOLED_TIERS)
 def pgbouncer(t: Target) -> None:
     """pgbouncer on 127.0.0.1:6432 when the lab's [db] pooler is pgbouncer; stopped and the site direct when not."""
     if t.topology.db.pooler != "pgbouncer":
