@@ -6,6 +6,7 @@ benchmarks use too.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import jinja2
@@ -15,6 +16,14 @@ from lab.hosts import HostFacts
 from lab.recipes import Recipe, converge
 from lab.testing import linux_topology
 from lab.topology import Overrides, Topology
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Started as a background job of a non-interactive shell (`./test.sh &`), the suite inherits SIGINT ignored, and
+    # so would every lab it runs: the Ctrl-C tests would test nothing. Ctrl-C is what they are about: restore it here
+    # (exec'd children, xdist's workers and each `lab`, then start with the default again).
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
