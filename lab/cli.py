@@ -22,6 +22,7 @@ from lab import deploy as deploys
 from lab import demos, lifecycle, workshop
 from lab.errors import ChecksFailed, LabError, UsageError, exit_code_for, one_line
 from lab.recipes import RecipeResult
+from lab.services import DOWN
 from lab.bench.report import comparison_table, matrix_table, tls_cost_lines
 from lab.topology import TIERS, Overrides
 from lab.verify import SkippedCheck

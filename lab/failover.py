@@ -205,11 +205,11 @@ def failover_db(project: lifecycle.Project, say: Say, on_result: Callable[[Recip
         fenced = target(old.name)
         fenced.run("systemctl stop %s", CLUSTER_UNIT)
         fenced.run("runuser -u postgres -- touch %s", f"{DATA_DIR}/standby.signal")
-        say(f"fenced {old.name}: stopped, and it restarts only as a read-only standby")
+        say(f"fenced {old.name}: stopped, and it restarts only as a read-only standby ({_since(started)})")
         _sql(standby, "SELECT pg_promote(true, 60)")
         if _sql(standby, "SELECT pg_is_in_recovery()") != "f":
             raise FailoverFailed(f"{new.name} did not leave recovery after pg_promote")
-        say(f"promoted {new.name}: it takes writes now")
+        say(f"promoted {new.name}: it takes writes now ({_since(started)})")
         promoted = replace(topology, db=replace(topology.db, primary=new.name))
         state = project.labdir.read()
         state["topology"] = promoted.to_dict()
@@ -221,7 +221,7 @@ def failover_db(project: lifecycle.Project, say: Say, on_result: Callable[[Recip
                 write_pgbouncer_config(web, promoted.db_primary, promoted.db_primary)  # no standby until `lab up`
                 pgbouncer_admin(web, "RELOAD")
                 pgbouncer_admin(web, "RESUME")
-            say("pgbouncer on every web host points at " + new.name + " and resumed")
+            say(f"pgbouncer on every web host points at {new.name} and resumed ({_since(started)})")
     except Exception as error:
         if pooled:  # never leave the site paused
             for web in webs:
@@ -248,6 +248,11 @@ def failover_db(project: lifecycle.Project, say: Say, on_result: Callable[[Recip
     lost = _lost(target(new.name), confirmed)
     return FailoverReport(old.name, new.name, seconds, refused_seconds(attempts),
                           sum(1 for a in attempts if not a.ok), len(attempts), len(before), lost)
+
+
+def _since(started: float) -> str:
+    """How far into the failover a phase ended, for its progress line."""
+    return f"{time.monotonic() - started:.1f} s in"
 
 
 def _lost(primary: Target, confirmed: list[Attempt]) -> list[str]:

@@ -160,11 +160,13 @@ class Topology:
         cache = (f"memcached on {', '.join(h.name for h in caches)}" if caches
                  else "no cache host: each app server process keeps its own local-memory cache")
         down = set(not_serving)
-        standbys = ", ".join(h.name + (" (down: `lab up` makes it a standby again)" if h.name in down else "")
-                             for h in self.db_standbys)
-        db = f"primary {self.db.primary}" + (f", hot standby {standbys} (async; the report reads from it)"
-                                             if standbys and self.db.replica_reads else
-                                             f", hot standby {standbys} (async)" if standbys else ", no standby")
+        serving = ", ".join(h.name for h in self.db_standbys if h.name not in down)
+        stopped = "".join(f", {h.name} down (`lab up` makes it a standby again)" for h in self.db_standbys
+                          if h.name in down)
+        db = f"primary {self.db.primary}" + (f", hot standby {serving} (async; the report reads from it)"
+                                             if serving and self.db.replica_reads else
+                                             f", hot standby {serving} (async)" if serving else
+                                             "" if stopped else ", no standby") + stopped
         return f"database: {db}; {pooler}; cache: {cache}"
 
     @property

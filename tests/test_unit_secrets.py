@@ -233,13 +233,50 @@ def test_secret_file_refuses_a_mode_others_could_read():
         target(FailingHost()).secret_file("/etc/x", "s", mode=0o644)
 
 
+class FakeChannel:
+    """The SSH channel a command with stdin runs on: what was executed, and the bytes sent to its stdin."""
+
+    def __init__(self, calls: list) -> None:
+        self.calls, self.sent, self.command = calls, b"", ""
+
+    def exec_command(self, command: str) -> None:
+        self.command = command
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+    def shutdown_write(self) -> None:
+        self.calls.append((self.command, self.sent.decode()))
+
+    def recv_ready(self) -> bool:
+        return False
+
+    recv_stderr_ready = recv_ready
+
+    def exit_status_ready(self) -> bool:
+        return bool(self.calls)  # once its stdin has ended, the fake command ends
+
+    def recv_exit_status(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
 class FabricConnection:
-    """What RemoteHost hands to Fabric: the wrapped command and the stream for its stdin."""
+    """What RemoteHost hands to Fabric (a command without stdin) or to the SSH channel (one with): the wrapped
+    command and what its stdin got."""
 
     user = "vagrant"
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, object]] = []
+        channel = FakeChannel(self.calls)
+        transport = type("Transport", (), {"open_session": lambda _self: channel})()
+        self.client = type("Client", (), {"get_transport": lambda _self: transport})()
+
+    def open(self) -> None:
+        pass
 
     def run(self, command, **options):
         stream = options["in_stream"]
@@ -252,6 +289,7 @@ class FabricConnection:
 
 def test_remote_host_sends_stdin_as_a_stream_never_in_the_argv():
     remote = RemoteHost.__new__(RemoteHost)
+    remote.name = "db1"
     remote.connection = FabricConnection()
     remote.run("psql -q", user="postgres", stdin="secret sql")
     remote.run("true")
