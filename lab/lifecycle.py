@@ -317,6 +317,11 @@ def test(project: Project, tiers: Iterable[str] | None, junit_xml: Path | None, 
     """Run the checks of steps 1..max_step; on_skipped hears which checks were skipped and why."""
     check_step(max_step)
     state, topology = running_lab(project)
+    # A tier this lab has no host of would run no check, and "all checks passed" would then say nothing true.
+    empty = [tier for tier in tiers or () if not topology.count(tier)]
+    if empty:
+        raise TopologyError(f"this lab has no {empty[0]} host, so `--tier {empty[0]}` has nothing to check; its tiers: "
+                            f"{', '.join(t for t in topology.stack.tiers if topology.count(t))}")
     not_running = [s.name for s in status(project, services=False) if s.state != "running"]
     if not_running:
         raise NotUp(f"hosts not running: {', '.join(not_running)}; run `lab up`")

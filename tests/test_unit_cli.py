@@ -514,3 +514,12 @@ def test_a_provider_without_a_box_refuses_box_build_in_one_line():
 ])
 def test_ssh_sends_several_words_quoted_and_one_word_as_a_shell_line(words, sent):
     assert lifecycle.remote_command(words) == sent
+
+
+def test_lab_test_of_a_tier_the_lab_has_no_host_of_is_refused_not_passed(no_lab, capfd, monkeypatch):
+    write_lab(no_lab)
+    monkeypatch.setattr(cli_module.lifecycle, "status", lambda project, services=True: pytest.fail("no host is asked"))
+    code, out, err = run_main(["test", "--tier", "web,cache"], capfd)
+    assert code == 3 and "all checks passed" not in out
+    assert one_error_line(err) == ("lab: error: this lab has no cache host, so `--tier cache` has nothing to check; "
+                                   "its tiers: lb, web, db")
