@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from lab import recipes as recipes_module
 from lab import tls, verify
-from lab.errors import HostKeyChanged, LabBusy, NotUp, TopologyError, UsageError, one_line
+from lab.errors import HostKeyChanged, LabBusy, NotUp, ProviderError, TopologyError, UsageError, one_line
 from lab.providers import get_provider
 from lab.hosts import HostFacts
 from lab.recipes import ConvergeReport, RecipeResult
@@ -347,6 +348,27 @@ def remote_command(words: Iterable[str]) -> list[str]:
     """What ssh sends for `lab ssh HOST WORDS`: one word as a shell line, several quoted so they arrive as they are."""
     words = list(words)
     return words if len(words) < 2 else [" ".join(shlex.quote(word) for word in words)]
+
+
+BOOT_LIMIT_S = 120
+
+
+def wait_until_booted(labdir: LabDir, hosts: Iterable[str], limit_s: float = BOOT_LIMIT_S) -> None:
+    """Until every host's systemd has finished booting (its services started or failed): SSH answering comes first,
+    and a check run in between would find PostgreSQL still replaying its log after a snapshot was restored."""
+
+    def booted(name: str) -> str:
+        try:
+            answer = RemoteHost(labdir, name).run("systemctl is-system-running --wait", timeout=limit_s).stdout.strip()
+        except Exception as error:  # no SSH, or still booting at the limit (invoke's own timeout error)
+            return f"{name} ({one_line(error)})"
+        return "" if answer in ("running", "degraded") else f"{name} ({answer or 'no answer'})"
+
+    names = list(hosts)
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        stuck = [found for found in pool.map(booted, names) if found]
+    if stuck:
+        raise ProviderError(f"hosts did not finish booting within {limit_s:.0f} s: {', '.join(stuck)}")
 
 
 def close_ssh_masters(labdir: LabDir, hosts: Iterable[str]) -> None:

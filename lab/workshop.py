@@ -260,5 +260,6 @@ def reset(project: lifecycle.Project, step: int, say: Say) -> dict[str, float]:
     with project.labdir.locked():
         lifecycle.close_ssh_masters(project.labdir, [h.name for h in topology.hosts])  # they talk to the old hosts
         seconds = provider.restore(project, snapshot_name(step), say)
+        lifecycle.wait_until_booted(project.labdir, [h.name for h in topology.hosts])
         _record(project, step)
     return seconds

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab import workshop
-from lab.errors import NoSnapshot, SnapshotsUnsupported, UsageError, exit_code_for
+from lab.errors import NoSnapshot, ProviderError, SnapshotsUnsupported, UsageError, exit_code_for
 from lab.lifecycle import Project
 from lab.providers.local import machines, snapshots
 from lab.providers.vagrant.driver import VagrantDriver
@@ -170,10 +170,14 @@ def test_reset_restores_the_snapshot_and_records_the_step(tmp_path, monkeypatch)
     project, provider = a_project(tmp_path), FakeProvider()
     monkeypatch.setattr(workshop, "get_provider", lambda name: provider)
     monkeypatch.setattr(workshop.lifecycle, "close_ssh_masters", lambda labdir, hosts: None)
+    waited = []  # the reset is done once the hosts have booted, not when SSH first answers
+    monkeypatch.setattr(workshop.lifecycle, "wait_until_booted",
+                        lambda labdir, hosts: waited.append((list(provider.restored), sorted(hosts))))
     workshop.step_completed(project, provider, 2, report(1), lambda m: None)
     workshop.step_completed(project, provider, 5, report(1), lambda m: None)
     assert workshop.reset(project, 2, lambda m: None) == {"web1": 1.5}
     assert provider.restored == ["step-2"]
+    assert waited == [(["step-2"], sorted(h.name for h in project.labdir.topology().hosts))]
     assert workshop.progress(project) == {"applied": 2, "snapshots": [2, 5]}  # step 5 can be come back to
 
 
@@ -280,3 +284,20 @@ def test_a_snapshot_that_fails_or_is_interrupted_thaws_every_host_and_leaves_no_
         snapshots.snapshot(local_state(tmp_path), "step-2")
     assert sorted(e for e in fake_machines if e[0] == "thawed") == [("thawed", "db1"), ("thawed", "web1")]
     assert snapshots.manifest({"resources": {"root": str(tmp_path)}}, "step-2") is None
+
+
+def test_waiting_for_the_boot_names_the_hosts_that_did_not_finish(tmp_path, monkeypatch):
+    answers = {"web1": "running", "db1": "degraded", "lb1": "starting"}
+
+    class Host:
+        def __init__(self, labdir, name):
+            self.name = name
+
+        def run(self, command, timeout=None):
+            assert command == "systemctl is-system-running --wait"
+            return type("Result", (), {"stdout": answers[self.name] + "\n"})()
+
+    monkeypatch.setattr(workshop.lifecycle, "RemoteHost", Host)
+    workshop.lifecycle.wait_until_booted(None, ["web1", "db1"])  # degraded: booted, a unit failed (checks say which)
+    with pytest.raises(ProviderError, match=r"did not finish booting within 120 s: lb1 \(starting\)$"):
+        workshop.lifecycle.wait_until_booted(None, ["web1", "lb1"])
