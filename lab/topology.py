@@ -161,7 +161,7 @@ class Topology:
                  else "no cache host: each app server process keeps its own local-memory cache")
         down = set(not_serving)
         serving = ", ".join(h.name for h in self.db_standbys if h.name not in down)
-        stopped = "".join(f", {h.name} down (`lab up` makes it a standby again)" for h in self.db_standbys
+        stopped = "".join(f", {h.name} down (`lab up` makes it a standby)" for h in self.db_standbys
                           if h.name in down)
         db = f"primary {self.db.primary}" + (f", hot standby {serving} (async; the report reads from it)"
                                              if serving and self.db.replica_reads else

@@ -68,7 +68,7 @@ def test_failover_under_load_loses_no_confirmed_transfer_then_up_swaps_the_roles
     # the old primary is fenced: stopped, and a start would bring it up read-only (standby.signal)
     assert lab.ok("ssh", "db1", "test -f /var/lib/postgresql/15/main/standby.signal && echo fenced").strip() == "fenced"
     # Until the next `lab up`, the fenced db1 is no standby: status says so, and a second failover refuses in one line.
-    assert "primary db2, db1 down (`lab up` makes it a standby again);" in lab.ok("status")
+    assert "primary db2, db1 down (`lab up` makes it a standby);" in lab.ok("status")
     again = lab.run("failover", "db")
     assert again.returncode == 66 and again.stderr.count("\n") == 1, again.stderr
     assert "db1 is not a standby in recovery" in again.stderr and "could not" not in again.stderr

@@ -94,4 +94,4 @@ def test_a_pooled_lab_shows_pgbouncer_among_the_web_hosts_services():
 def test_a_stopped_standby_is_not_called_one():
     pair = resolve({}, {}, Overrides(web=1, counts={"db": 2}), platform="linux")
     assert "primary db1, hot standby db2 (async" in pair.describe_data_tiers()
-    assert "primary db1, db2 down (`lab up` makes it a standby again);" in pair.describe_data_tiers(["db2", "web1"])
+    assert "primary db1, db2 down (`lab up` makes it a standby);" in pair.describe_data_tiers(["db2", "web1"])
