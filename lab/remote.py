@@ -178,10 +178,11 @@ class RemoteHost:
             stdin: str | None = None) -> CommandResult:
         """Run a shell command as root (or `user`); `stdin` is what the command reads on its standard input (how a
         secret reaches a program: never on the command line, where `ps` and sudo's journal would show it)."""
-        wrapped = f"env {COMMAND_ENV} sh -c {shlex.quote(command)}"
-        if user and user != "root":
-            # From /, not root's home: another user may not enter /root, and psql & co. say so on stderr.
-            wrapped = f"sudo -n -H -u {shlex.quote(user)} env {COMMAND_ENV} sh -c {shlex.quote('cd / && ' + command)}"
+        other_user = bool(user) and user != "root"
+        # Another user starts in /, not root's home: it may not enter /root, and psql & co. say so on stderr.
+        wrapped = f"env {COMMAND_ENV} sh -c {shlex.quote(('cd / && ' if other_user else '') + command)}"
+        if other_user:
+            wrapped = f"sudo -n -H -u {shlex.quote(user)} {wrapped}"
         elif self.connection.user != "root":
             wrapped = f"sudo -n -H {wrapped}"
         try:
