@@ -201,7 +201,14 @@ class RemoteHost:
         channel = self.connection.client.get_transport().open_session()
         try:
             channel.exec_command(wrapped)
-            sender = threading.Thread(target=lambda: (channel.sendall(data), channel.shutdown_write()), daemon=True)
+            def send() -> None:
+                try:
+                    channel.sendall(data)
+                    channel.shutdown_write()
+                except (OSError, EOFError, paramiko.SSHException):
+                    pass  # the command ended without reading all of it: its exit code says how it went
+
+            sender = threading.Thread(target=send, daemon=True)
             sender.start()  # beside the reads below, so a command that answers while reading never waits on us
             out, err = bytearray(), bytearray()
             deadline = time.monotonic() + timeout if timeout else None

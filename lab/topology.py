@@ -161,12 +161,12 @@ class Topology:
                  else "no cache host: each app server process keeps its own local-memory cache")
         down = set(not_serving)
         serving = ", ".join(h.name for h in self.db_standbys if h.name not in down)
-        stopped = "".join(f", {h.name} down (`lab up` makes it a standby)" for h in self.db_standbys
-                          if h.name in down)
-        db = f"primary {self.db.primary}" + (f", hot standby {serving} (async; the report reads from it)"
-                                             if serving and self.db.replica_reads else
-                                             f", hot standby {serving} (async)" if serving else
-                                             "" if stopped else ", no standby") + stopped
+        parts = [f"primary {self.db.primary}"]
+        if serving:
+            reads = "; the report reads from it" if self.db.replica_reads else ""
+            parts.append(f"hot standby {serving} (async{reads})")
+        parts += [f"{h.name} down (`lab up` makes it a standby)" for h in self.db_standbys if h.name in down]
+        db = ", ".join(parts if len(parts) > 1 else parts + ["no standby"])
         return f"database: {db}; {pooler}; cache: {cache}"
 
     @property

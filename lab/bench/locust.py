@@ -539,13 +539,13 @@ def window_figures(seconds: list[dict[str, Any]], start: float, end: float, user
     failed = sum(s["fail"] for s in steady)
     if not reason and not ok + failed:
         reason = "no request finished in the steady state"
+    histogram, errors, hosts = _summed(steady, "hist"), _summed(steady, "errors"), _summed(steady, "hosts")
     if not reason:
         stall = longest_stall(steady, steady_from, high)
-        median_s = histogram_percentile(_summed(steady, "hist"), 0.50) / 1000
+        median_s = histogram_percentile(histogram, 0.50) / 1000
         if stall and stall[1] >= max(STALL_MIN_S, STALL_LATENCIES * (median_s if math.isfinite(median_s) else 0)):
             reason = (f"a stall: no request finished for {stall[1]} s, from {stall[0] - low} s into the run "
                       f"(median latency otherwise {median_s * 1000:,.0f} ms)")
-    histogram, errors, hosts = _summed(steady, "hist"), _summed(steady, "errors"), _summed(steady, "hosts")
     by_second = {s["t"]: s for s in steady}
     timeline = [(float(t - steady_from), float(by_second[t]["ok"]) if t in by_second else 0.0,
                  histogram_percentile(by_second[t]["hist"], 0.95) if t in by_second and by_second[t]["hist"] else 0.0)
