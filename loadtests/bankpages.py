@@ -12,6 +12,7 @@ import re
 _TAG = re.compile(r"<[a-zA-Z][^>]*>")
 _ATTRIBUTE = re.compile(r'([\w-]+)\s*=\s*"([^"]*)"')
 _OPTION = re.compile(r'<option[^>]*\bvalue="([^"]+)"')
+_PASSWORD_FIELD = re.compile(r'<input[^>]*\bname="password"')
 _CSRF = re.compile(r'name="csrfmiddlewaretoken"\s+value="([^"]+)"|value="([^"]+)"\s+name="csrfmiddlewaretoken"')
 
 
@@ -32,6 +33,11 @@ def transfer_confirmation(page: str) -> dict[str, str] | None:
         if attributes.get("id") == "transfer-confirmation":
             return {name[len("data-"):]: value for name, value in attributes.items() if name.startswith("data-")}
     return None
+
+
+def is_sign_in_page(page: str) -> bool:
+    """True for the sign-in form (a refused password, or a page that needs a session the site no longer knows)."""
+    return _PASSWORD_FIELD.search(page or "") is not None
 
 
 def own_balances(page: str) -> dict[str, str]:

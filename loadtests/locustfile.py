@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import random
 from itertools import count
-from typing import Callable
+from typing import Any, Callable
 
 import gevent
 from locust import FastHttpUser, between, constant, task
@@ -111,11 +111,13 @@ class BankCustomer(FastHttpUser):
     accounts: list[str]
     username: str
     signed_in: bool
+    ready_once: bool
 
     def on_start(self) -> None:
         self.username = customer_name(self.environment.runner) if os.environ.get("LAB_CUSTOMERS") == "1" else "demo"
         self.accounts = ["AC00001", "AC00002"] if self.username == "demo" else []
         self.signed_in = False
+        self.ready_once = False
         self._sign_in()
 
     def _sign_in(self) -> None:
@@ -141,11 +143,13 @@ class BankCustomer(FastHttpUser):
                 return
             if not response.ok:
                 return  # Locust has counted the failure
-            if 'name="password"' in (response.text or ""):  # the form again: the password was refused
+            if bankpages.is_sign_in_page(response.text or ""):  # the form again: the password was refused
                 response.failure(f"login refused for user {self.username}")
                 return
         self.signed_in = True
-        lab_window.user_ready()
+        if not self.ready_once:  # a user signed in again (after a signed-out page) is not one more ready user
+            self.ready_once = True
+            lab_window.user_ready()
 
     @task
     def transfer_a_cent_and_back(self) -> None:
@@ -157,6 +161,8 @@ class BankCustomer(FastHttpUser):
             with self.client.get("/transfer/", name="/transfer/ (form)", catch_response=True) as form:
                 if not form.ok:
                     return  # Locust has counted the failure with its own reason (a timeout, a 502 ...)
+                if self._signed_out(form):
+                    return
                 token = bankpages.csrf_token(form.text or "")
                 if not self.accounts:
                     self.accounts = bankpages.own_accounts(form.text or "")
@@ -171,6 +177,8 @@ class BankCustomer(FastHttpUser):
             ) as response:
                 # Every page has "Balance sheet" in its menu, the login page included, so only the message proves it.
                 # The POST is redirected to /transfer/<pk>/ (post/redirect/get), which the client follows.
+                if self._signed_out(response):
+                    return
                 if "Transferred" not in (response.text or ""):
                     response.failure("transfer not confirmed")
                     return
@@ -178,6 +186,15 @@ class BankCustomer(FastHttpUser):
             self.accounts.reverse()
             if confirmation is not None:
                 self._check_next_read(confirmation)
+
+    def _signed_out(self, response: Any) -> bool:
+        """A page that answers with the sign-in form means the site no longer knows this user's session: say so
+        (not "transfer not confirmed"), and sign in again on the next task instead of failing every one after it."""
+        if not bankpages.is_sign_in_page(response.text or ""):
+            return False
+        response.failure("signed out: the site answered with the sign-in page")
+        self.signed_in = False
+        return True
 
     def _check_next_read(self, confirmation: dict[str, str]) -> None:
         with self.client.get("/balance/", name="/balance/ (after transfer)", catch_response=True) as sheet:

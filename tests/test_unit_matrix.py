@@ -130,9 +130,32 @@ def test_verdict_names_the_closed_loop_when_nothing_is_saturated():
 
 
 def test_verdict_names_failures_beside_the_limit():
-    failing = [a_run(100, web=0.2, failure_pct=12.5, errors=[("GET /report/: 502", 40), ("GET /: 502", 3)])]
+    few = [a_run(100, web=0.2, failure_pct=0.5, errors=[("GET /report/: 502", 4), ("GET /: 502", 1)])]
+    text = verdict(few, 32, processes=1, generator_cpus=1, host_cpus=2)
+    assert text.startswith("closed loop") and text.endswith("; 0.5% failed (most: GET /report/: 502)")
+    saturated = [a_run(100, web=0.9, failure_pct=12.5, errors=[("GET /report/: 502", 40)])]
+    text = verdict(saturated, 32, processes=1, generator_cpus=1, host_cpus=2)
+    assert text.startswith("web tier: 1.80") and text.endswith("; 12.5% failed (most: GET /report/: 502)")
+
+
+def test_a_failing_row_with_nothing_saturated_is_about_its_failures_not_advice_to_add_users():
+    failing = [a_run(100, web=0.2, failure_pct=3.3, errors=[("POST /transfer/ (POST, csrf): transfer not confirmed", 40)])]
     text = verdict(failing, 32, processes=1, generator_cpus=1, host_cpus=2)
-    assert text.startswith("closed loop") and text.endswith("; 12.5% failed (most: GET /report/: 502)")
+    assert text.startswith("failures: 3.3% failed (most: POST /transfer/ (POST, csrf): transfer not confirmed), "
+                           "nothing saturated (busiest web 0.40 of 2 core(s)")
+    assert "add users" not in text
+
+
+def test_a_cell_with_only_some_repeats_settled_says_so():
+    runs = [a_run(205, web=0.2), a_run(0, settled=False)]
+    text = verdict(runs, 32, processes=1, generator_cpus=1, host_cpus=2)
+    assert text.endswith("; only 1 of 2 repeats settled (another: logins still running: 3 of 200 users signed in by "
+                         "the end of the run)")
+    from rich.console import Console
+
+    console = Console(width=400, record=True)
+    console.print(matrix_table([a_cell("gunicorn", 2, runs)]))
+    assert "205 (1 run)" in console.export_text() and "205–205" not in console.export_text()
 
 
 def test_verdict_without_per_host_cpu_says_so_instead_of_zero_cores():
@@ -299,6 +322,21 @@ def test_the_verdict_crowns_nobody_inside_the_spread_or_without_repeats():
     assert comparison_verdict(apart).startswith("mod_wsgi web×2 workers=2 threads=1 http served 50% more")
 
 
+def test_the_ladder_is_read_step_by_step_not_fastest_against_second():
+    def step(tune: str, runs: list[Run]) -> CellReport:
+        return CellReport(cell=Cell("gunicorn", 2, 2, 1, tune=tune, scheme="https"), settings={}, runs=runs)
+
+    ladder = [step("baseline", [a_run(180), a_run(184)]), step("pgbouncer", [a_run(200), a_run(206)]),
+              step("memcached", [a_run(180), a_run(210)]), step("replica", [a_run(150), a_run(152)])]
+    text = comparison_verdict(ladder)
+    assert text.startswith("The tuning ladder, each step against the one below it: pgbouncer +12% req/s vs baseline: "
+                           "beyond the spread")
+    assert "memcached -4% req/s vs pgbouncer: within the noise" in text
+    assert "replica -23% req/s vs memcached: beyond" in text
+    html = render(ladder, "t", {})
+    assert "+12% req/s vs baseline" in html
+
+
 def test_report_draws_a_bar_per_cell_and_marks_failed_unsettled_incomplete():
     cells = [a_cell("gunicorn", 2, [a_run(100), a_run(120)]), a_cell("mod_wsgi", 2, [], error="connection refused <lb1>"),
              a_cell("gunicorn", 1, [a_run(0, settled=False)])]
@@ -360,6 +398,15 @@ def test_the_transfer_form_offers_the_customers_own_accounts():
     assert pages.own_accounts(form) == ["AC01001", "AC01002"]
     assert pages.csrf_token(form) == "tok&amp;en42"  # sent back exactly as the form holds it
     assert pages.csrf_token("<p>no form</p>") == ""
+
+
+def test_the_sign_in_page_is_told_from_the_site_s_other_pages():
+    pages = bankpages()
+    login = (Path(__file__).resolve().parents[1] / "app/accounts/templates/registration/login.html").read_text()
+    rendered = login.replace("{{ form.password }}", '<input type="password" name="password" autocomplete="current-password" required id="id_password">')
+    assert pages.is_sign_in_page(rendered)
+    for page in ("transfer_form.html", "transfer_confirmed.html", "balance_stale.html"):
+        assert not pages.is_sign_in_page((FIXTURES / page).read_text()), page
 
 
 # -- nothing measured is lost: Ctrl-C during the second cell ----------------------------------------------------------

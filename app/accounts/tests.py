@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from decimal import Decimal
 from io import StringIO
 from pathlib import Path
@@ -658,6 +659,27 @@ class ConfigLoaderTests(SimpleTestCase):
             cache_conf["BACKEND"], "django.core.cache.backends.memcached.PyMemcacheCache"
         )
         self.assertEqual(cache_conf["LOCATION"], "127.0.0.1:11211")
+
+    def test_a_silent_memcached_host_costs_a_request_one_timeout_not_a_hang(self):
+        """A cache host that accepts connections and never answers (a paused or wedged memcached) fails a cache call
+        after the configured timeout; pymemcache's default waits for ever and would hold every request."""
+        from django.core.cache.backends.memcached import PyMemcacheCache
+
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts; nobody reads or answers
+        self.addCleanup(silent.close)
+        conf = config.load(self.write(
+            'secret_key = "k"\ndb_name = "bank"\ncache = "memcached"\n'
+            f'cache_location = ["127.0.0.1:{silent.getsockname()[1]}"]\n'
+        ))
+        cache_conf = config.caches(conf)["default"]
+        client = PyMemcacheCache(cache_conf["LOCATION"], {"OPTIONS": cache_conf["OPTIONS"]})
+        self.addCleanup(client.close)
+        started = time.monotonic()
+        with self.assertRaises(OSError):  # socket.timeout is an OSError
+            client.get("balance-sheet")
+        self.assertLess(time.monotonic() - started, config.CACHE_TIMEOUT_S + 1.0)
 
     def test_bad_files_raise(self):
         cases = {

@@ -19,6 +19,8 @@ DEV_SOURCE = "development defaults (BANK_DEV)"
 
 DB_ENGINES = ("postgresql", "sqlite")
 CACHE_BACKENDS = ("locmem", "memcached")
+# Seconds a memcached host may take to accept a connection or answer: a cache is worth less than a request.
+CACHE_TIMEOUT_S = 1.0
 
 # key -> (accepted types, default). A default of REQUIRED means the file must set it.
 REQUIRED = object()
@@ -208,6 +210,10 @@ def caches(conf):
         backend = {
             "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
             "LOCATION": conf["cache_location"],
+            # pymemcache waits for ever by default: a cache host that stops answering (stopped, firewalled, paused)
+            # would hold every request that touches the cache. After a timeout the request fails and pymemcache
+            # retries that host later, then drops it from the hash ring and spreads its keys over the others.
+            "OPTIONS": {"connect_timeout": CACHE_TIMEOUT_S, "timeout": CACHE_TIMEOUT_S},
         }
     else:
         backend = {

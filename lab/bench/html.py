@@ -88,7 +88,7 @@ def report_rows(cells: list[CellReport]) -> list[dict]:
             "label": c.cell.label, "server": c.cell.server, "web": c.cell.web, "workers": c.cell.workers,
             "threads": c.cell.threads, "tune": c.cell.tune or "—", "scheme": c.cell.scheme,
             "rps": _figure(c, "rps"),
-            "rps_spread": "{:,.0f}–{:,.0f}".format(*c.spread("rps")) if c.measured else "—",
+            "rps_spread": "{:,.0f}–{:,.0f}".format(*c.spread("rps")) if len(c.settled) > 1 else "—",
             "p50": _figure(c, "p50_ms"), "p95": _figure(c, "p95_ms"), "p99": _figure(c, "p99_ms"),
             "failures": _figure(c, "failure_pct", "{:.1f}%"),
             "stale": f"{stale} of {checked}" if checked else "—",
@@ -123,8 +123,31 @@ def tls_cost_rows(cells: list[CellReport]) -> list[dict]:
 
 
 def ladder_rows(cells: list[CellReport]) -> list[dict]:
-    """The tuning ladder, step by step (cells with a tuning step only): req/s, p95, stale reads, what limited it."""
-    return [row for row in report_rows(cells) if row["tune"] != "—"]
+    """The tuning ladder, step by step (cells with a tuning step only): req/s, p95, stale reads, what limited it, and
+    the change from the step before (same server, web count and scheme)."""
+    steps = dict(ladder_steps(cells))
+    return [dict(row, change=steps.get(id(cell), "—")) for cell, row in zip(cells, report_rows(cells))
+            if row["tune"] != "—"]
+
+
+def ladder_steps(cells: list[CellReport]) -> list[tuple[int, str]]:
+    """(id of a ladder cell, how it compares with the step below it) for every step that has one below it."""
+    below: dict[tuple, CellReport] = {}
+    steps = []
+    for cell in cells:
+        if not cell.cell.tune:
+            continue
+        key = (cell.cell.server, cell.cell.web, cell.cell.workers, cell.cell.threads, cell.cell.scheme)
+        previous, below[key] = below.get(key), cell
+        if previous is None:
+            continue
+        if not (cell.measured and previous.measured) or cell.error or previous.error:
+            steps.append((id(cell), f"no comparison with {previous.cell.tune}: one of them gave no figure or failed"))
+            continue
+        change = (cell.median("rps") - previous.median("rps")) / previous.median("rps") * 100
+        beyond = significant([r.rps for r in previous.settled], [r.rps for r in cell.settled])
+        steps.append((id(cell), f"{change:+.0f}% req/s vs {previous.cell.tune}: {noise_verdict(beyond)}"))
+    return steps
 
 
 def render(cells: list[CellReport], title: str, context: dict) -> str:
@@ -148,7 +171,17 @@ def render(cells: list[CellReport], title: str, context: dict) -> str:
 
 
 def comparison_verdict(cells: list[CellReport]) -> str:
-    """A sentence that crowns nobody unless the gap is beyond both configurations' spread, measured with repeats >= 2."""
+    """A sentence that crowns nobody unless the gap is beyond both configurations' spread, measured with repeats >= 2.
+
+    A tuning ladder is read step by step (each step against the one below it), not fastest against second fastest."""
+    ladder = {id(cell): cell for cell in cells if cell.cell.tune}
+    steps = ladder_steps(cells)
+    if steps:
+        # With several ladders (--server or --web lists) a step's name alone would not say which ladder it is on.
+        ladders = {(c.cell.server, c.cell.web, c.cell.workers, c.cell.threads, c.cell.scheme) for c in ladder.values()}
+        name = (lambda c: c.cell.tune) if len(ladders) == 1 else (lambda c: c.cell.label)
+        return "The tuning ladder, each step against the one below it: " + "; ".join(
+            f"{name(ladder[cell_id])} {change}" for cell_id, change in steps) + "."
     measured = [c for c in cells if c.measured and not c.error]
     if len(measured) < 2:
         return "Only one configuration measured: nothing to compare."

@@ -17,6 +17,9 @@ from lab.system import Say
 TIER_SATURATED = 0.85  # share of the cores the hosts may use: at or past it, that tier sets the pace
 MACHINE_SATURATED = 0.90  # of every CPU busy, the hosts and Locust included: what else runs slows both
 GENERATOR_SATURATED = 0.85  # share of the generator's cores (or of its processes): past it, Locust sets the pace
+# Percent of requests failed from which, with nothing saturated, the failures are what the row is about: "add users"
+# is no advice for a configuration that fails requests.
+FAILING_PCT = 1.0
 WARMUP_LOGIN_LIMIT_S = 90  # the warm-up waits this much longer at most for every user to sign in
 PAUSE_DRAIN_S = 1  # after pausing Locust, in-flight requests finish before wrk starts
 RESUME_S = 2  # after wrk, Locust's users are back at full pace before the next repeat counts
@@ -201,6 +204,12 @@ def verdict(runs: Sequence[Run], users: int, processes: int, generator_cpus: int
     settled = [r for r in runs if r.settled]
     if not settled:
         return f"did not settle: {runs[0].reason}; {SETTLE_FIX}"
+    unsettled = [r for r in runs if not r.settled]
+    return _saturation(settled, users, processes, generator_cpus, host_cpus) + (
+        f"; only {len(settled)} of {len(runs)} repeats settled (another: {unsettled[0].reason})" if unsettled else "")
+
+
+def _saturation(settled: Sequence[Run], users: int, processes: int, generator_cpus: int, host_cpus: int) -> str:
     generator = statistics.median(r.generator_cores for r in settled)
     per_host: dict[str, list[float]] = {}
     for run in settled:
@@ -235,6 +244,8 @@ def verdict(runs: Sequence[Run], users: int, processes: int, generator_cpus: int
     busy = statistics.median(r.machine_busy for r in settled)
     if busy >= MACHINE_SATURATED:
         return f"the machine's CPUs: {busy:.0%} busy, other programs included ({measured}){failures}"
+    if failed >= FAILING_PCT:
+        return f"failures: {failures.removeprefix('; ')}, nothing saturated ({measured})"
     p50_s = statistics.median(r.p50_ms for r in settled) / 1000
     loop = f"≈ {users / p50_s:,.0f} req/s" if p50_s > 0 else ""
     return f"closed loop: {users} users × {p50_s * 1000:,.0f} ms {loop}, nothing saturated ({measured}); add users{failures}"

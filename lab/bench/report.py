@@ -35,8 +35,10 @@ def matrix_table(cells: list[CellReport], money: str = "", cpu_split: str = "") 
             table.add_row(cell.cell.label, "—", "—", "—", "—", "—", "—", *reference, hosts, Text(why, style="red"))
             continue
         low, high = cell.spread("rps")
+        # One settled repeat has no spread: "205 (205–205)" would read as a very steady figure.
+        spread = f"{low:,.0f}–{high:,.0f}" if len(cell.settled) > 1 else "1 run"
         table.add_row(
-            cell.cell.label, f"{cell.median('rps'):,.0f} ({low:,.0f}–{high:,.0f})", f"{cell.median('p50_ms'):,.0f}",
+            cell.cell.label, f"{cell.median('rps'):,.0f} ({spread})", f"{cell.median('p50_ms'):,.0f}",
             f"{cell.median('p95_ms'):,.0f}", f"{cell.median('p99_ms'):,.0f}", f"{cell.median('failure_pct'):.1f}%",
             f"{stale}/{checked}" if checked else "—",
             # Text, not markup: an error message may hold brackets that rich would read as style tags
