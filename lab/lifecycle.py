@@ -140,7 +140,9 @@ def plan_up(project: Project, flags: Overrides, state: dict[str, Any] | None, fo
             raise  # this command's own flags (or lab.toml, LAB_*) are wrong: the error names the flag or key
         if remembered == {FAILOVER_CHOICE}:
             raise  # --forget keeps which db host is the primary: the error says how to change it
-        raise TopologyError(f"{one_line(error)} (a choice remembered in {project.labdir.state_file}; "
+        # Name the remembered flags: the value the error names may come from lab.toml, made wrong only with them.
+        flags = " ".join(choice_flag(key, earlier[key]) for key in sorted(remembered))
+        raise TopologyError(f"{one_line(error)} (with {flags} remembered in {project.labdir.state_file}; "
                             "`lab up --forget` drops it)") from None
     # A choice is remembered only if the lab would differ without it: one equal to lab.toml/LAB_* lets them govern.
     # Dropped one at a time, each test against what is still kept: two choices that each make the other redundant
@@ -319,6 +321,9 @@ def test(project: Project, tiers: Iterable[str] | None, junit_xml: Path | None, 
     check_step(max_step)
     state, topology = running_lab(project)
     # A tier this lab has no host of would run no check, and "all checks passed" would then say nothing true.
+    unknown = [tier for tier in tiers or () if tier not in topology.stack.tiers]
+    if unknown:
+        raise TopologyError(f"unknown tier {unknown[0]!r}; tiers: {', '.join(topology.stack.tiers)}")
     empty = [tier for tier in tiers or () if not topology.count(tier)]
     if empty:
         raise TopologyError(f"this lab has no {empty[0]} host, so `--tier {empty[0]}` has nothing to check; its tiers: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lab.bench.tuning import ladder
-from lab.errors import TopologyError
+from lab.errors import TopologyError, UsageError
 from lab.topology import Overrides, Topology, connection_budget, resolve
 
 
@@ -93,6 +93,15 @@ def test_the_tuning_ladder_adds_one_change_at_a_time():
         "replica": ("pgbouncer", 2, 2, True),
     }
     assert all(t.count("web") == 2 for t in topologies.values())
+
+
+def test_an_unknown_tuning_step_is_refused_like_an_unknown_server_and_a_step_out_of_order_as_usage():
+    with pytest.raises(TopologyError, match=r"^unknown tuning step 'fast'; the ladder is baseline, pgbouncer") as caught:
+        ladder(["baseline", "fast"], Overrides())
+    assert caught.value.exit_code == 3
+    with pytest.raises(UsageError, match="in its order") as caught:
+        ladder(["memcached", "pgbouncer"], Overrides())
+    assert caught.value.exit_code == 2
 
 
 def test_forget_keeps_the_primary_a_failover_made(tmp_path, monkeypatch):

@@ -523,3 +523,5 @@ def test_lab_test_of_a_tier_the_lab_has_no_host_of_is_refused_not_passed(no_lab,
     assert code == 3 and "all checks passed" not in out
     assert one_error_line(err) == ("lab: error: this lab has no cache host, so `--tier cache` has nothing to check; "
                                    "its tiers: lb, web, db")
+    code, out, err = run_main(["test", "--tier", "nosuch"], capfd)
+    assert code == 3 and one_error_line(err).startswith("lab: error: unknown tier 'nosuch'; tiers: lb, web, db, cache")

@@ -168,6 +168,7 @@ def test_a_bad_remembered_choice_names_the_state_file_and_the_way_out(project):
     with pytest.raises(TopologyError, match="--web") as caught:
         plan_up(project, Overrides(app_server="mod_wsgi"), state)
     assert str(project.labdir.state_file) in str(caught.value) and "--forget" in str(caught.value)
+    assert "(with --web=0 remembered in" in str(caught.value)  # names the flag, not just "a choice"
     assert plan_up(project, Overrides(), state, forget=True).choices == {}
     assert plan_up(project, Overrides(web=2), state).choices == {"web": 2}  # a flag replaces it
 

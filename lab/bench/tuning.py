@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Sequence
 
-from lab.errors import UsageError
+from lab.errors import TopologyError, UsageError
 from lab.topology import Overrides
 
 # Ladder order matters: `--tune a,b,c` applies a, then b on top of a, then c on top of both (the seed's "one change
@@ -26,7 +26,8 @@ def ladder(names: Sequence[str], base: Overrides) -> list[tuple[str, Overrides]]
     known = list(TUNING_STEPS)
     unknown = [name for name in names if name not in TUNING_STEPS]
     if unknown:
-        raise UsageError(f"unknown tuning step {unknown[0]!r}; the ladder is {', '.join(known)}")
+        # An unknown name, like an unknown --server or --preset: the topology code, not the usage code.
+        raise TopologyError(f"unknown tuning step {unknown[0]!r}; the ladder is {', '.join(known)}")
     positions = [known.index(name) for name in names]
     if positions != sorted(positions) or len(set(positions)) != len(positions):
         raise UsageError(f"tuning steps go up the ladder once each, in its order: {', '.join(known)}")
