@@ -19,7 +19,7 @@ from rich.table import Table
 import lab.bench
 import lab.failover
 from lab import deploy as deploys
-from lab import demos, lifecycle, workshop
+from lab import demos, lifecycle, offline as offline_module, workshop
 from lab.errors import ChecksFailed, LabError, UsageError, exit_code_for, one_line
 from lab.recipes import RecipeResult
 from lab.services import DOWN
@@ -93,11 +93,14 @@ def cli() -> None:
 @click.option("--db", "db_hosts", type=int, default=None, metavar="N", help="Database hosts: 1, or 2 (db2 a hot standby).")
 @click.option("--forget", is_flag=True,
               help="Drop the choices remembered from earlier flags: lab.toml and LAB_* decide again.")
+@click.option("--offline", is_flag=True,
+              help="Fetch nothing: everything from the machine's caches (`lab cache import`), or refused at once.")
 @step_option
 @click.option("-v", "--verbose", is_flag=True, help="List unchanged recipes too.")
 @debug_option
 def up(web: int | None, provider: str | None, app_server: str | None, preset: str | None, pooler: str | None,
-       cache_hosts: int | None, db_hosts: int | None, forget: bool, step: int | None, verbose: bool) -> None:
+       cache_hosts: int | None, db_hosts: int | None, forget: bool, offline: bool, step: int | None,
+       verbose: bool) -> None:
     """Create or start the lab's hosts and converge every recipe (safe to run again).
 
     Flags are remembered: after `lab up --web=2`, a plain `lab up` keeps web1 and web2 (and says so) until another
@@ -106,8 +109,7 @@ def up(web: int | None, provider: str | None, app_server: str | None, preset: st
     counts = {tier: n for tier, n in (("cache", cache_hosts), ("db", db_hosts)) if n is not None}
     overrides = Overrides(web=web, provider=provider, app_server=app_server, preset=preset, pooler=pooler, counts=counts)
     report = lifecycle.up(project(), overrides, say, functools.partial(show_result, verbose=verbose), max_step=step,
-                          forget=forget,
-                          on_converged=workshop.step_completed)
+                          forget=forget, on_converged=workshop.step_completed, offline=offline)
     say(report.summary())
     if project().labdir.exists():
         say(project().labdir.topology().describe_data_tiers())
@@ -445,6 +447,29 @@ def box() -> None:
 def box_build(rebuild: bool) -> None:
     """Build the Debian 12 box for vagrant-libvirt locally (nothing from Vagrant Cloud) and add it to Vagrant."""
     say(f"box {lifecycle.build_box(say, rebuild=rebuild)} is ready")
+
+
+@cli.group()
+@debug_option
+def cache() -> None:
+    """What `lab up` fetches from the network, as one archive: for a workshop whose network may fail."""
+
+
+@cache.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@debug_option
+def cache_export(file: Path) -> None:
+    """Write FILE: the root filesystem, Debian packages and wheels this folder's lab came up with (gzip'd tar)."""
+    offline_module.export(lifecycle.topology_here(project()), file, say)
+
+
+@cache.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@debug_option
+def cache_import(file: Path) -> None:
+    """Put FILE's parts into this machine's caches (the packages as this folder's lab's own); then `lab up --offline`."""
+    offline_module.import_archive(lifecycle.topology_here(project()), project().labdir, file, say)
+    say("imported: `lab up --offline` needs nothing from the network now")
 
 
 def main(argv: list[str] | None = None) -> None:

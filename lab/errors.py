@@ -153,6 +153,18 @@ class NeedsStep(LabError):
     exit_code = 74
 
 
+class OfflineMissing(LabError):
+    """`lab up --offline` (or `lab cache export`) lacks a part of what a lab up needs from the network."""
+
+    exit_code = 75
+
+
+class CacheArchiveError(LabError):
+    """`lab cache import`: the file is not a lab cache archive, or cannot be read."""
+
+    exit_code = 76
+
+
 class Interrupted(LabError):
     """The user pressed Ctrl-C; what was done is recorded and the next run converges."""
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from lab import recipes as recipes_module
+from lab import offline as offline_module, recipes as recipes_module
 from lab import tls, verify
 from lab.errors import HostKeyChanged, LabBusy, NotUp, ProviderError, TopologyError, UsageError, one_line
 from lab.providers import get_provider
@@ -158,7 +158,8 @@ def plan_up(project: Project, flags: Overrides, state: dict[str, Any] | None, fo
 
 def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[RecipeResult], None],
        max_step: int | None = None, topology: Topology | None = None, forget: bool = False,
-       on_converged: Callable[[Project, Any, int | None, ConvergeReport, Say], None] | None = None) -> ConvergeReport:
+       on_converged: Callable[[Project, Any, int | None, ConvergeReport, Say], None] | None = None,
+       offline: bool = False) -> ConvergeReport:
     """Create or start every host, then converge every recipe up to max_step. Safe to repeat and to interrupt.
 
     Without `topology`, the lab is what plan_up() resolves (earlier flags kept); with it (as `lab bench` switches
@@ -178,6 +179,8 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
         choices = existing["choices"] if existing else {}
     provider = get_provider(topology.provider)
     _same_lab(labdir, topology)
+    if offline:  # every part in the caches, or refused before anything is made
+        offline_module.require_offline(topology)
     provider.preflight(topology, labdir, say)  # before anything is written: refusals leave nothing behind
     if existing is not None:  # a running host offering another key than the pinned one: refused before any change
         check_host_keys(labdir, [h.name for h in topology.hosts])
@@ -189,7 +192,7 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
         state["status"] = "creating"
         labdir.write(state)
         try:
-            endpoints = pin_host_keys(labdir, provider.up(topology, labdir, state, say))
+            endpoints = pin_host_keys(labdir, provider.up(topology, labdir, state, say, offline=offline))
         except HostKeyChanged:
             # A stopped host came back offering another key: refused, and the lab stays as its last `lab up` left
             # it (not "creating"), with whatever the provider recorded kept so `lab destroy` still finds it.
@@ -210,6 +213,12 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
         if on_converged is not None:
             on_converged(project, provider, max_step, report, say)
         return report
+
+
+def topology_here(project: Project) -> Topology:
+    """The lab of this folder: as it is if it is up, else what a plain `lab up` would make."""
+    existing = project.labdir.read() if project.labdir.exists() else None
+    return plan_up(project, Overrides(), existing).topology
 
 
 def _same_lab(labdir: LabDir, topology: Topology) -> dict | None:

@@ -172,7 +172,7 @@ def test_up_passes_the_flag_to_the_topology(no_lab, monkeypatch):
         def summary(self):
             return "done"
 
-    def fake_up(project, overrides, say, on_result, max_step=None, forget=False, on_converged=None):
+    def fake_up(project, overrides, say, on_result, max_step=None, forget=False, on_converged=None, offline=False):
         seen.append(project.topology(overrides))
         return Report()
 

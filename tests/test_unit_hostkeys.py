@@ -136,7 +136,7 @@ class FakeHosts:
     def preflight(self, topology, labdir, say) -> None:
         pass
 
-    def up(self, topology, labdir, state, say) -> list[SshEndpoint]:
+    def up(self, topology, labdir, state, say, offline=False) -> list[SshEndpoint]:
         self.ups += 1
         self.offers.update(self.offers_after_up)
         return [SshEndpoint(h.name, h.ip, 22, "root", str(labdir.private_key), None) for h in topology.hosts]

@@ -328,7 +328,7 @@ def test_lab_up_hands_its_say_to_the_converge(tmp_path, monkeypatch):
         def preflight(self, topology, labdir, say) -> None:
             pass
 
-        def up(self, topology, labdir, state, say) -> list:
+        def up(self, topology, labdir, state, say, offline=False) -> list:
             return []
 
         def facts(self, topology) -> HostFacts:
@@ -410,7 +410,7 @@ def test_local_hosts_say_when_each_one_answers_ssh(tmp_path, monkeypatch):
     monkeypatch.setattr(local, "ensure_rootfs", lambda say: tmp_path / "rootfs")
     monkeypatch.setattr(local.network, "ensure_bridge", lambda *args: None)
     monkeypatch.setattr(local.network, "ensure_host_link", lambda *args: None)
-    monkeypatch.setattr(local.proxy, "ensure_proxy", lambda *args: None)
+    monkeypatch.setattr(local.proxy, "ensure_proxy", lambda *args, **kwargs: None)
     monkeypatch.setattr(machines, "ensure_disk", lambda spec, rootfs: None)
     monkeypatch.setattr(machines, "ensure_identity", lambda spec, key: "ssh-ed25519 AAAA")
     monkeypatch.setattr(machines, "running_pid", lambda spec: None)

@@ -212,7 +212,7 @@ class FakeProvider:
     def preflight(self, topology, labdir, say) -> None:
         pass
 
-    def up(self, topology, labdir, state, say) -> list:
+    def up(self, topology, labdir, state, say, offline=False) -> list:
         self.made.append(topology)
         return []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 from lab.errors import ProviderError, SnapshotsUnsupported, UsageError
@@ -10,6 +11,21 @@ from lab.hosts import HostFacts, SshEndpoint
 from lab.state import LabDir
 from lab.system import Say
 from lab.topology import Topology
+
+
+@dataclass(frozen=True)
+class CachePart:
+    """One piece of the machine's caches a `lab up` needs from the network (`lab cache export`, `lab up --offline`).
+
+    kind names its role across machines ("rootfs", "packages", "wheels"); path is relative to the cache root;
+    marker, relative to path, exists only once the part is whole; owner ("user:group") is given back on import.
+    """
+
+    kind: str
+    what: str
+    path: str
+    marker: str
+    owner: str = ""
 
 
 class Provider(ABC):
@@ -22,8 +38,17 @@ class Provider(ABC):
         """Refuse early and cleanly: missing root, packages, a clashing subnet, a taken lab name."""
 
     @abstractmethod
-    def up(self, topology: Topology, labdir: LabDir, state: dict[str, Any], say: Say) -> list[SshEndpoint]:
-        """Create or start every host (idempotently), recording each resource in state before making it."""
+    def up(self, topology: Topology, labdir: LabDir, state: dict[str, Any], say: Say,
+           offline: bool = False) -> list[SshEndpoint]:
+        """Create or start every host (idempotently), recording each resource in state before making it.
+
+        offline: nothing is fetched from the network; lab.offline has checked that cache_parts() are whole."""
+
+    def cache_parts(self, topology: Topology) -> list[CachePart]:
+        """What this provider's `lab up` of topology fetches from the network once and keeps in the machine's caches.
+
+        A provider with no "packages" part has its hosts download packages themselves: it cannot run offline."""
+        return []
 
     @abstractmethod
     def facts(self, topology: Topology) -> HostFacts:

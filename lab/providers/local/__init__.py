@@ -15,9 +15,10 @@ from lab.files import write_atomically
 from lab.hosts import HostFacts, SshEndpoint
 from lab.machine import network
 from lab.machine.paths import cache_root, data_root, short_id
-from lab.providers.base import Provider
+from lab.providers.base import CachePart, Provider
 from lab.providers.local import cpus as cpus_module, machines, proxy, snapshots
-from lab.providers.local.rootfs import ensure_rootfs
+from lab.machine.debian_rootfs import SUITE
+from lab.providers.local.rootfs import COMPLETE_MARKER, ensure_rootfs, rootfs_key
 from lab.state import LabDir
 from lab.machine_packages import ensure_feature
 from lab.progress import elapsed
@@ -78,7 +79,16 @@ class LocalProvider(Provider):
         return HostFacts(proxy_url=f"http://{topology.gateway}:{proxy.PORT}", wheelhouse=WHEELS_IN_HOST,
                          control_address=topology.gateway)
 
-    def up(self, topology: Topology, labdir: LabDir, state: dict[str, Any], say: Say) -> list[SshEndpoint]:
+    def cache_parts(self, topology: Topology) -> list[CachePart]:
+        return [
+            CachePart("rootfs", f"the Debian {SUITE} root filesystem", f"rootfs/{rootfs_key()}", COMPLETE_MARKER),
+            # squid's own cache (its swap.state is the index of what it holds): Debian's packages as the hosts fetched them
+            CachePart("packages", "the Debian packages the hosts install (the lab proxy's cache)",
+                      f"squid/{topology.name}", "swap.state", owner="proxy:proxy"),
+        ]
+
+    def up(self, topology: Topology, labdir: LabDir, state: dict[str, Any], say: Say,
+           offline: bool = False) -> list[SshEndpoint]:
         previous = state.get("resources") or {}
         resources = self.plan(topology, labdir)
         # Record hosts being removed too, until they are gone, so an interrupted shrink is still cleaned up.
@@ -103,7 +113,7 @@ class LocalProvider(Provider):
         rootfs = ensure_rootfs(say)
         network.ensure_bridge(resources["bridge"], resources["gateway"], resources["subnet"])
         proxy.ensure_proxy(topology.name, resources["gateway"], resources["subnet"],
-                           Path(resources["proxy_run"]), Path(resources["proxy_cache"]))
+                           Path(resources["proxy_run"]), Path(resources["proxy_cache"]), offline=offline)
         wheels = cache_root() / "wheels"
         wheels.mkdir(parents=True, exist_ok=True)
         public_key = labdir.ensure_key()

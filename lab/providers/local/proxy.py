@@ -19,18 +19,24 @@ REGISTRIES = ("deb.debian.org", "security.debian.org", "pypi.org", "files.python
 PORT = 3128
 
 
-def render_config(name: str, gateway: str, subnet: str, run_dir: Path, cache_dir: Path) -> str:
+# `lab up --offline`: serve what the cache holds without asking the registries whether it is still fresh, and never
+# go to them for what it lacks (a miss is answered 503 at once, so apt fails naming the package instead of hanging).
+OFFLINE_DIRECTIVES = "offline_mode on\nnever_direct allow all\n"
+
+
+def render_config(name: str, gateway: str, subnet: str, run_dir: Path, cache_dir: Path, offline: bool = False) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
     )
     return env.get_template("squid.conf.j2").render(
-        name=name, gateway=gateway, subnet=subnet, run_dir=run_dir, cache_dir=cache_dir, registries=" ".join(REGISTRIES)
+        name=name, gateway=gateway, subnet=subnet, run_dir=run_dir, cache_dir=cache_dir, registries=" ".join(REGISTRIES),
+        offline_directives=OFFLINE_DIRECTIVES if offline else "",
     )
 
 
-def ensure_proxy(name: str, gateway: str, subnet: str, run_dir: Path, cache_dir: Path) -> None:
+def ensure_proxy(name: str, gateway: str, subnet: str, run_dir: Path, cache_dir: Path, offline: bool = False) -> None:
     """Start (or restart after a config change) this lab's squid; the cache survives `lab destroy`."""
-    config = render_config(name, gateway, subnet, run_dir, cache_dir)
+    config = render_config(name, gateway, subnet, run_dir, cache_dir, offline)
     conf_file = run_dir / "squid.conf"
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)

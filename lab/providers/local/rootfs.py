@@ -24,6 +24,7 @@ MASKED_UNITS = (
     "systemd-timesyncd.service", "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
     "fstrim.timer", "man-db.timer", "dpkg-db-backup.timer",
 )
+COMPLETE_MARKER = ".lab-complete"  # written last: a rootfs without it is half-built
 RECIPE_VERSION = "3"  # bump when the build below changes, so old caches are not reused
 
 
@@ -40,11 +41,11 @@ def ensure_rootfs(say: Say) -> Path:
     root = cache_root() / "rootfs"
     root.mkdir(parents=True, exist_ok=True)
     final = root / rootfs_key()
-    if (final / ".lab-complete").exists():
+    if (final / COMPLETE_MARKER).exists():
         return final
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / ".lab-complete").exists():
+        if (final / COMPLETE_MARKER).exists():
             return final
         say(f"building the Debian {SUITE} rootfs once (about a minute; cached in {root})")
         building = root / (final.name + ".building")
@@ -53,7 +54,7 @@ def ensure_rootfs(say: Say) -> Path:
         # No steps of its own: systemd-nspawn boots a plain Debian with systemd; its consoles are masked above.
         with elapsed(say, f"building the Debian {SUITE} rootfs", f"built the Debian {SUITE} rootfs"):
             debian_rootfs.build(building, PACKAGES, MASKED_UNITS, "rootfs")
-            (building / ".lab-complete").write_text("ok\n")
+            (building / COMPLETE_MARKER).write_text("ok\n")
             if final.exists():
                 shutil.rmtree(final)
             os.rename(building, final)

@@ -73,7 +73,9 @@ class VagrantProvider(Provider):
                          control_address=vagrantfile.CONTROL_ADDRESS[choose_vagrant_provider(topology)],
                          management_sockets=MANAGEMENT_SOCKETS)
 
-    def up(self, topology: Topology, labdir: LabDir, state: dict[str, Any], say: Say) -> list[SshEndpoint]:
+    def up(self, topology: Topology, labdir: LabDir, state: dict[str, Any], say: Say,
+           offline: bool = False) -> list[SshEndpoint]:
+        # offline never reaches here: this provider has no "packages" cache part, so lab.offline refuses it first.
         provider = choose_vagrant_provider(topology)
         previous = state.get("resources") or {}
         driver_name = self._driver_name(topology, provider, previous, say)
