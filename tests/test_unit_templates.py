@@ -13,7 +13,7 @@ from lab.recipes import PROVISION_DIR
 from lab.topology import AppServerSettings, Host, Overrides, resolve
 from provision.step1_bootstrap.recipes import (APP_HOME, APP_USER, CURRENT, DATABASE, ROLE, SETTINGS, SQLITE_DB, STATIC_ROOT,
                                                VENV)
-from provision.step3_appserver.recipes import APP_PORT, WSGI_SCRIPT, WSGI_SCRIPT_NAME, WSGI_SOCKET_PREFIX
+from provision.step3_appserver.recipes import APP_PORT, REQUEST_TIMEOUT_S, WSGI_SCRIPT, WSGI_SCRIPT_NAME, WSGI_SOCKET_PREFIX
 from provision.step5_balancer.recipes import TLS_PEM, site_values, upstream_hosts, upstream_servers
 
 DEFAULT_WORKERS = AppServerSettings().workers  # Gunicorn's, unless lab.toml [appserver] workers says otherwise
@@ -61,7 +61,8 @@ CASES: dict[str, tuple[str, dict]] = {
     "step3_appserver/templates/gunicorn.service.j2": (
         "web2",
         {"user": APP_USER, "current": CURRENT, "settings": SETTINGS, "venv": VENV, "port": APP_PORT,
-         "workers": DEFAULT_WORKERS, "worker_class": "sync", "threads": 1, "keepalive_s": 75},
+         "workers": DEFAULT_WORKERS, "worker_class": "sync", "threads": 1, "keepalive_s": 75,
+         "request_timeout_s": REQUEST_TIMEOUT_S},
     ),
     "step3_appserver/templates/apache-ports.conf.j2": ("web2", {"port": APP_PORT}),
     "step3_appserver/templates/apache-bank.conf.j2": (
@@ -218,6 +219,15 @@ def test_postgresql_listens_on_loopback_and_its_own_ip(templates):
     text = render(templates, "step2_database/templates/postgresql-lab.conf.j2")
     assert "listen_addresses = 'localhost,192.168.56.31'" in text
     assert "password_encryption = 'scram-sha-256'" in text
+
+
+def test_the_app_server_and_the_balancer_give_a_request_the_same_time(templates):
+    # gunicorn's default 30 s against nginx's 60 s: a slow login (PBKDF2 on an emulated VM) was killed as a 502
+    unit = render(templates, "step3_appserver/templates/gunicorn.service.j2")
+    assert f"--timeout {REQUEST_TIMEOUT_S} " in unit
+    site = render(templates, "step5_balancer/templates/nginx-bank.conf.j2")
+    locations = site.count("proxy_pass http://bank_web;")
+    assert locations and site.count(f"proxy_read_timeout {REQUEST_TIMEOUT_S}s;") == locations
 
 
 def test_gunicorn_binds_the_host_ip(templates):

@@ -19,6 +19,10 @@ HEALTH_PATH = "/health/"  # the site's health check: 200 once it can serve (data
 
 
 KEEPALIVE_S = 75
+# How long one request may run. Gunicorn's own default (30 s) would kill a worker while the balancer still waits
+# (nginx's proxy_read_timeout, set to this too): the user gets a 502 and the worker's other requests die with it.
+# A login hashes its password (PBKDF2): about a second natively, well over ten on an emulated VM under load.
+REQUEST_TIMEOUT_S = 60
 
 
 @recipe(tiers=("web",))
@@ -91,7 +95,7 @@ def gunicorn(t: Target) -> None:
         worker_class="gthread" if tuning.threads > 1 else "sync", threads=tuning.threads,
         # gthread keeps nginx's upstream connections open: longer than nginx's 60 s idle timeout, so nginx (not
         # Gunicorn) closes idle ones and never sends a POST down a connection Gunicorn is closing.
-        keepalive_s=KEEPALIVE_S,
+        keepalive_s=KEEPALIVE_S, request_timeout_s=REQUEST_TIMEOUT_S,
     )
     if unit_changed:
         t.run("systemctl daemon-reload")

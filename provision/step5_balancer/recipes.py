@@ -10,7 +10,7 @@ from lab.recipes import RecipeError, Target, recipe
 from lab.tls import Authority, issue, reason_to_reissue
 from lab.topology import Host, Topology
 from provision.step1_bootstrap.recipes import STATIC_ROOT
-from provision.step3_appserver.recipes import APP_PORT, HEALTH_PATH
+from provision.step3_appserver.recipes import APP_PORT, HEALTH_PATH, REQUEST_TIMEOUT_S
 
 SITE = "/etc/nginx/sites-available/bank"
 STATIC_ARCHIVE = "/tmp/.lab-static.tgz"  # web1's static tree on its way to the balancer
@@ -76,7 +76,7 @@ def site_values(servers: list[dict[str, str]]) -> dict[str, object]:
     return {"servers": servers, "static_root": STATIC_ROOT, "http_port": HTTP_PORT, "https_port": HTTPS_PORT,
             "plain_bench_port": PLAIN_BENCH_PORT, "plain_bench_paths": PLAIN_BENCH_PATHS,
             "tls_pem": TLS_PEM, "login_paths": LOGIN_PATHS, "login_rate": f"{LOGIN_RATE_PER_SECOND}r/s",
-            "login_burst": LOGIN_BURST}
+            "login_burst": LOGIN_BURST, "request_timeout_s": REQUEST_TIMEOUT_S}
 
 
 def write_site(lb: Target, servers: list[dict[str, str]]) -> bool:
