@@ -32,8 +32,6 @@ REQUEST_TIMEOUT_S = 10
 TRANSFER_ID = re.compile(r'id="transfer-confirmation"[^>]*data-transfer-id="(\d+)"')
 OPTION = re.compile(r'<option value="([^"]+)"')
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-CLUSTER_UNIT = "postgresql@15-main"
-DATA_DIR = "/var/lib/postgresql/15/main"
 
 
 class NoStandby(LabError):
@@ -175,7 +173,9 @@ def failover_db(project: lifecycle.Project, say: Say, on_result: Callable[[Recip
     if not topology.db_standbys:
         raise NoStandby(f"this lab has no standby to fail over to (db hosts: "
                         f"{', '.join(h.name for h in topology.tier('db'))}); `lab up --db=2` adds db2")
-    from provision.step5_pooler.recipes import pgbouncer_admin, write_pgbouncer_config  # provision/ is loaded late
+    # provision/ is loaded late; the standby's unit and data folder are named once, by the step that makes it
+    from provision.step5_pooler.recipes import pgbouncer_admin, write_pgbouncer_config
+    from provision.step6_standby.recipes import CLUSTER_UNIT, DATA_DIR
 
     old, new = topology.db_primary, topology.db_standbys[0]
     target = _targets(project, state, topology)
