@@ -20,6 +20,7 @@ from lab.remote import (RemoteHost, check_host_keys, forget_host_key, pin_host_k
                         render_ssh_config)
 from lab.services import DOWN, UNKNOWN, probe as probe_services, services_of
 from lab.files import write_atomically
+from lab.machine.paths import cache_root
 from lab.state import LabDir
 from lab.system import Say
 from lab.topology import Overrides, Topology, choice_flag, load_file, resolve
@@ -181,6 +182,8 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
     _same_lab(labdir, topology)
     if offline:  # every part in the caches, or refused before anything is made
         offline_module.require_offline(topology)
+        say(f"offline: everything comes from the caches in {cache_root()}; nothing is fetched (a package they lack "
+            "fails at once)")
     provider.preflight(topology, labdir, say)  # before anything is written: refusals leave nothing behind
     if existing is not None:  # a running host offering another key than the pinned one: refused before any change
         check_host_keys(labdir, [h.name for h in topology.hosts])

@@ -142,7 +142,8 @@ def import_archive(topology: Topology, labdir: LabDir, file: Path, say: Say) -> 
             run(["tar", "--extract", "--file", str(file), "--numeric-owner", "--same-permissions", "-C", str(staging)],
                 timeout=1800)
         except ProviderError as error:  # a truncated or damaged archive: nothing of it was placed
-            raise CacheArchiveError(f"{file} could not be unpacked: {one_line(error)}") from None
+            raise CacheArchiveError(f"{file} is damaged or cut short: tar could not unpack it ({one_line(error)}); "
+                                    "nothing of it was put in the caches") from None
         mine = {part.kind: part for part in parts(topology)}
         for entry in manifest["parts"]:
             _place(CachePart(**entry), mine.get(entry["kind"]), staging, root, say)

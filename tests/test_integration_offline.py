@@ -83,7 +83,8 @@ def test_export_wipe_import_then_up_offline_with_the_upstream_blocked(lab: Scrat
 
     lab.ok("cache", "import", str(archive))
     with upstream_blocked(lab.subnet):
-        lab.ok("up", "--offline")
+        said = lab.ok("up", "--offline")
+        assert f"offline: everything comes from the caches in {empty_cache}" in said
         lab.ok("test")
         access_log = Path(lab.state["resources"]["proxy_run"]) / "access.log"
         lines = access_log.read_text().splitlines()

@@ -163,3 +163,19 @@ def test_lab_up_offline_without_the_caches_exits_75_in_one_line_and_makes_nothin
     assert code == 2 and one_error_line(err).endswith("nothing.tgz: no such file")
     code, out, err = run_main(["cache", "export", str(tmp_path / "out.tgz")], capfd)
     assert code == 75 and "nothing to export yet" in one_error_line(err)
+
+
+def test_a_damaged_archive_is_refused_and_nothing_of_it_is_placed(cache, tmp_path, monkeypatch):
+    fill(cache, local())
+    (cache / "rootfs" / next(p.name for p in (cache / "rootfs").iterdir()) / "big").write_bytes(os.urandom(1 << 20))
+    archive = tmp_path / "a.tgz"
+    offline.export(local(), archive, lambda message: None)
+    cut = tmp_path / "cut.tgz"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])  # a copy that stopped half way
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.setenv("LAB_CACHE_DIR", str(other))
+    with pytest.raises(CacheArchiveError, match="is damaged or cut short: tar could not unpack it") as caught:
+        offline.import_archive(local(), LabDir(tmp_path / ".lab"), cut, lambda message: None)
+    assert caught.value.exit_code == 76 and "nothing of it was put in the caches" in str(caught.value)
+    assert not list(other.iterdir())
