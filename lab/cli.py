@@ -27,9 +27,44 @@ from lab.bench.report import comparison_table, matrix_table, tls_cost_lines
 from lab.topology import TIERS, Overrides
 from lab.verify import SkippedCheck
 
+class ReaderGone:
+    """sys.stdout or sys.stderr (looked up at each write, so tests may swap them) that, once the reader of its pipe has
+    gone (`lab up | head -1`), sends what follows to /dev/null instead of raising BrokenPipeError in whichever thread
+    writes next: that left `lab up` hung, holding the lab's lock. The command carries on and finishes its work."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def _stream(self) -> Any:
+        return getattr(sys, self._name)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 # Wide enough for the bench tables when output goes to a file or CI log (rich assumes 80 columns there).
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 150)
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(file=ReaderGone("stdout"), highlight=False, soft_wrap=True,
+                  width=None if sys.stdout.isatty() else 150)
+errors = Console(file=ReaderGone("stderr"), highlight=False, soft_wrap=True)
 STATUS_STYLE = {"changed": "yellow", "ok": "green", "failed": "bold red", "skipped": "magenta"}
 
 

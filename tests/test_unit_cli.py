@@ -525,3 +525,29 @@ def test_lab_test_of_a_tier_the_lab_has_no_host_of_is_refused_not_passed(no_lab,
                                    "its tiers: lb, web, db")
     code, out, err = run_main(["test", "--tier", "nosuch"], capfd)
     assert code == 3 and one_error_line(err).startswith("lab: error: unknown tier 'nosuch'; tiers: lb, web, db, cache")
+
+
+def test_a_reader_that_goes_away_costs_the_command_nothing(tmp_path):
+    # `lab up | head -1`: head exits after one line; every later line (from any thread) must not stop the command
+    import subprocess
+    import sys
+
+    done = tmp_path / "done"
+    script = (
+        "import threading\n"
+        "from lab import cli\n"
+        "def lines(who):\n"
+        "    for i in range(3000):\n"
+        "        cli.say(f'{who} line {i}')\n"
+        "worker = threading.Thread(target=lines, args=('thread',))\n"
+        "worker.start()\n"
+        "lines('main')\n"
+        "worker.join()\n"
+        "cli.errors.print('lab: error: one more line')\n"
+        f"open({str(done)!r}, 'w').write('finished')\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout.readline().startswith(b"lab: ")
+    process.stdout.close()  # the reader goes away
+    assert process.wait(timeout=60) == 0
+    assert done.read_text() == "finished"
