@@ -80,6 +80,15 @@ def netns_exists(netns: str) -> bool:
     return (NETNS_DIR / netns).exists()
 
 
+def host_mac(ip: str) -> str:
+    """The MAC address of the host at ip: locally administered, and the same each time the host is made.
+
+    A host made again (a bench's step adding db2 or cache hosts, `lab up` after a shrink) with a new random MAC would
+    meet its neighbours' cached one for its address: they send to the old MAC until their neighbour entry times out,
+    and for seconds the new host looks unreachable (`lab test`'s firewall check said "no ARP answer")."""
+    return "02:6c:" + ":".join(f"{int(octet):02x}" for octet in ip.split("."))
+
+
 def ensure_host_link(netns: str, veth: str, bridge: str, ip: str, subnet: str) -> None:
     """A namespace whose eth0 has the host's address and only the lab subnet's route: no default route."""
     prefix = ipaddress.IPv4Network(subnet).prefixlen
@@ -89,7 +98,12 @@ def ensure_host_link(netns: str, veth: str, bridge: str, ip: str, subnet: str) -
         inside = run(["ip", "-n", netns, "-j", "link", "show"]).stdout
         if '"eth0"' in inside:
             run(["ip", "-n", netns, "link", "del", "eth0"])  # half-made by an interrupted run
-        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns])
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "address", host_mac(ip),
+             "netns", netns])
+    links = run(["ip", "-n", netns, "-j", "link", "show", "dev", "eth0"]).stdout
+    if f'"{host_mac(ip)}"' not in links:  # made by a version of lab that let the kernel choose
+        run(["ip", "-n", netns, "link", "set", "eth0", "down"])
+        run(["ip", "-n", netns, "link", "set", "eth0", "address", host_mac(ip)])
     run(["ip", "link", "set", veth, "master", bridge, "up"])
     addresses = run(["ip", "-n", netns, "-j", "addr", "show", "dev", "eth0"]).stdout
     if f'"{ip}"' not in addresses:
