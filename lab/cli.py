@@ -23,6 +23,7 @@ from lab import demos, lifecycle, offline as offline_module, workshop
 from lab.errors import ChecksFailed, LabError, UsageError, exit_code_for, one_line
 from lab.recipes import RecipeResult
 from lab.services import DOWN
+from lab.bench.html import comparison_verdict
 from lab.bench.report import comparison_table, matrix_table, tls_cost_lines
 from lab.topology import TIERS, Overrides
 from lab.verify import SkippedCheck
@@ -300,6 +301,8 @@ def bench(servers, webs, workers, threads, tune, schemes, users, spawn_rate, dur
     console.print(matrix_table(run.cells, run.money, run.cells[0].settings.get("cpu_split", "") if run.cells else ""))
     for line in tls_cost_lines(run.cells):
         say(escape(line))  # a label is plain text, not rich markup
+    if len(run.cells) > 1:
+        say(escape(comparison_verdict(run.cells)))  # the report's verdict, here too
     say(f"report: {run.results_dir / 'report.html'}")
     lab.bench.check_thresholds(run.cells, fail_under_rps, max_p95_ms, max_failed_pct)
 

@@ -71,7 +71,8 @@ def check_step(max_step: int | None, bare: bool = False) -> None:
     if bare and max_step == 0:
         return
     if max_step is not None and max_step not in [step.number for step in recipes_module.discover_steps()]:
-        raise UsageError(f"--step must be one of the workshop's steps: {step_names()} (got {max_step})")
+        bare_hosts = "0 (the bare hosts), " if bare else ""
+        raise UsageError(f"--step must be one of the workshop's steps: {bare_hosts}{step_names()} (got {max_step})")
 
 
 @dataclass(frozen=True)

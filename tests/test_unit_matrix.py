@@ -16,6 +16,7 @@ from lab.bench.matrix import Cell, CellReport, Run, compare_cells, significant, 
 from lab.bench.report import matrix_table
 from lab.bench.wrk import parse_wrk, run_wrk
 from lab.errors import BenchError, ThresholdMissed, UsageError
+from lab.machine.cpus import CpuSplit
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bench"
 
@@ -156,6 +157,16 @@ def test_a_cell_with_only_some_repeats_settled_says_so():
     console = Console(width=400, record=True)
     console.print(matrix_table([a_cell("gunicorn", 2, runs)]))
     assert "205 (1 run)" in console.export_text() and "205–205" not in console.export_text()
+
+
+def test_a_machine_busier_than_the_lab_and_locust_account_for_is_called_a_noisy_run():
+    # like the trial's memcached step: the hosts' core 0.87 busy, Locust 0.12, the 2-core machine 97 % busy
+    noisy = a_run(116, web=0.36, generator=0.12, busy=0.97)
+    text = verdict([noisy], 32, processes=1, generator_cpus=1, host_cpus=1, machine_cpus=2)
+    assert "; a noisy run: the machine was 0.95 core(s) busier than the lab's hosts and Locust account for" in text
+    quiet = a_run(116, web=0.36, generator=0.12, busy=0.5)  # 1.00 busy of 2: hosts 0.87 + Locust 0.12
+    assert "noisy" not in verdict([quiet], 32, processes=1, generator_cpus=1, host_cpus=1, machine_cpus=2)
+    assert "noisy" not in verdict([noisy], 32, processes=1, generator_cpus=1, host_cpus=1)  # machine not known
 
 
 def test_verdict_without_per_host_cpu_says_so_instead_of_zero_cores():
@@ -423,7 +434,10 @@ def test_ctrl_c_during_the_second_cell_keeps_the_first(tmp_path, monkeypatch):
     monkeypatch.setattr(bench.lifecycle, "running_lab", lambda project: ({"provider": "local"}, topology))
     switched = []
     monkeypatch.setattr(bench.lifecycle, "up", lambda project, overrides, say, on_result, topology: switched.append(topology))
-    monkeypatch.setattr(bench, "get_provider", lambda name: type("FakeProvider", (), {"host_cpu_seconds": lambda *a: {}, "pin_cpus": lambda *a: None})())
+    pins: list[tuple[int, str | None]] = []  # (switches so far, the hosts' CPUs) per pin_cpus call
+    monkeypatch.setattr(bench, "get_provider", lambda name: type("FakeProvider", (), {
+        "host_cpu_seconds": lambda *a: {}, "pin_cpus": lambda self, project, cpus: pins.append((len(switched), cpus))})())
+    monkeypatch.setattr(bench, "plan_split", lambda *a, **k: CpuSplit(hosts="0", generator="1"))
     monkeypatch.setattr(bench.money, "total_balance", lambda project: Decimal("2000.00"))
     monkeypatch.setattr(bench, "_wait_until_answering", lambda project, topology, say: None)  # no site to drain
     monkeypatch.setattr(bench.lifecycle, "ca_file", lambda project: tmp_path / "ca.crt")  # https, the default scheme
@@ -454,6 +468,8 @@ def test_ctrl_c_during_the_second_cell_keeps_the_first(tmp_path, monkeypatch):
     page = (folder / "report.html").read_text()
     assert 'id="incomplete"' in page and measured[0].label in page
     assert switched[-1] == topology  # and the lab was put back as it was found
+    # pinned at the start, again after the switch to mod_wsgi (hosts it made), let go at the end
+    assert pins[:2] == [(0, "0"), (1, "0")] and pins[-1][1] is None
     with LabDir(tmp_path / ".lab").locked():  # and free again afterwards
         pass
 

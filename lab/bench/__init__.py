@@ -214,7 +214,7 @@ def _bench_locked(project: Project, request: BenchRequest, say: Say, on_result: 
         wrk_path=SCENARIO_PATHS[request.scenario] if request.reference_wrk else None,
         generator_prefix=tuple(generator_prefix(split)),
         generator_cpus=_cpu_count(split.generator) if split else cores,
-        host_cpus=_cpu_count(split.hosts) if split else cores, cpu_split=cpu_split,
+        host_cpus=_cpu_count(split.hosts) if split else cores, machine_cpus=cores, cpu_split=cpu_split,
         max_failed_pct=request.max_failed_pct,
         master_bind_host=current.gateway if loadgen else None, remote_workers=loadgen,
     )
@@ -237,6 +237,8 @@ def _bench_locked(project: Project, request: BenchRequest, say: Say, on_result: 
                     switched = True
                     lifecycle.up(project, Overrides(), say, on_result, topology=wanted)
                     current = wanted
+                    if split:  # hosts the switch made (a ladder step's cache hosts, db2) run on the hosts' CPUs too
+                        provider.pin_cpus(project, split.hosts)
                 resolved = replace(cell, workers=current.appserver.workers, threads=current.appserver.threads)
                 cell_settings = replace(settings, extra_env={**settings.extra_env, **_scheme_env(project, cell.scheme)})
                 target = _site_url(current, cell.scheme)
@@ -281,7 +283,8 @@ def topology_label(topology: Topology) -> str:
 def _put_back(project: Project, found: Topology, say: Say, on_result: Callable[[RecipeResult], None],
               after_error: bool = False) -> None:
     """Return the lab to the configuration `lab bench` found it in (server, web count, workers, threads)."""
-    label = topology_label(found)
+    # The whole of it: a ladder's put-back also removes cache hosts and db2 and switches the pooler.
+    label = f"{topology_label(found)}; {found.describe_data_tiers()}"
     say(f"putting the lab back as it was: {label}" + (" (Ctrl-C again leaves it as it is)" if after_error else ""))
     try:
         lifecycle.up(project, Overrides(), say, on_result, topology=found)
@@ -292,7 +295,7 @@ def _put_back(project: Project, found: Topology, say: Say, on_result: Callable[[
         why = "interrupted" if isinstance(error, KeyboardInterrupt) else one_line(error)
         say(f"could not put the lab back ({why}); `lab up` returns it to lab.toml and your remembered flags")
         return
-    say(f"the lab is back as it was: {label}")
+    say(f"the lab is back as it was: {topology_label(found)}")
 
 
 def compare(project: Project, first: str, second: str) -> list[dict]:

@@ -180,6 +180,7 @@ class MatrixSettings:
     generator_prefix: tuple[str, ...] = ()  # Locust and wrk run under it (lab.machine.cpus.generator_prefix)
     generator_cpus: int = 1  # cores the load generator may use
     host_cpus: int = 1  # cores the lab's hosts may use
+    machine_cpus: int = 0  # every core of the machine (0: not known, no check of what else ran)
     cpu_split: str = "shared"  # what the report states about the split
     max_failed_pct: float | None = None
     master_bind_host: str | None = None  # remote Locust workers (loadgen hosts) connect to the master here
@@ -197,16 +198,35 @@ def tier_of(host: str) -> str:
     return host.rstrip("0123456789")
 
 
-def verdict(runs: Sequence[Run], users: int, processes: int, generator_cpus: int, host_cpus: int) -> str:
-    """What limited the cell, from saturation: the generator, a tier, or (nothing saturated) the closed loop; failures named."""
+# Cores the machine was busy beyond what the lab's hosts and Locust used, from which a run is called noisy: something
+# else (another lab, a build) took CPU the figures needed.
+OTHERS_NOISY_CORES = 0.25
+
+
+def verdict(runs: Sequence[Run], users: int, processes: int, generator_cpus: int, host_cpus: int,
+            machine_cpus: int = 0) -> str:
+    """What limited the cell, from saturation: the generator, a tier, or (nothing saturated) the closed loop; failures
+    named; a machine busy with other programs too (machine_cpus given) called a noisy run."""
     if not runs:
         return "not measured"
     settled = [r for r in runs if r.settled]
     if not settled:
         return f"did not settle: {runs[0].reason}; {SETTLE_FIX}"
     unsettled = [r for r in runs if not r.settled]
-    return _saturation(settled, users, processes, generator_cpus, host_cpus) + (
+    return _saturation(settled, users, processes, generator_cpus, host_cpus) + _others(settled, machine_cpus) + (
         f"; only {len(settled)} of {len(runs)} repeats settled (another: {unsettled[0].reason})" if unsettled else "")
+
+
+def _others(settled: Sequence[Run], machine_cpus: int) -> str:
+    """"; a noisy run: …" when the machine was busier than the lab's hosts and Locust account for."""
+    if not machine_cpus or not all(r.host_cores for r in settled):
+        return ""
+    others = statistics.median(r.machine_busy * machine_cpus - sum(r.host_cores.values()) - r.generator_cores
+                               for r in settled)
+    if others < OTHERS_NOISY_CORES:
+        return ""
+    return (f"; a noisy run: the machine was {others:.2f} core(s) busier than the lab's hosts and Locust account for "
+            "(other programs, or a VM's own overhead): measure again on a quiet machine")
 
 
 def _saturation(settled: Sequence[Run], users: int, processes: int, generator_cpus: int, host_cpus: int) -> str:
@@ -334,7 +354,8 @@ def measure_cell(cell: Cell, target: str, settings: MatrixSettings, results_dir:
     if report.measured and not report.error and settings.max_failed_pct is not None \
             and report.median("failure_pct") > settings.max_failed_pct:
         report.error = f"{report.median('failure_pct'):.1f}% of requests failed (--max-failed-pct {settings.max_failed_pct:g})"
-    report.bottleneck = verdict(report.runs, settings.users, settings.processes, settings.generator_cpus, settings.host_cpus)
+    report.bottleneck = verdict(report.runs, settings.users, settings.processes, settings.generator_cpus, settings.host_cpus,
+                                settings.machine_cpus)
     return report
 
 

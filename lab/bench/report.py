@@ -15,13 +15,13 @@ def matrix_table(cells: list[CellReport], money: str = "", cpu_split: str = "") 
     caption = "; ".join(part for part in (cpu_split and f"CPUs: {cpu_split}", money) if part)
     table = Table(title="lab bench", title_justify="left", caption=caption or None, caption_justify="left")
     table.add_column("configuration", overflow="fold")
-    for heading in ("ok req/s (min–max)", "p50 ms", "p95 ms", "p99 ms", "failed", "stale"):
+    for heading in ("ok req/s (min–max)", "p50 ms", "p95 ms", "p99 ms", "failed", "stale/checked"):
         table.add_column(heading, justify="right", no_wrap=True)
     with_wrk = any(cell.wrk_rps for cell in cells)
     if with_wrk:
         table.add_column("wrk req/s", justify="right")
         table.add_column("Locust/wrk", justify="right")
-    table.add_column("per web host", overflow="fold")
+    table.add_column("per web host (all repeats)", overflow="fold")
     table.add_column("limited by", overflow="fold")
     for cell in cells:
         reference = [(f"{cell.wrk_rps:,.0f}" if cell.wrk_rps else "—") + (" (errors)" if cell.wrk_errors else ""),

@@ -97,7 +97,7 @@ def hosts_pinned(provider: Any, project: Any, split: CpuSplit | None) -> Iterato
     """The lab's hosts on the split's CPUs for the block; back on every CPU afterwards, whatever ends the block.
 
     `provider` is a lab.providers Provider, `project` a lab.lifecycle Project. Hosts booted inside the block (a bench
-    switching the web tier) are not pinned: enter the block after the switch.
+    switching the topology) are not pinned by it: pin again after the switch (`provider.pin_cpus` is idempotent).
     """
     if split is None:
         try:  # shared: every CPU, even if a bench killed outright (SIGKILL) left the hosts pinned
