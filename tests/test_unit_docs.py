@@ -89,3 +89,13 @@ def test_the_guide_links_every_steps_page():
     for page in step_pages().values():
         assert f"({page.name})" in guide, page.name
     assert not re.search(r"coming\)", guide)
+
+
+def test_every_runnable_block_is_on_a_page_the_docs_test_runs():
+    # test_integration_workshop.py runs docs/steps/N-*.md in step order: a runnable block anywhere else would be
+    # shown as tested and never run.
+    run = set(step_pages().values())
+    pages = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").rglob("*.md"))]
+    elsewhere = [page.relative_to(PROJECT_ROOT) for page in pages
+                 if page not in run and "```console runnable" in page.read_text()]
+    assert not elsewhere, f"runnable blocks the docs test never runs: {elsewhere}"
