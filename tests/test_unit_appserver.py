@@ -268,7 +268,7 @@ TEMPLATE_VALUES = {
     "step3_appserver/templates/bank.wsgi.j2": {"settings": SETTINGS},
     "step3_appserver/templates/gunicorn.service.j2": {
         "user": APP_USER, "current": CURRENT, "settings": SETTINGS, "venv": VENV, "port": 8000, "workers": 2,
-        "worker_class": "sync", "threads": 1, "keepalive_s": 75,
+        "worker_class": "sync", "threads": 1, "keepalive_s": 75, "request_timeout_s": 60,
     },
 }
 
