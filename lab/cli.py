@@ -414,8 +414,10 @@ def steps(no_checks: bool) -> None:
     marks = {True: "[green]yes[/]", False: "no", None: "-"}
     for row in workshop.steps(project(), run_checks=not no_checks):
         checks = "-" if row.passes is None else ("[green]pass[/]" if row.passes else f"[red]{row.failed} failed[/]")
-        table.add_row(str(row.number), row.title, marks[row.applied], checks, "yes" if row.snapshot else "")
+        table.add_row(str(row.number), row.title, marks[row.applied], checks, "yes" if row.snapshot else "no")
     console.print(table)
+    say("checks: how many failed (a check that could not even start counts as failed: `lab check K` says why); "
+        "reset to: a snapshot taken when lab itself finished the step (`lab up --step K` or `lab solve K`)")
 
 
 @cli.command()

@@ -7,9 +7,11 @@ succeeded (`step_completed`, lifecycle.up's on_converged), unless the lab had al
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -167,20 +169,62 @@ class _CheckWatcher:
 
 # testinfra's words for a command that failed: "Unexpected exit code 2 for CommandResult(..., exit_status=2,
 # command=b'grep ...', _stdout=b'', _stderr=b'...')"
-COMMAND_RESULT = re.compile(r"exit_status=(-?\d+), command=b(['\"])(?P<command>.*?)\2, _stdout=b(['\"])(?P<stdout>.*?)\4, "
-                            r"_stderr=b(['\"])(?P<stderr>.*?)\6\)")
+COMMAND_RESULT = re.compile(r"exit_status=(-?\d+), command=(?P<command>b(['\"]).*?\3), _stdout=(?P<stdout>b(['\"]).*?\5), "
+                            r"_stderr=(?P<stderr>b(['\"]).*?\7)\)", re.DOTALL)
+# testinfra's way to run a command as another user: sudo -u USER /bin/sh -c 'COMMAND'
+SUDO_SHELL = re.compile(r"^sudo (-u \S+ )?/bin/sh -c ")
+COMMAND_SHOWN = 80  # a command's first characters, in a why that names it
+
+
+def _text_of(literal: str) -> str:
+    """A Python bytes literal's text (b'...'), or the literal itself if it is not one."""
+    try:
+        return ast.literal_eval(literal).decode(errors="replace")
+    except (ValueError, SyntaxError, AttributeError):
+        return literal
+
+
+def last_meaningful_line(text: str) -> str:
+    """The line that says what went wrong: a traceback's last line (the exception's message), no carets."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and set(line.strip()) - set("^~")]
+    return lines[-1] if lines else ""
+
+
+def command_shown(command: str) -> str:
+    """The command as the check meant it (sudo's shell wrapping undone), its start only if long."""
+    if SUDO_SHELL.match(command):
+        try:
+            command = shlex.split(SUDO_SHELL.sub("", command, count=1))[0]
+        except (ValueError, IndexError):
+            pass
+    command = " ".join(command.split())
+    return command if len(command) <= COMMAND_SHOWN else command[: COMMAND_SHOWN - 1] + "…"
 
 
 def why_failed(message: str, width: int = 200) -> str:
-    """A failed check's message on one line: the assertion and its first "where" ("assert False + where False =
-    <service gunicorn>.is_running"), or the command testinfra ran and what it said."""
-    text = " ".join(message.split()).removeprefix("AssertionError: ")
-    command = COMMAND_RESULT.search(text)
-    if command:
-        said = (command["stderr"] or command["stdout"]).replace("\\n", " ").strip()
-        text = f"`{command['command']}` exited {command[1]}" + (f": {said}" if said else "")
+    """A failed check's message on one line: its own message (the last meaningful line of it: an exception's, not a
+    traceback), or the assertion and its first "where" ("assert False + where False = <service gunicorn>.is_running"),
+    or the command testinfra ran and the last line it said."""
+    message = message.removeprefix("AssertionError: ")
+    own, assertion, _ = message.partition("\nassert ")
+    # testinfra's own words on a command (check_output's "Unexpected exit code 1 for CommandResult(...)"), not a
+    # CommandResult pytest printed in the assertion's "where" (cut short by pytest: "cd /srv/ba...-u bank")
+    command = COMMAND_RESULT.search(own if assertion else message)
+    if assertion and own.strip() and not command:  # the check's own message, then pytest's rewritten assertion
+        text = last_meaningful_line(own)
+    elif command:
+        stderr = _text_of(command["stderr"])
+        sudo_said = [line for line in stderr.splitlines() if line.startswith("sudo: ")]
+        # sudo's first complaint is the cause ("unknown user postgres"), what follows its consequence
+        said = (sudo_said[0] if sudo_said and len(sudo_said) == len([l for l in stderr.splitlines() if l.strip()])
+                else last_meaningful_line(stderr)) or last_meaningful_line(_text_of(command["stdout"]))
+        text = f"`{command_shown(_text_of(command['command']))}` exited {command[1]}" + (f": {said}" if said else "")
     else:
-        text = " + where ".join(text.split(" + where ")[:2])
+        if message.startswith("assert "):
+            text = " + where ".join(" ".join(message.split()).split(" + where ")[:2])
+        else:  # an exception's own words (its last line: a traceback's message)
+            text = last_meaningful_line(message)
+    text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -203,8 +247,9 @@ def _run_checks(project: lifecycle.Project, only_step: int | None) -> _CheckWatc
     state, topology = _running(project)
     watcher = _CheckWatcher()
     try:
+        # -q once more (-qq): no pytest summary line ("33 failed, 4 errors"): lab says what failed its own way
         verify.run_checks(project.labdir, topology, lifecycle.facts_of(state, topology), only_step=only_step,
-                          extra_args=["--tb=no", "-rN"], observers=[watcher])
+                          extra_args=["--tb=no", "-rN", "-q"], observers=[watcher])
     except ChecksFailed:
         if not watcher.failed:
             raise  # not a failing check (the checks could not run): the error says what happened
@@ -226,7 +271,8 @@ def steps(project: lifecycle.Project, run_checks: bool = True) -> list[StepRow]:
             watcher = _run_checks(project, None)
         except NotUp:
             watcher = None
-    rows = []
+    rows = [StepRow(BARE, "Bare hosts (`lab up --step 0`): nothing provisioned, no checks", None if not project.labdir.exists()
+                    else found["applied"] is not None, None, 0, BARE in found["snapshots"])]
     for step in discover_steps():
         folder = step.folder.name
         applied = None if not project.labdir.exists() else (found["applied"] or 0) >= step.number

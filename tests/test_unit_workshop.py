@@ -48,6 +48,24 @@ def test_why_names_the_command_testinfra_ran_and_what_it_said():
     assert workshop.why_failed(message) == "`cat -- /etc/hosts` exited 1: cat: /etc/hosts: No such file or directory"
 
 
+def test_why_names_the_command_inside_sudos_shell_without_its_quoting():
+    result = ("CommandResult(backend=<SshBackend object at 0x7f>, "
+              "exit_status=1, command=b'sudo -u postgres /bin/sh -c \\'psql -tAc \\'\"\\'\"\\'SELECT rolsuper FROM pg_roles"
+              "\\'\"\\'\"\\'\\'', _stdout=b'', _stderr=b'psql: error: connection to server on socket failed\\n"
+              "\\tIs the server running locally?\\n')")
+    message = f"AssertionError: Unexpected exit code 1 for {result}\nassert 1 in (0,)\n +  where 1 = {result[:40]}....rc"
+    assert workshop.why_failed(message) == ("`psql -tAc 'SELECT rolsuper FROM pg_roles'` exited 1: "
+                                            "Is the server running locally?")
+
+
+def test_why_is_the_checks_own_message_last_line_not_a_traceback_nor_a_cut_command():
+    message = ("AssertionError: nothing answers http://192.168.57.21:8000/health/: Traceback (most recent call last):\n"
+               "  File \"<string>\", line 3, in <module>\n    with opener.open(sys.argv[1]) as response:\n"
+               "         ^^^^^^^^^^^^\nConnectionRefusedError: [Errno 111] Connection refused\n"
+               "assert 1 == 0\n +  where 1 = CommandResult(backend=<x>, exit_status=1, command=b'cd /srv/ba...-u bank ...').rc")
+    assert workshop.why_failed(message) == "ConnectionRefusedError: [Errno 111] Connection refused"
+
+
 def test_why_is_one_short_line():
     why = workshop.why_failed("assert " + "x" * 500 + "\n and more")
     assert len(why) == 200 and "\n" not in why and why.endswith("…")

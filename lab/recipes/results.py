@@ -31,6 +31,8 @@ class ConvergeReport:
         return sum(len(r.changes) for r in self.results)
 
     def summary(self) -> str:
+        if not self.results:  # `lab up --step 0`: the hosts alone
+            return f"no recipe applied: the hosts are up with nothing provisioned (step 0) ({self.seconds:.1f} s)"
         hosts = len({r.host for r in self.results})
         parts = f"{self.count('changed')} changed, {self.count('ok')} ok, {self.count('failed')} failed, {self.count('skipped')} skipped"
         verdict = "no changes: the lab was already converged" if self.changes == 0 and not self.count("failed") else f"{self.changes} change{'s' if self.changes != 1 else ''}"

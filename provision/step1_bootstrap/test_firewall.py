@@ -11,8 +11,8 @@ from lab.stack import all_tiers
 TIERS = all_tiers()
 # `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
 HINTS = {
-    "test_input_policy_is_drop": "write /etc/nftables.conf with `policy drop` on the input chain, then `systemctl enable --now nftables`",
-    "test_tier_ports_open_only_to_the_tier_in_front": "open in /etc/nftables.conf only the ports lab/stack.py's links name, to their sources (`nft list ruleset`)",
+    "test_input_policy_is_drop": "/etc/nftables.conf: `table inet filter` with an input chain of `policy drop;` (as docs/steps/1-bootstrap.md), `systemctl enable --now nftables`",
+    "test_tier_ports_open_only_to_the_tier_in_front": "accept only: tcp 22 from the lab's .1; lb 80,443 from the subnet, 8080 from .1; web 8000 from lb1; db 5432 from web; `systemctl restart nftables`",
 }
 
 # What a port's probe comes to. "open" (connected), "closed" (a reset: nothing listens), "filtered" (no answer, though
@@ -77,10 +77,11 @@ REFUSED_BY_FIREWALL = ("filtered", "rejected")
 
 
 def test_input_policy_is_drop(host):
-    assert host.service("nftables").is_enabled
+    assert host.service("nftables").is_enabled, "nftables is not enabled (is it installed?)"
     with host.sudo():
-        ruleset = host.check_output("nft list chain inet filter input")
-    assert "policy drop" in ruleset
+        chain = host.run("nft list chain inet filter input")
+    assert chain.rc == 0, "no input chain in table inet filter (`nft list ruleset` shows what is loaded)"
+    assert "policy drop" in chain.stdout, "the input chain of table inet filter does not have policy drop"
 
 
 def admitted(address, sources):

@@ -11,8 +11,8 @@ TIERS = ("web",)
 HINTS = {
     "test_app_user_is_a_system_user_without_login": "`useradd --system --home-dir /srv/bank --no-create-home --shell /usr/sbin/nologin bank`",
     "test_venv_runs_the_hosts_python_3_11": "`python3 -m venv /srv/bank/venv` (the python3-venv package first)",
-    "test_pinned_django_5_2_installed": "copy app/requirements.txt to /srv/bank/requirements.txt, then `/srv/bank/venv/bin/pip install --require-hashes -r` it",
-    "test_every_requirement_is_pinned_with_the_hashes_of_its_wheels": "each line of /srv/bank/requirements.txt: `name==version --hash=sha256:<hex>` (`pip hash` of its wheel), no line without",
+    "test_pinned_django_5_2_installed": "hash the pins of app/requirements.txt into /srv/bank/requirements.txt, `pip install --require-hashes -r` it (docs/steps/1-bootstrap.md)",
+    "test_every_requirement_is_pinned_with_the_hashes_of_its_wheels": "each line of /srv/bank/requirements.txt: `name==version --hash=sha256:<sha256sum of its wheel>`, no line without",
     "test_the_wheel_cache_is_read_only_in_the_host": "`findmnt /var/cache/lab/wheels` must show ro: undo any remount with `mount -o remount,ro,bind /var/cache/lab/wheels`",
     "test_current_release_holds_the_site": "unpack app/ into /srv/bank/releases/NAME and `ln -sfn` /srv/bank/current to it",
     "test_an_app_instance_answers_on_the_first_web_host": "as bank in /srv/bank/current, with BANK_CONFIG=/etc/bank/bank.toml: `manage.py migrate`, then `manage.py runserver <web1's IP>:8000` (unit bank-devserver)",
@@ -47,8 +47,9 @@ def test_pinned_django_5_2_installed(host):
 def test_every_requirement_is_pinned_with_the_hashes_of_its_wheels(host):
     lines = [line for line in host.file("/srv/bank/requirements.txt").content_string.splitlines()
              if line.strip() and not line.startswith("#")]
-    assert lines
-    assert all(re.fullmatch(r"\S+==\S+( --hash=sha256:[0-9a-f]{64})+", line) for line in lines), lines
+    assert lines, "/srv/bank/requirements.txt is missing or empty"
+    unhashed = [line for line in lines if not re.fullmatch(r"\S+==\S+( --hash=sha256:[0-9a-f]{64})+", line)]
+    assert not unhashed, f"/srv/bank/requirements.txt has lines without a pin and its hashes: {unhashed}"
 
 
 def test_the_wheel_cache_is_read_only_in_the_host(host, facts):
@@ -71,5 +72,6 @@ def test_an_app_instance_answers_on_the_first_web_host(host, node, lab):
     if node.name != lab.tier("web")[0].name:
         pytest.skip("step 1 runs an app instance on the first web host only")
     result = host.run("python3 -c %s %s", HEALTH, f"http://{node.ip}:{APP_PORT}/health/")
-    assert result.rc == 0, f"nothing answers http://{node.ip}:{APP_PORT}/health/: {result.stderr.strip()[-200:]}"
+    said = [line for line in result.stderr.splitlines() if line.strip()]  # a traceback: its last line says why
+    assert result.rc == 0, f"nothing answers http://{node.ip}:{APP_PORT}/health/: {said[-1].strip() if said else 'no output'}"
     assert json.loads(result.stdout) == {"status": 200, "body": {"status": "ok", "db": True}}

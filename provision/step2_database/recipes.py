@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from lab.recipes import RecipeError, Target, recipe
 from lab.secrets import scram_matches, scram_verifier, sql_literal
-from provision.step1_bootstrap.recipes import (DATABASE, DATABASE_OVERLAY, DEVSERVER_UNIT, OVERLAY_DIR, ROLE,
-                                               schema_and_sample_data_in, write_site_overlay)
+from provision.step1_bootstrap.recipes import (APP_USER, DATABASE, DATABASE_OVERLAY, DEVSERVER_UNIT, OVERLAY_DIR, ROLE,
+                                               SETTINGS, schema_and_sample_data_in, write_site_overlay)
 
 PG_VERSION = "15"
 PG_ETC = f"/etc/postgresql/{PG_VERSION}/main"
@@ -79,11 +79,43 @@ def schema_and_sample_data(t: Target) -> None:
     schema_and_sample_data_in(t, "PostgreSQL")
     # Started before its settings last changed: still on SQLite (or the primary before a failover). Asked of the
     # host, not of this run's events, so a run interrupted between the two still restarts it.
-    if t.test(STARTED_BEFORE_SETTINGS, DEVSERVER_UNIT, f"{OVERLAY_DIR}/{DATABASE_OVERLAY}.toml"):
+    pid = t.run("systemctl show -p MainPID --value %s", DEVSERVER_UNIT, check=False).stdout.strip()
+    if pid not in ("", "0") and t.run("python3 -c %s %s %s %s", STARTED_BEFORE_SETTINGS, SETTINGS_FILES, "-0.05",
+                                      pid).stdout.strip() not in ("", "[]"):
         t.run("systemctl restart %s", DEVSERVER_UNIT)
         t.changed(f"restarted {DEVSERVER_UNIT} onto PostgreSQL")
 
 
-# Exits 0 when unit $1 runs and file $2 changed after its main process started.
-STARTED_BEFORE_SETTINGS = ('sh -c \'pid=$(systemctl show -p MainPID --value "$1"); [ "${pid:-0}" != 0 ] && '
-                           '[ $(( $(date +%%s) - $(stat -c %%Y "$2") )) -lt $(ps -o etimes= -p "$pid") ]\' - %s %s')
+# The site's settings: a process that started before one of them last changed runs on the settings before.
+SETTINGS_FILES = f"{SETTINGS},{OVERLAY_DIR}/*.toml"
+# Run by python3 on a web host: argv[1] the settings files (comma-separated globs), argv[2] a margin in seconds,
+# argv[3:] process ids (none: every process of the app user without children of its own, what answers the site's
+# requests: the development server, Gunicorn's workers, mod_wsgi's daemon processes). Prints a JSON list of
+# [pid, name, seconds it started before the newest settings file changed] for each that started more than margin
+# seconds before (a negative margin: could have started before; a process's start is known to 1/100 s).
+STARTED_BEFORE_SETTINGS = """
+import glob, json, os, pwd, sys, time
+files = [f for pattern in sys.argv[1].split(',') for f in glob.glob(pattern)]
+newest = max(os.stat(f).st_mtime for f in files)
+margin = float(sys.argv[2])
+now_boot, now = time.clock_gettime(time.CLOCK_BOOTTIME), time.time()
+def stat(pid):
+    with open(f'/proc/{pid}/stat') as f:
+        name, rest = f.read().split(' (', 1)[1].rsplit(') ', 1)
+    fields = rest.split()
+    return name, int(fields[1]), now - (now_boot - int(fields[19]) / os.sysconf('SC_CLK_TCK'))
+procs = {}
+for pid in [p for p in os.listdir('/proc') if p.isdigit()]:
+    try:
+        procs[int(pid)] = (os.stat(f'/proc/{pid}').st_uid, *stat(pid))
+    except (OSError, ValueError):
+        pass
+if sys.argv[3:]:
+    chosen = [int(p) for p in sys.argv[3:] if int(p) in procs]
+else:
+    uid = pwd.getpwnam('""" + APP_USER + """').pw_uid
+    parents = {ppid for _, _, ppid, _ in procs.values()}
+    chosen = [p for p, (owner, _, _, _) in procs.items() if owner == uid and p not in parents]
+print(json.dumps([[p, procs[p][1], round(newest - procs[p][3], 2)] for p in sorted(chosen)
+                  if procs[p][3] < newest - margin]))
+"""

@@ -7,6 +7,8 @@ key they look at, so a failing check can never print the file (to the terminal o
 import json
 import shlex
 
+from provision.step2_database.recipes import SETTINGS_FILES, STARTED_BEFORE_SETTINGS
+
 TIERS = ("web",)
 SETTINGS = "/etc/bank/bank.toml"
 DATABASE_SETTINGS = "/etc/bank/bank.d/database.toml"  # step 2's own: PostgreSQL, with the lab's role and password
@@ -18,6 +20,7 @@ HINTS = {
     "test_the_site_uses_postgresql": "write /etc/bank/bank.d/database.toml (db_engine = \"postgresql\", db_name, db_user, db_password, db_host, db_port), root:bank 0640; restart what serves the site",
     "test_the_app_user_cannot_rewrite_its_settings": "`sudo -u bank test -w /etc/bank/bank.toml` must fail: root owns the file (0640) and /etc/bank (0750), bank is its group",
     "test_debug_is_off": "set debug = false in /etc/bank/bank.toml",
+    "test_what_serves_the_site_started_after_its_settings_changed": "restart what serves the site after changing its settings: `systemctl restart bank-devserver` (step 3 on: the app server)",
     "test_schema_is_migrated_in_the_shared_database": "as bank in /srv/bank/current: `BANK_CONFIG=/etc/bank/bank.toml ../venv/bin/python manage.py migrate`",
 }
 
@@ -63,11 +66,26 @@ def test_debug_is_off(host):
 def test_the_site_uses_postgresql(host):
     assert host.file(DATABASE_SETTINGS).exists, f"no {DATABASE_SETTINGS}: the site is still on step 1's SQLite"
     vendor = host.run(f"{MANAGE} shell --verbosity 0 -c %s", "from django.db import connection; print(connection.vendor)")
-    assert vendor.rc == 0, vendor.stderr[-300:]
-    assert vendor.stdout.strip() == "postgresql"
+    said = [line.strip() for line in vendor.stderr.splitlines() if line.strip()]
+    assert vendor.rc == 0, f"manage.py cannot open the site's database: {said[-1] if said else 'no output'}"
+    assert vendor.stdout.strip() == "postgresql", f"the site's settings give it {vendor.stdout.strip()}, not postgresql"
+
+
+def test_what_serves_the_site_started_after_its_settings_changed(host):
+    """The running site uses PostgreSQL, not only the settings file: every process that answers its requests (the
+    app user's processes without children: the development server, Gunicorn's workers, mod_wsgi's daemons) read its
+    settings at start, so each must have started after the newest of them changed (a development server left
+    running since step 1 keeps serving from SQLite)."""
+    with host.sudo():  # /etc/bank is root:bank 0750
+        result = host.run("python3 -c %s %s %s", STARTED_BEFORE_SETTINGS, SETTINGS_FILES, "0.05")
+    assert result.rc == 0, f"could not compare the site's processes with its settings: {result.stderr.strip()[-150:]}"
+    stale = json.loads(result.stdout)
+    assert not stale, "started before the site's settings last changed, so still on the settings before (SQLite): " + ", ".join(
+        f"{name} (pid {pid}, {seconds:.0f} s before)" for pid, name, seconds in stale)
 
 
 def test_schema_is_migrated_in_the_shared_database(host):
     # Runs on every web host: each one reaches db1 with the lab's generated credentials.
     result = host.run(f"{MANAGE} migrate --check")
-    assert result.rc == 0, result.stderr
+    said = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+    assert result.rc == 0, f"`manage.py migrate --check` exited {result.rc}: {said[-1] if said else 'migrations not applied'}"
