@@ -15,6 +15,7 @@ from pathlib import Path
 from lab.errors import CacheArchiveError, LabBusy, OfflineMissing, ProviderError, UsageError, one_line
 from lab.machine import wheels
 from lab.machine.paths import cache_root
+from lab.progress import elapsed
 from lab.providers import get_provider
 from lab.providers.base import CachePart
 from lab.state import LabDir
@@ -85,9 +86,10 @@ def export(topology: Topology, file: Path, say: Say) -> dict:
             (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             # The manifest first, so an import reads it without unpacking the rest; what an interrupted
             # download left in the wheel cache (and its lock) stays out.
-            run(["tar", "--create", "--file", str(partial), "--use-compress-program", COMPRESS, "--numeric-owner",
-                 "--exclude", f"{WHEELS.path}/.partial-*", "--exclude", f"{WHEELS.path}/.lock",
-                 "-C", folder, MANIFEST, "-C", str(root), *(part.path for part in included)], timeout=1800)
+            with elapsed(say, f"writing {file}", f"wrote {file.name}"):
+                run(["tar", "--create", "--file", str(partial), "--use-compress-program", COMPRESS,
+                     "--numeric-owner", "--exclude", f"{WHEELS.path}/.partial-*", "--exclude", f"{WHEELS.path}/.lock",
+                     "-C", folder, MANIFEST, "-C", str(root), *(part.path for part in included)], timeout=1800)
         os.replace(partial, file)
     finally:
         partial.unlink(missing_ok=True)
@@ -139,8 +141,9 @@ def import_archive(topology: Topology, labdir: LabDir, file: Path, say: Say) -> 
         # As root, tar keeps each file's owner and mode (the root filesystem's setuid programs, squid's files);
         # GNU tar refuses members with ".." and unpacks links only after the files, so nothing lands outside staging.
         try:
-            run(["tar", "--extract", "--file", str(file), "--numeric-owner", "--same-permissions", "-C", str(staging)],
-                timeout=1800)
+            with elapsed(say, f"unpacking {file}", f"unpacked {file.name}"):
+                run(["tar", "--extract", "--file", str(file), "--numeric-owner", "--same-permissions",
+                     "-C", str(staging)], timeout=1800)
         except ProviderError as error:  # a truncated or damaged archive: nothing of it was placed
             raise CacheArchiveError(f"{file} is damaged or cut short: tar could not unpack it ({one_line(error)}); "
                                     "nothing of it was put in the caches") from None
