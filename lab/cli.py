@@ -28,6 +28,7 @@ from lab.bench.report import comparison_table, matrix_table, tls_cost_lines
 from lab.topology import TIERS, Overrides
 from lab.verify import SkippedCheck
 
+
 class ReaderGone:
     """sys.stdout or sys.stderr (looked up at each write, so tests may swap them) that, once the reader of its pipe has
     gone (`lab up | head -1`), sends what follows to /dev/null instead of raising BrokenPipeError in whichever thread

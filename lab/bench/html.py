@@ -130,6 +130,11 @@ def ladder_rows(cells: list[CellReport]) -> list[dict]:
             if row["tune"] != "—"]
 
 
+def _ladder(cell: CellReport) -> tuple:
+    """Which ladder a step is on: its whole configuration but the step (--server, --web, ... lists make several)."""
+    return cell.cell.server, cell.cell.web, cell.cell.workers, cell.cell.threads, cell.cell.scheme
+
+
 def ladder_steps(cells: list[CellReport]) -> list[tuple[int, str]]:
     """(id of a ladder cell, how it compares with the step below it) for every step that has one below it."""
     below: dict[tuple, CellReport] = {}
@@ -137,8 +142,7 @@ def ladder_steps(cells: list[CellReport]) -> list[tuple[int, str]]:
     for cell in cells:
         if not cell.cell.tune:
             continue
-        key = (cell.cell.server, cell.cell.web, cell.cell.workers, cell.cell.threads, cell.cell.scheme)
-        previous, below[key] = below.get(key), cell
+        previous, below[_ladder(cell)] = below.get(_ladder(cell)), cell
         if previous is None:
             continue
         if not (cell.measured and previous.measured) or cell.error or previous.error:
@@ -178,8 +182,8 @@ def comparison_verdict(cells: list[CellReport]) -> str:
     steps = ladder_steps(cells)
     if steps:
         # With several ladders (--server or --web lists) a step's name alone would not say which ladder it is on.
-        ladders = {(c.cell.server, c.cell.web, c.cell.workers, c.cell.threads, c.cell.scheme) for c in ladder.values()}
-        name = (lambda c: c.cell.tune) if len(ladders) == 1 else (lambda c: c.cell.label)
+        several = len({_ladder(cell) for cell in ladder.values()}) > 1
+        name = (lambda c: c.cell.label) if several else (lambda c: c.cell.tune)
         return "The tuning ladder, each step against the one below it: " + "; ".join(
             f"{name(ladder[cell_id])} {change}" for cell_id, change in steps) + "."
     measured = [c for c in cells if c.measured and not c.error]
