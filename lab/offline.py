@@ -16,6 +16,7 @@ from lab.errors import CacheArchiveError, LabBusy, OfflineMissing, ProviderError
 from lab.machine import wheels
 from lab.machine.paths import cache_root
 from lab.progress import elapsed
+from lab.recipes import PROJECT_ROOT
 from lab.providers import get_provider
 from lab.providers.base import CachePart
 from lab.state import LabDir
@@ -25,7 +26,7 @@ from lab.topology import Topology
 ARCHIVE_FORMAT = 1
 MANIFEST = "lab-cache.json"  # the archive's first member: what it holds and for which lab
 # The site's pins: the wheels every web host installs (provision/step1_bootstrap reads the same file).
-REQUIREMENTS = Path(__file__).resolve().parents[1] / "app" / "requirements.txt"
+REQUIREMENTS = PROJECT_ROOT / "app" / "requirements.txt"
 WHEELS = CachePart("wheels", "the site's pinned wheels", "wheels", "")
 STAGING_PREFIX = ".import-"  # an import unpacks beside the caches (same filesystem: moved in by rename)
 # A gzip of level 1: the root filesystem halves, at disk speed; the archive is read back by any tar.
