@@ -17,19 +17,25 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import gevent
+import locust.runners
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 STARTUP_PREFIX = "start: "  # a user's sign-in requests: the steady state begins once they are all done
 SERVED_BY = "X-Served-By"  # set by the site on every response it makes; nginx's own static files carry none
 NO_WEB_HOST = "(balancer)"
-FLUSH_LAG_S = 5  # workers report every 3 s: a second is written once nobody can still add to it
+# Workers report every 3 s: a second is written once they normally cannot add to it any more. What a late worker
+# (one frozen for longer) adds to a second already written goes into another line for it; readers sum them.
+FLUSH_LAG_S = 5
 POLL_S = 0.2
+# Locust's master calls a worker missing after 3 heartbeats (3 s) without a word, takes its users away, and when it
+# speaks again hands users out anew: every customer moved signs in again, mid-run. A worker on a generator core
+# starved for a few seconds (2 cores, TLS) is slow, not gone; a worker silent for this long is.
+WORKER_SILENT_S = 30
 
 _seconds: dict[int, dict[str, Any]] = defaultdict(lambda: {"ok": 0, "fail": 0, "hist": Counter(), "errors": Counter(),
                                                            "hosts": Counter(), "stale": 0, "checked": 0, "ready": 0,
                                                            "starts": 0})
-_written: set[int] = set()
 _paused = False
 
 
@@ -96,13 +102,12 @@ def _as_json(t: int, data: dict[str, Any]) -> str:
 
 def _flush(path: str, everything: bool) -> None:
     cutoff = time.time() - (0 if everything else FLUSH_LAG_S)
-    ready = sorted(t for t in list(_seconds) if t < cutoff and t not in _written)
+    ready = sorted(t for t in list(_seconds) if t < cutoff)
     if not ready:
         return
     with open(path, "a", encoding="utf-8") as out:
         for t in ready:
             out.write(_as_json(t, _seconds.pop(t)) + "\n")
-            _written.add(t)
 
 
 def _set_paused(paused: bool) -> None:
@@ -143,6 +148,8 @@ def _on_init(environment: Any, **_: Any) -> None:
     if not window:
         return
     if isinstance(runner, MasterRunner):
+        locust.runners.HEARTBEAT_LIVENESS = WORKER_SILENT_S // locust.runners.HEARTBEAT_INTERVAL
+
         def _on_worker_report(client_id: str, data: dict[str, Any]) -> None:
             for t, seconds in data.get("lab_window", {}).items():
                 _merge(_seconds[int(t)], seconds)

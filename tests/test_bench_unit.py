@@ -423,3 +423,44 @@ def test_customers_send_referers_and_wait_out_429_on_login(tmp_path: Path) -> No
     assert all(referer == f"{target}{path}" for path, referer in posts)
     assert sum(s["fail"] for s in seconds) == 0  # the 429s were start-up, not failures
     assert sum(s["checked"] for s in seconds) >= 1 and sum(s["stale"] for s in seconds) == 0
+
+
+_STALLING_WORKER = '''"""Test scenario: /hello/ back to back, each worker process frozen for {stall_s} s once (no heartbeat meanwhile)."""
+import sys
+
+from gevent.monkey import get_original
+
+sys.path.insert(0, {loadtests!r})
+from locust import FastHttpUser, constant, task  # noqa: E402
+
+import lab_window  # noqa: E402
+
+_stalled = False
+
+
+class StallingHammer(FastHttpUser):
+    wait_time = constant(0.05)
+
+    def on_start(self):
+        lab_window.user_ready()
+
+    @task
+    def hello(self):
+        global _stalled
+        lab_window.hold()
+        if not _stalled:
+            _stalled = True
+            get_original("time", "sleep")({stall_s})  # the unpatched sleep: the whole process, heartbeats included
+        self.client.get("/hello/")
+'''
+
+
+def test_a_worker_frozen_for_seconds_keeps_its_users(site: str, tmp_path: Path) -> None:
+    """Locust's own rule (missing after 3 s silent) would hand a slow worker's users out again: each signs in anew."""
+    locustfile = tmp_path / "stalling.py"
+    locustfile.write_text(_STALLING_WORKER.format(stall_s=6, loadtests=str(REPO / "loadtests")))
+    settings = BenchSettings(site, 4, 4.0, 60, locustfile, tmp_path / "run", processes=2, extra_env={"LAB_WAIT": "0"})
+    seconds, start, end, _, _ = _measure(settings, seconds=10, warmup=2)
+    log = (tmp_path / "run" / "locust.log").read_text()
+    assert "failed to send heartbeat" not in log, log
+    assert sum(s["ready"] for s in seconds) == 4  # every user started once: none was taken away and started again

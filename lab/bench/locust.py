@@ -139,6 +139,7 @@ def output_paths(results_dir: Path) -> dict[str, Path]:
         # --json-file appends ".json" to the name it is given.
         "locust_json": results_dir / f"{CSV_PREFIX}.json",
         "json": results_dir / "results.json",
+        "log": results_dir / "locust.log",  # what Locust said (both streams), for a run to be read afterwards
     }
 
 
@@ -264,6 +265,7 @@ class LocustSession:
         self.on_output = on_output
         self.paths = output_paths(settings.results_dir.resolve())
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._log: IO[str] | None = None
         self._lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self._open_streams = 0
         self.proc: subprocess.Popen[str] | None = None
@@ -293,6 +295,7 @@ class LocustSession:
         for tag, stream in (("out", self.proc.stdout), ("err", self.proc.stderr)):
             threading.Thread(target=_pump, args=(stream, tag, self._lines), daemon=True).start()
         self._open_streams = 2
+        self._log = open(self.paths["log"], "a", encoding="utf-8")
         return self
 
     def control(self, state: str) -> None:
@@ -309,6 +312,8 @@ class LocustSession:
             return
         if tag == "err":
             self.stderr_tail.append(line)
+        if self._log is not None:
+            self._log.write(line + "\n")
         if self.on_output is not None:
             self.on_output(line)
 
@@ -348,6 +353,9 @@ class LocustSession:
         for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
             if stream:
                 stream.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 def process_group_cpu_seconds(group: int) -> float:
