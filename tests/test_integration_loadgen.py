@@ -73,3 +73,16 @@ def test_a_distributed_run_gets_its_requests_from_the_loadgen_worker(lab, tmp_pa
     assert endpoint["num_failures"] == 0
     left = lab.run("ssh", "loadgen1", f"systemctl is-active lab-locust-worker; ls -A {Path(ENV_FILE).parent}")
     assert left.stdout.split() == ["inactive"]  # no worker, no locustfile, no environment left behind
+
+
+def test_lab_bench_on_a_lab_with_a_loadgen_host_writes_its_report(lab):
+    output = lab.ok("bench", "--scenario", "hello", "--users", str(USERS), "--duration", "6", "--warmup", "3",
+                    "--repeats", "1", timeout=300)
+    assert "Locust's users run on loadgen1" in output
+    run = sorted((lab.folder / ".lab" / "results").iterdir())[-1]
+    saved = json.loads((run / "results.json").read_text())
+    [cell] = saved["cells"]
+    assert cell["median"]["rps"] > 0 and saved["complete"] is True
+    assert "loadgen1" in saved["cpu_split"] and (run / "report.html").is_file()
+    left = lab.run("ssh", "loadgen1", "systemctl is-active lab-locust-worker")
+    assert left.stdout.split() == ["inactive"]

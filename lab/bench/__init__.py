@@ -196,8 +196,11 @@ def _bench_locked(project: Project, request: BenchRequest, say: Say, on_result: 
     cores = os.cpu_count() or 1
     split = plan_split(_generator_cpus_setting(project), request.shared_cpus, cores)
     cpu_split = split.describe() if split else f"shared: the lab's hosts and the load generator on all {cores} CPUs"
-    say(f"CPUs: {cpu_split}")
     loadgen = current.count("loadgen")
+    if loadgen:  # the users run on lab hosts, so on the hosts' CPUs: the split no longer keeps them apart
+        workers = ", ".join(h.name for h in current.hosts if h.tier == "loadgen")
+        cpu_split += f"; Locust's users run on {workers} (lab hosts, on the hosts' CPUs), its master here"
+    say(f"CPUs: {cpu_split}")
     scenario_env = {
         "LAB_DEMO_PASSWORD": project.labdir.secrets()["demo_password"],
         # No think time: users send requests back to back, so the servers (not the users) set the pace.
