@@ -165,6 +165,12 @@ class CacheArchiveError(LabError):
     exit_code = 76
 
 
+class NotEnoughMemory(LabError):
+    """`lab up` would make hosts whose memory the machine does not have available: refused before anything is made."""
+
+    exit_code = 77
+
+
 class Interrupted(LabError):
     """The user pressed Ctrl-C; what was done is recorded and the next run converges."""
 

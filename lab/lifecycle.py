@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable
 
 from lab import offline as offline_module, recipes as recipes_module
 from lab import tls, verify
-from lab.errors import HostKeyChanged, LabBusy, NotUp, ProviderError, TopologyError, UsageError, one_line
+from lab.errors import (HostKeyChanged, LabBusy, NotEnoughMemory, NotUp, ProviderError, TopologyError, UsageError,
+                        one_line)
 from lab.providers import get_provider
 from lab.hosts import HostFacts
 from lab.recipes import ConvergeReport, RecipeResult
@@ -22,7 +23,7 @@ from lab.services import DOWN, UNKNOWN, probe as probe_services, services_of
 from lab.files import write_atomically
 from lab.machine.paths import cache_root
 from lab.state import LabDir
-from lab.system import Say
+from lab.system import Say, available_memory_mb
 from lab.topology import Overrides, Topology, choice_flag, load_file, resolve
 
 CONFIG_FILE = "lab.toml"
@@ -158,6 +159,24 @@ def plan_up(project: Project, flags: Overrides, state: dict[str, Any] | None, fo
     return UpPlan(topology, choices, kept, inferred and bool(kept), resolves({}))
 
 
+def memory_wanted(topology: Topology, existing: dict[str, Any] | None) -> dict[str, int]:
+    """The memory (MB) of each host `lab up` would make: those the lab does not have yet, each at its tier's size."""
+    have = {h["name"] for h in (existing or {}).get("topology", {}).get("hosts", [])}
+    return {h.name: h.memory_mb for h in topology.hosts if h.name not in have}
+
+
+def check_memory(topology: Topology, existing: dict[str, Any] | None) -> None:
+    """Refuse, before anything is made, hosts whose memory (what a VM is given, what a local host may use at most)
+    is more than the machine has available."""
+    wanted = memory_wanted(topology, existing)
+    needed, available = sum(wanted.values()), available_memory_mb()
+    if needed > available:
+        raise NotEnoughMemory(
+            f"the {len(wanted)} hosts to make need {needed:,} MB of memory and this machine has {available:,} MB "
+            "available: fewer hosts (a smaller --preset or --web), less memory per host ([tiers.X] memory in "
+            "lab.toml), or free memory first")
+
+
 def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[RecipeResult], None],
        max_step: int | None = None, topology: Topology | None = None, forget: bool = False,
        on_converged: Callable[[Project, Any, int | None, ConvergeReport, Say], None] | None = None,
@@ -185,6 +204,7 @@ def up(project: Project, overrides: Overrides, say: Say, on_result: Callable[[Re
         offline_module.require_offline(topology)
         say(f"offline: everything comes from the caches in {cache_root()}; nothing is fetched (a package they lack "
             "fails at once)")
+    check_memory(topology, existing)
     provider.preflight(topology, labdir, say)  # before anything is written: refusals leave nothing behind
     if existing is not None:  # a running host offering another key than the pinned one: refused before any change
         check_host_keys(labdir, [h.name for h in topology.hosts])

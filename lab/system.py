@@ -116,3 +116,11 @@ def _have(program: str) -> bool:
     return shutil.which(program) is not None or any(
         os.path.exists(os.path.join(d, program)) for d in ("/usr/sbin", "/sbin")
     )
+
+
+def available_memory_mb(meminfo: Path = Path("/proc/meminfo")) -> int:
+    """What the kernel says the machine can give new programs without swapping (MemAvailable), in MB."""
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) // 1024
+    raise ProviderError(f"{meminfo} says nothing of MemAvailable")
