@@ -29,6 +29,7 @@ from lab.cli import main
 from lab.machine.network import first_free_subnet
 from lab.recipes import PROJECT_ROOT
 from lab.topology import Overrides, Topology, resolve
+from provision.step3_appserver.recipes import REQUEST_TIMEOUT_S
 
 
 def needs_root() -> None:
@@ -141,6 +142,9 @@ def locust_while(lab: "ScratchLab", results: Path, action: Callable[[], Any], us
                              PROJECT_ROOT / "loadtests" / "locustfile.py", results)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
     env["LAB_CA_FILE"] = lab.ok("ca").strip()  # Locust verifies lb1 against the lab's own CA
+    # A user waits as long as the balancer does (its proxy_read_timeout, the app server's own): a failure is an
+    # answer the stack gave (an error, a reset, its 504), not a whole busy machine late by more than Locust's 15 s.
+    env["LAB_CLIENT_TIMEOUT_S"] = str(REQUEST_TIMEOUT_S)
     with open(results / "locust.log", "w") as log:
         locust = subprocess.Popen([*locust_command(settings), "SiteVisitor"], cwd=results, env=env,
                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
