@@ -175,8 +175,8 @@ def test_memory_below_minimum_is_refused():
 
 def test_unknown_tier_lists_the_tiers():
     with pytest.raises(TopologyError) as caught:
-        linux({"tiers": {"search": {"count": 1}}})
-    assert "search" in str(caught.value)
+        linux({"tiers": {"extra": {"count": 1}}})
+    assert "extra" in str(caught.value)
     assert "lb, web, db, cache" in str(caught.value)
 
 

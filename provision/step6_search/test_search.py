@@ -7,8 +7,8 @@ from provision.step6_search.recipes import DATA_DIR, SERVER_UNIT, SERVER_USER
 TIERS = ("search",)
 # `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
 HINTS = {
-    "test_the_search_server_listens_on_the_private_address_only": "`--interface <search host's IP> --port 33333` in /etc/systemd/system/xapian-tcpsrv.service, `systemctl daemon-reload && systemctl restart xapian-tcpsrv`; `ss -ltnp`",
-    "test_the_search_server_runs_as_its_own_user_and_owns_its_index": "`User=xapian` in the unit; `chown xapian:xapian /var/lib/xapian-search && chmod 750 /var/lib/xapian-search`",
+    "test_the_search_server_listens_on_the_private_address_only": "`--interface <its IP> --port 33333` in /etc/systemd/system/xapian-tcpsrv.service, daemon-reload, restart; `ss -ltnp`",
+    "test_the_search_server_runs_as_its_own_user_and_owns_its_index": "`User=xapian` in the unit; /var/lib/xapian-search xapian:xapian 0750",
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 TIERS = ("web",)
 # `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
 HINTS = {
-    "test_a_new_account_is_found_on_every_search_server_then_gone_when_deleted": "search_servers in /etc/bank/bank.d/search.toml, xapian linked into /srv/bank/venv (python3-xapian), xapian-tcpsrv on the search host; as bank in /srv/bank/current: `BANK_CONFIG=/etc/bank/bank.toml ../venv/bin/python manage.py search_catch_up`",
+    "test_a_new_account_is_found_on_every_search_server_then_gone_when_deleted": "search_servers in /etc/bank/bank.d/search.toml; xapian linked into the venv; xapian-tcpsrv up; `manage.py search_catch_up`",
 }
 MANAGE = "cd /srv/bank/current && sudo -u bank BANK_CONFIG=/etc/bank/bank.toml /srv/bank/venv/bin/python manage.py"
 # The site indexes an account as its change commits (accounts.search.AccountSignalProcessor): it is there at once;
