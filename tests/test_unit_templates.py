@@ -48,6 +48,8 @@ CASES: dict[str, tuple[str, dict]] = {
     ),
     "step5_pooler/templates/hba.conf.j2": ("web1", {"database": DATABASE, "replica_alias": "bank_replica", "role": ROLE}),
     "step6_cache/templates/memcached.conf.j2": ("db1", {"port": 11211, "memory_mb": 64}),
+    "step6_search/templates/xapian-tcpsrv.service.j2": (
+        "db1", {"user": "xapian", "port": 33333, "database": "/var/lib/xapian-search/bank", "data_dir": "/var/lib/xapian-search"}),
     "step1_bootstrap/templates/bank.toml.j2": (
         "web1",
         {

@@ -849,3 +849,128 @@ class OwnershipMigrationTests(TransactionTestCase):
         rows = {a.number: (a.holder, a.owner.username if a.owner else None) for a in Account.objects.all()}
         self.assertEqual(rows, {"AC00001": ("Ada Adams", "demo"), "AC00002": ("Boris Barros", "demo"),
                                 "AC00003": ("Chidi Chen", None)})
+
+
+@override_settings(STORAGES=PLAIN_STATIC)
+class SearchPageTests(BankDataMixin, TestCase):
+    """The search page with no search server (the database), and through Haystack with one (faked here; step 6's
+    checks and tests/test_integration_search.py use a real xapian-tcpsrv)."""
+
+    def test_login_required(self):
+        response = self.client.get("/search/?q=Alice")
+        self.assertEqual(response.status_code, 302)
+        self.assertIn("/accounts/login/", response["Location"])
+
+    def test_a_customer_finds_only_their_own_accounts(self):
+        self.client.force_login(self.user)
+        response = self.client.get("/search/?q=Alice")
+        self.assertEqual([a.number for a in response.context["accounts"]], ["A1", "A2"])
+        self.assertEqual(response.context["source"], "database")
+        self.assertEqual(self.client.get("/search/?q=Bob").context["accounts"], [])
+        self.assertEqual(self.client.get("/search/?q=C1").context["accounts"], [])
+        self.assertNotContains(self.client.get("/search/?q=Alice"), "100.00")  # no balances for customers here
+
+    def test_staff_find_any_account_by_holder_number_or_bank(self):
+        self.client.force_login(self.staff)
+        self.assertEqual([a.number for a in self.client.get("/search/?q=carol").context["accounts"]], ["C1"])
+        self.assertEqual([a.number for a in self.client.get("/search/?q=B1").context["accounts"]], ["B1"])
+        found = self.client.get("/search/?q=second bank").context["accounts"]
+        self.assertEqual([a.number for a in found], ["A2", "C1"])
+
+    def test_an_empty_query_searches_nothing(self):
+        self.client.force_login(self.staff)
+        response = self.client.get("/search/?q=+")
+        self.assertEqual(response.status_code, 200)
+        self.assertIsNone(response.context["source"])
+
+    @override_settings(BANK_SEARCH_ALIASES=["default"])
+    def test_the_database_has_the_last_word_on_what_a_customer_sees_of_the_index(self):
+        from accounts import search
+
+        hits = [mock.Mock(pk=str(pk)) for pk in (self.bob.pk, self.alice.pk)]  # an index that also returns Bob's
+        fake = mock.MagicMock()
+        fake.return_value.models.return_value.auto_query.return_value.filter.return_value.__getitem__.return_value = hits
+        with mock.patch.object(search, "SearchQuerySet", fake):
+            accounts, source = search.find_accounts(self.user, "anything")
+        self.assertEqual((accounts, source), ([self.alice], "default"))
+        fake.return_value.models.return_value.auto_query.return_value.filter.assert_called_once_with(
+            owner__exact=f"u{self.user.pk}")
+
+    @override_settings(BANK_SEARCH_ALIASES=["default", "search2"])
+    def test_a_failing_search_server_falls_back_to_the_next_then_the_database(self):
+        from accounts import search
+
+        with mock.patch.object(search, "SearchQuerySet", side_effect=OSError("no route")) as fake, \
+                self.assertLogs("accounts.search", "WARNING") as logs:
+            accounts, source = search.find_accounts(self.staff, "Alice")
+        self.assertEqual(([a.number for a in accounts], source), (["A1", "A2"], "database"))
+        self.assertEqual([c.kwargs["using"] for c in fake.call_args_list], ["default", "search2"])
+        self.assertEqual(len(logs.records), 2)
+
+
+class SearchIndexUpdateTests(BankDataMixin, TestCase):
+    """accounts.search.AccountSignalProcessor: an account reaches every search server's index once its change commits;
+    a transfer's balance-only saves do not; a failing server is logged, not the request's failure."""
+
+    def setUp(self):
+        import haystack
+
+        from accounts.search_indexes import AccountIndex
+
+        super().setUp()
+        self.update = mock.patch.object(AccountIndex, "update_object").start()
+        self.remove = mock.patch.object(AccountIndex, "remove_object").start()
+        # A second connection (the simple backend: the index methods above are what the test watches).
+        mock.patch.dict(haystack.connections.connections_info, {"search2": {"ENGINE": config.SIMPLE_ENGINE}}).start()
+        self.addCleanup(mock.patch.stopall)
+
+    @override_settings(BANK_SEARCH_ALIASES=["default", "search2"])
+    def test_a_new_account_is_indexed_on_every_server_after_commit(self):
+        with self.captureOnCommitCallbacks(execute=True) as callbacks:
+            account = Account.objects.create(bank=self.first, holder="Dora", number="D1")
+            self.update.assert_not_called()  # not before the commit: a rollback must not reach the index
+        self.assertEqual(len(callbacks), 1)
+        self.assertEqual([(c.args[0], c.kwargs["using"]) for c in self.update.call_args_list],
+                         [(account, "default"), (account, "search2")])
+        with self.captureOnCommitCallbacks(execute=True):
+            account.delete()
+        self.assertEqual([c.kwargs["using"] for c in self.remove.call_args_list], ["default", "search2"])
+
+    @override_settings(BANK_SEARCH_ALIASES=["default"])
+    def test_a_transfer_does_not_touch_the_index(self):
+        with self.captureOnCommitCallbacks(execute=True) as callbacks:
+            transfer_funds(self.alice.pk, self.alice_savings.pk, "1.00")
+        self.assertEqual(callbacks, [])
+        self.update.assert_not_called()
+
+    @override_settings(BANK_SEARCH_ALIASES=["default", "search2"])
+    def test_a_failing_server_is_logged_and_the_next_still_gets_the_account(self):
+        self.update.side_effect = [OSError("search1 down"), None]
+        with self.assertLogs("accounts.search", "WARNING") as logs, self.captureOnCommitCallbacks(execute=True):
+            Account.objects.create(bank=self.first, holder="Eve", number="E1")
+        self.assertEqual(self.update.call_count, 2)
+        self.assertIn("not indexed on search server default", logs.output[0])
+
+    def test_without_a_search_server_nothing_is_sent(self):
+        with self.captureOnCommitCallbacks(execute=True) as callbacks:
+            Account.objects.create(bank=self.first, holder="Finn", number="F1")
+        self.assertEqual(callbacks, [])
+        self.update.assert_not_called()
+
+
+class SearchSettingsTests(SimpleTestCase):
+    def test_search_servers_become_haystack_connections(self):
+        conf = config.validate({"secret_key": "k", "db_name": "d", "search_servers": ["10.0.0.81:33333", "10.0.0.82:33333"]})
+        connections = config.haystack_connections(conf)
+        self.assertEqual(list(connections), ["default", "search2"])
+        self.assertEqual((connections["search2"]["HOST"], connections["search2"]["PORT"]), ("10.0.0.82", 33333))
+        self.assertEqual(connections["default"]["ENGINE"], config.SEARCH_ENGINE)
+
+    def test_no_search_server_is_haystacks_simple_backend(self):
+        conf = config.validate({"secret_key": "k", "db_name": "d"})
+        self.assertEqual(config.haystack_connections(conf), {"default": {"ENGINE": config.SIMPLE_ENGINE}})
+
+    def test_a_search_server_without_a_port_is_refused(self):
+        for wrong in ["10.0.0.81", "10.0.0.81:http", ":33333", "10.0.0.81:0"]:
+            with self.subTest(wrong=wrong), self.assertRaisesMessage(ImproperlyConfigured, "search_servers"):
+                config.validate({"secret_key": "k", "db_name": "d", "search_servers": [wrong]})

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 from accounts.banking import TransferError, transfer_funds
 from accounts.forms import TransferForm
 from accounts.models import Account, Bank, Transfer
+from accounts.search import DATABASE, MAX_QUERY_LENGTH, find_accounts
 
 logger = logging.getLogger(__name__)
 
@@ -291,3 +292,15 @@ def transfer_done(request, pk):
         Transfer.objects.select_related("from_account", "to_account"), pk=pk, from_account__owner=request.user
     )
     return render(request, "accounts/transfer_done.html", {"transfer": record})
+
+
+@login_required
+@require_safe
+def search(request):
+    """Accounts by holder, number or bank: a customer finds their own, staff any (through Haystack's search servers
+    when the lab has them, else the database)."""
+    query = request.GET.get("q", "").strip()[:MAX_QUERY_LENGTH]
+    accounts, source = find_accounts(request.user, query) if query else ([], None)
+    return render(request, "accounts/search.html", {
+        "query": query, "accounts": accounts, "source": source, "from_database": source == DATABASE,
+    })

@@ -21,6 +21,8 @@ DB_ENGINES = ("postgresql", "sqlite")
 CACHE_BACKENDS = ("locmem", "memcached")
 # Seconds a memcached host may take to accept a connection or answer: a cache is worth less than a request.
 CACHE_TIMEOUT_S = 1.0
+# Milliseconds the site waits for a search server to accept a connection or answer, then searches the database.
+SEARCH_TIMEOUT_MS = 2000
 
 # key -> (accepted types, default). A default of REQUIRED means the file must set it.
 REQUIRED = object()
@@ -52,11 +54,14 @@ SCHEMA = {
     # The seed's step-5 "shared nothing" anti-patterns, on for `lab demo shared-nothing` only: "global_balance" keeps
     # the balance sheet in a module-level global, "tmp_report" hands a generated report over in /tmp/report.txt.
     "antipatterns": ((list,), []),
+    # Step 6's search hosts ("IP:PORT" of each xapian-tcpsrv): Haystack writes to each, reads from the first that
+    # answers; none: the search page queries the database.
+    "search_servers": ((list,), []),
 }
 ANTIPATTERNS = ("global_balance", "tmp_report")
 # Later workshop steps add their settings in files of their own beside bank.toml, read over it in name order.
 OVERLAY_DIR_NAME = "bank.d"
-LIST_OF_STR_KEYS = ("allowed_hosts", "csrf_trusted_origins", "trusted_proxies", "antipatterns")
+LIST_OF_STR_KEYS = ("allowed_hosts", "csrf_trusted_origins", "trusted_proxies", "antipatterns", "search_servers")
 
 
 def dev_defaults():
@@ -83,6 +88,7 @@ def dev_defaults():
         "replica_port": 5432,
         "replica_name": "",
         "antipatterns": [],
+        "search_servers": [],
         "source": DEV_SOURCE,
     }
 
@@ -161,6 +167,10 @@ def validate(raw, source="<config>"):
     wrong = [name for name in conf["antipatterns"] if name not in ANTIPATTERNS]
     if wrong:
         fail(f"'antipatterns' may hold {', '.join(ANTIPATTERNS)}, got {wrong[0]!r}")
+    for server in conf["search_servers"]:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            fail(f"'search_servers' holds \"IP:PORT\" strings, got {server!r}")
     if conf["cache"] not in CACHE_BACKENDS:
         fail(f"'cache' must be one of {', '.join(CACHE_BACKENDS)}, got {conf['cache']!r}")
     location = conf["cache_location"]
@@ -221,3 +231,26 @@ def caches(conf):
             "LOCATION": "bank",
         }
     return {"default": backend}
+
+
+SEARCH_ENGINE = "accounts.search_backend.RemoteXapianEngine"
+SIMPLE_ENGINE = "haystack.backends.simple_backend.SimpleEngine"
+
+
+def search_alias(index):
+    """Haystack's name for the index-th search server: "default" for the first (Haystack requires one)."""
+    return "default" if index == 0 else f"search{index + 1}"
+
+
+def haystack_connections(conf):
+    """Build HAYSTACK_CONNECTIONS: one connection per search server, or Haystack's simple backend when there is none
+    (the search page then queries the database itself, accounts.search)."""
+    if not conf["search_servers"]:
+        return {"default": {"ENGINE": SIMPLE_ENGINE}}
+    connections = {}
+    for index, server in enumerate(conf["search_servers"]):
+        host, _, port = server.rpartition(":")
+        connections[search_alias(index)] = {
+            "ENGINE": SEARCH_ENGINE, "HOST": host, "PORT": int(port), "TIMEOUT_MS": SEARCH_TIMEOUT_MS,
+        }
+    return connections

@@ -15,6 +15,7 @@ urlpatterns = [
     path("hello/", views.hello, name="hello"),
     path("health/", views.health, name="health"),
     path("transfer/", views.transfer, name="transfer"),
+    path("search/", views.search, name="search"),
     path("transfer/<int:pk>/", views.transfer_done, name="transfer_done"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
