@@ -49,6 +49,12 @@ def exporter_address(topology: Topology, host: Host, exporter: Exporter) -> str:
     return host.ip if others else LOOPBACK
 
 
+def last_line(output: str) -> str:
+    """What a checking tool said last (its verdict), or that it said nothing."""
+    lines = output.strip().splitlines()
+    return lines[-1] if lines else "(no output)"
+
+
 def exporter_args(topology: Topology, host: Host, exporter: Exporter) -> str:
     return exporter.args.format(address=exporter_address(topology, host, exporter), port=exporter.port)
 
@@ -65,7 +71,7 @@ def nginx_stub_status(t: Target) -> None:
     if changed and t.test("systemctl is-active --quiet nginx"):
         check = t.run("nginx -t", check=False)
         if not check.ok:
-            raise RecipeError(f"nginx rejects {STUB_STATUS_CONF}: {check.stderr.strip().splitlines()[-1:]}")
+            raise RecipeError(f"nginx rejects {STUB_STATUS_CONF}: {last_line(check.stderr)}")
         t.run("systemctl reload nginx")
         t.changed("reloaded nginx for its stub_status")
 
@@ -165,7 +171,7 @@ def alertmanager(t: Target) -> None:
         if changed or earlier_change:
             check = t.run("amtool check-config %s", ALERTMANAGER_CONFIG, check=False)
             if not check.ok:
-                raise RecipeError(f"amtool rejects {ALERTMANAGER_CONFIG}: {check.stdout.strip().splitlines()[-1:]}")
+                raise RecipeError(f"amtool rejects {ALERTMANAGER_CONFIG}: {last_line(check.stdout + check.stderr)}")
         # An empty cluster address turns the gossip port (9094, TCP and UDP, on every address) off.
         changed |= t.template("/etc/default/prometheus-alertmanager", "step6_monitor/templates/exporter.default.j2",
                               unit="prometheus-alertmanager", environment={},
@@ -175,7 +181,7 @@ def alertmanager(t: Target) -> None:
     t.wait_for_port(t.host.ip, ALERTMANAGER_PORT)
 
 
-@recipe(tiers=(MONITOR_TIER,), after=("step6_monitor.alertmanager",))
+@recipe(tiers=(MONITOR_TIER,))
 def prometheus(t: Target) -> None:
     """Prometheus on monitor1's private address: every exporter the links lead it to, each web host's app server
     through the blackbox exporter, the alert rules, Alertmanager; a few hours of samples."""
@@ -187,8 +193,7 @@ def prometheus(t: Target) -> None:
         if reload or earlier_change:
             check = t.run("promtool check config %s", PROMETHEUS_CONFIG, check=False)
             if not check.ok:
-                said = (check.stderr or check.stdout).strip().splitlines()
-                raise RecipeError(f"promtool rejects {PROMETHEUS_CONFIG}: {said[-1] if said else check.exit_code}")
+                raise RecipeError(f"promtool rejects {PROMETHEUS_CONFIG}: {last_line(check.stderr or check.stdout)}")
         restart = t.template("/etc/default/prometheus", "step6_monitor/templates/exporter.default.j2",
                              unit="prometheus", environment={},
                              args=(f"--config.file={PROMETHEUS_CONFIG} --storage.tsdb.path=/var/lib/prometheus/metrics2/ "
