@@ -178,6 +178,9 @@ def status(output: str) -> None:
     not_serving = [row.name for row in rows if row.state != "running" or DOWN in row.services.values()]
     say(here.labdir.topology().describe_data_tiers(not_serving))
     say(f"site: {lifecycle.site_url(here.labdir.topology())}/  (`lab creds` shows the demo user's login)")
+    monitor = lifecycle.monitor_urls(here.labdir.topology())
+    if monitor:
+        say("monitor: " + ", ".join(f"{name.capitalize()} {url}" for name, url in monitor.items()))
     with contextlib.suppress(LabError):  # no CA before the first `lab up` reaches the recipes
         say(f"CA: {lifecycle.ca_file(here)}  (curl --cacert \"$(lab ca)\" ...; `lab ca --help`)")
 

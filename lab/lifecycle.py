@@ -304,6 +304,12 @@ def bench_plain_url(topology: Topology) -> str:
     return f"http://{topology.serving('http-plain')[0].ip}:{topology.port('http-plain')}"
 
 
+def monitor_urls(topology: Topology) -> dict[str, str]:
+    """Prometheus' and Alertmanager's pages on the monitor host (the machine's links to them); none without one."""
+    return {purpose: f"http://{hosts[0].ip}:{topology.port(purpose)}/" for purpose in ("prometheus", "alertmanager")
+            if (hosts := topology.serving(purpose))}
+
+
 def ca_file(project: Project) -> Path:
     """The lab CA's certificate (.lab/ca/ca.crt), for `curl --cacert` and load tests; its key is 0600 beside it.
 

@@ -15,6 +15,7 @@ from provision.step1_bootstrap.recipes import (APP_HOME, APP_USER, CURRENT, DATA
                                                VENV)
 from provision.step3_appserver.recipes import APP_PORT, REQUEST_TIMEOUT_S, WSGI_SCRIPT, WSGI_SCRIPT_NAME, WSGI_SOCKET_PREFIX
 from provision.step5_balancer.recipes import TLS_PEM, site_values, upstream_hosts, upstream_servers
+from provision.step6_monitor.recipes import alert_values, prometheus_values  # rendered on a monitor lab: test_unit_monitor
 
 DEFAULT_WORKERS = AppServerSettings().workers  # Gunicorn's, unless lab.toml [appserver] workers says otherwise
 
@@ -50,6 +51,16 @@ CASES: dict[str, tuple[str, dict]] = {
     "step6_cache/templates/memcached.conf.j2": ("db1", {"port": 11211, "memory_mb": 64}),
     "step6_search/templates/xapian-tcpsrv.service.j2": (
         "db1", {"user": "xapian", "port": 33333, "database": "/var/lib/xapian-search/bank", "data_dir": "/var/lib/xapian-search"}),
+    "step6_monitor/templates/blackbox.yml.j2": ("db1", {}),
+    "step6_monitor/templates/alertmanager.yml.j2": ("db1", {}),
+    "step6_monitor/templates/lab-alerts.yml.j2": ("db1", alert_values()),
+    "step6_monitor/templates/prometheus.yml.j2": ("db1", {**prometheus_values(TOPOLOGY, TOPOLOGY.host("db1")), "probes": [
+        {"url": "http://192.168.56.21:8000/health/", "host": "web1", "tier": "web"}]}),
+    "step6_monitor/templates/nginx-stub-status.conf.j2": ("lb1", {"listen": "127.0.0.1:8081", "location": "/stub_status"}),
+    "step6_monitor/templates/exporter.default.j2": (
+        "db1", {"unit": "prometheus-postgres-exporter", "args": "--web.listen-address=192.168.56.31:9187",
+                "environment": {"DATA_SOURCE_NAME": "user=prometheus host=/run/postgresql dbname=postgres"}},
+    ),
     "step1_bootstrap/templates/bank.toml.j2": (
         "web1",
         {
