@@ -18,9 +18,10 @@ pytestmark = pytest.mark.integration
 needs_root()
 
 # nginx stopped on the holder: keepalived's check fails twice a second apart, the holder goes to FAULT and says so,
-# the peer takes the address at once (docs/lbpair.md: about 2-3 s here). The bounds leave room for a busy machine
-# and still fail if the address never moved or the site stayed down.
-MAX_TAKEOVER_S = 10.0
+# the peer takes the address at once (docs/lbpair.md: 2.4 s on a quiet lab, 7.9 s at load average 18, keepalived's
+# own timers starved). The bounds leave room for a busy machine and still fail if the address never moved or the
+# site stayed down (the peer is watched until the load ends, 20 s after the fault).
+MAX_TAKEOVER_S = 15.0
 MAX_FAILED_PERCENT = 30.0
 
 
@@ -42,7 +43,7 @@ def test_the_pair_passes_its_checks_and_the_site_is_the_floating_address(lab) ->
 
 
 def test_nginx_stopped_on_the_holder_moves_the_address_and_the_site_answers(lab) -> None:
-    figures = failover_under_load(lab, "nginx", clients=8, seconds=20, fault_after=5)
+    figures = failover_under_load(lab, "nginx", clients=8, seconds=25, fault_after=5)
     print(f"\n[lbpair] {figures['fault']}: {figures['held_after']} held the address {figures['peer_holds_after_s']} s "
           f"later; {figures['failed']} of {figures['requests']} requests failed; {figures['failed_by_status']}")
     assert figures["requests"] > 50, figures  # the load ran

@@ -77,7 +77,7 @@ def test_vrrp_is_let_in_from_the_peer_only_and_only_with_a_pair():
 def keepalived_conf(topology, name: str) -> str:
     target = SimpleNamespace(topology=topology, host=topology.host(name))
     return template_environment().get_template("step5_lbpair/templates/keepalived.conf.j2").render(
-        host=target.host, topology=topology, **keepalived_values(target, "host0"))
+        host=target.host, topology=topology, **keepalived_values(target, "eth0"))
 
 
 def test_keepalived_speaks_unicast_to_the_peer_and_tracks_nginx():
@@ -86,7 +86,7 @@ def test_keepalived_speaks_unicast_to_the_peer_and_tracks_nginx():
         assert words[words.index("unicast_src_ip") + 1] == own
         assert words[words.index("unicast_peer") + 1:words.index("unicast_peer") + 4] == ["{", peer, "}"]
         assert words[words.index("virtual_ipaddress") + 1:words.index("virtual_ipaddress") + 5] == [
-            "{", "192.168.56.10/24", "dev", "host0"]
+            "{", "192.168.56.10/24", "dev", "eth0"]
         assert "nopreempt" in words and words[words.index("state") + 1] == "BACKUP"
         assert words[words.index("track_script") + 1:words.index("track_script") + 3] == ["{", "nginx_running"]
         assert "mcast_src_ip" not in words

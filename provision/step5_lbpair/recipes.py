@@ -41,7 +41,7 @@ def priority_of(topology: Topology, host: Host) -> int:
 
 
 def interface_of(t: Target) -> str:
-    """The network interface holding the host's private address (host0 in a local host, a VM's own NIC name)."""
+    """The network interface holding the host's private address (eth0 in a local host, a VM's own NIC name)."""
     found = t.run("ip -o -4 addr show to %s", f"{t.host.ip}/32").stdout.split()
     if len(found) < 2 or not INTERFACE_NAME.fullmatch(found[1]):
         raise RecipeError(f"no network interface of {t.host.name} holds its address {t.host.ip}: `ip -4 addr`")
