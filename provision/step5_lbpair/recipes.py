@@ -61,7 +61,7 @@ def keepalived_values(t: Target, interface: str) -> dict[str, object]:
 @recipe(tiers=("lb",), after=("step5_balancer.nginx",))
 def keepalived(t: Target) -> None:
     """With two balancers, keepalived on each (after nginx answers on the floating address there); with one, none:
-    a keepalived left from a pair is stopped, so the one balancer never holds the address alone."""
+    a keepalived left from a pair is stopped and disabled (it gives the address up), its configuration removed."""
     if t.host not in t.topology.balancer_pair:
         if t.test("test -e %s", KEEPALIVED_CONF):
             t.run("systemctl disable --now --quiet %s", KEEPALIVED_UNIT)  # it gives the address up as it stops
