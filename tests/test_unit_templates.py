@@ -86,7 +86,13 @@ CASES: dict[str, tuple[str, dict]] = {
     ),
     "step3_appserver/templates/bank.wsgi.j2": ("web2", {"settings": SETTINGS}),
     "step5_balancer/templates/nginx-bank.conf.j2": (
-        "lb1", site_values(BOTH_SERVE),
+        "lb1", site_values(BOTH_SERVE, ["192.168.56.11"]),
+    ),
+    "step5_lbpair/templates/keepalived.conf.j2": (  # values as tests/test_unit_lbpair.py derives them for a pair
+        "lb1", {"floating_ip": "192.168.56.10", "prefix_length": 24, "interface": "eth0", "peer_ip": "192.168.56.12",
+                "priority": 150, "router_id": 10, "advert_interval_s": 1, "script_user": "keepalived_script",
+                "nginx_check": "/usr/bin/systemctl is-active --quiet nginx", "check_interval_s": 1, "check_fall": 2,
+                "check_rise": 2},
     ),
 }
 

@@ -203,6 +203,7 @@ def site_settings(t: Target) -> None:
     workshop's start: step 2's own settings file gives it PostgreSQL)."""
     proxies = t.topology.clients(t.host, "app")
     allowed = [h.ip for h in proxies] + [h.name for h in proxies] + [t.host.ip, t.host.name, "localhost"]
+    allowed += [t.topology.floating_ip] if t.topology.floating_ip else []  # the balancer pair's: the site's address
     t.directory(SETTINGS_DIR, 0o750, "root", APP_USER)
     # root:bank 0640: the site reads its settings and cannot rewrite them (a hijacked app cannot turn DEBUG on or
     # point itself at another database); t.template writes a file others may not read through stdin, atomically.
