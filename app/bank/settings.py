@@ -65,6 +65,8 @@ TEMPLATES = [
 DATABASES = config.databases(CONF)
 DATABASE_ROUTERS = ["bank.routers.ReplicaRouter"]
 CACHES = config.caches(CONF)
+# Celery (bank.celery reads these): Redis on the queue tier's q1, or with no queue host every task runs in the request.
+globals().update(config.celery_settings(CONF))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
