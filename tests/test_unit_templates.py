@@ -48,6 +48,11 @@ CASES: dict[str, tuple[str, dict]] = {
     ),
     "step5_pooler/templates/hba.conf.j2": ("web1", {"database": DATABASE, "replica_alias": "bank_replica", "role": ROLE}),
     "step6_cache/templates/memcached.conf.j2": ("db1", {"port": 11211, "memory_mb": 64}),
+    "step6_queue/templates/redis.conf.j2": ("db1", {"port": 6379, "memory_mb": 64, "auth_file": "/etc/redis/lab-auth.conf"}),
+    "step6_queue/templates/bank-worker.service.j2": (
+        "db1", {"user": APP_USER, "current": CURRENT, "settings": SETTINGS, "venv": VENV, "concurrency": 2,
+                "stop_timeout_s": 60},
+    ),
     "step1_bootstrap/templates/bank.toml.j2": (
         "web1",
         {

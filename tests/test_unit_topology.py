@@ -465,10 +465,11 @@ def test_workshop_preset_has_two_web_hosts():
 
 
 def test_full_preset_has_every_tier_the_lab_builds():
-    # "full" = every registered tier, optional ones included: today the tuned lab and one loadgen host (issue 13 grows it).
+    # "full" = every registered tier, optional ones included: today the tuned lab, one loadgen host and q1..2.
     full = linux(overrides=Overrides(preset="full")).hosts
     assert {h.tier for h in full} == set(stacks.current().tiers)
-    assert [h for h in full if h.tier != "loadgen"] == list(linux(overrides=Overrides(preset="tuned")).hosts)
+    assert [h for h in full if h.tier not in ("loadgen", "q")] == list(linux(overrides=Overrides(preset="tuned")).hosts)
+    assert [h.name for h in full if h.tier == "q"] == ["q1", "q2"]
 
 
 def test_preset_comes_from_file_then_environment_then_flag():
