@@ -58,5 +58,5 @@ def test_the_worker_runs_as_the_site_user_and_every_worker_answers_a_ping(host, 
     with host.sudo():
         result = host.run(CELERY)
     assert result.rc == 0, f"no worker answered a ping from {node.name} (exit {result.rc})"
-    replies = {name for reply in json.loads(result.stdout) for name in reply}
-    assert replies == {f"worker@{q.name}" for q in lab.tier("q")}
+    replies = json.loads(result.stdout)  # {"worker@q1": {"ok": "pong"}, ...}
+    assert replies == {f"worker@{q.name}": {"ok": "pong"} for q in lab.tier("q")}
