@@ -1,16 +1,23 @@
 """Unit tests for the queue tier (provision/step6_queue): its registration, the openings its links give (Redis from
-web and q hosts only, PostgreSQL to the workers), what `lab status` shows of it, and what `lab up` says of it."""
+web and q hosts only, PostgreSQL to the workers), what `lab status` shows of it, what `lab up` says of it, and a
+failover behind pgbouncer repointing its workers."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from click.testing import CliRunner
 
-from lab import cli
+from lab import cli, failover
+from lab.recipes import RecipeError
 from lab.services import services_of
 from lab.stack import current
 from lab.topology import Overrides, resolve
 from provision.step1_bootstrap.recipes import SITE_TIERS
+from provision.step2_database import recipes as step2
+from provision.step6_queue import recipes as step6
 from provision.step6_queue import REDIS_PORT
 from provision.step6_queue.recipes import broker
 
@@ -83,3 +90,28 @@ def test_the_q_flag_gives_the_count_of_the_q_tier(monkeypatch, tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert [h.name for h in seen[0].tier("q")] == ["q1", "q2"]
     assert CliRunner().invoke(cli.cli, ["up", "--q", "5"]).exit_code != 0  # at most 4: refused, one line
+
+
+def test_a_failover_behind_pgbouncer_repoints_the_queue_workers(monkeypatch):
+    pooled = resolve({"tiers": {"q": {"count": 2}, "db": {"count": 2}}, "db": {"pooler": "pgbouncer"}}, {},
+                     platform="linux")
+    promoted = replace(pooled, db=replace(pooled.db, primary="db2"))
+    done: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(step2, "database_settings", lambda t: done.append(("settings", t.name, t.topology.db.primary)))
+    monkeypatch.setattr(step6, "worker", lambda t: done.append(("worker", t.name, t.topology.db.primary)))
+    said: list[str] = []
+    target = lambda name: SimpleNamespace(name=name, topology=pooled)  # noqa: E731
+    failover._repoint_direct_writers(pooled, promoted, target, said.append, 0.0)
+    # the web host goes through its pgbouncer (repointed by the failover itself): only q1 and q2 are rewritten
+    assert done == [("settings", "q1", "db2"), ("worker", "q1", "db2"), ("settings", "q2", "db2"), ("worker", "q2", "db2")]
+    assert said and said[0].startswith("q1, q2 (no pooler there) point at db2")
+    done.clear()
+    failover._repoint_direct_writers(NO_QUEUE, NO_QUEUE, target, said.append, 0.0)
+    assert done == [] and len(said) == 1
+
+    def broken(t):
+        raise RecipeError("bank-worker does not answer a ping")
+
+    monkeypatch.setattr(step6, "worker", broken)
+    with pytest.raises(failover.FailoverFailed, match="db2 is the primary now, but q1 still points at the old one"):
+        failover._repoint_direct_writers(pooled, promoted, target, said.append, 0.0)
