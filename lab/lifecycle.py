@@ -278,7 +278,7 @@ def status(project: Project, services: bool = True) -> list[HostStatus]:
     holding = floating_holders(project.labdir, topology, running) if asked else {}
     rows = []
     for h in topology.hosts:
-        units = services_of(topology, h.tier) if services else ()
+        units = services_of(topology, h.tier, h.name) if services else ()
         # A host that is not running runs nothing; a running one that was not asked (no ssh_config yet) is unknown.
         found = probed.get(h.name) or {unit: UNKNOWN if h.name in running else DOWN for unit in units}
         rows.append(HostStatus(h.name, h.tier, h.ip, states.get(h.name, "unknown"), found,

@@ -17,12 +17,15 @@ PROBE_TIMEOUT_S = 8.0  # per host, all hosts at once: `lab status` answers withi
 UP, DOWN, UNKNOWN = "up", "down", "unknown"
 
 
-def services_of(topology: Topology, tier: str) -> tuple[str, ...]:
-    """The units that tier runs in this lab, in display order (its pooler too, where the lab has one)."""
+def services_of(topology: Topology, tier: str, host: str | None = None) -> tuple[str, ...]:
+    """The units that tier runs in this lab, in display order (its pooler too, where the lab has one); with a host
+    name, also those only the tier's first host runs when it is that host."""
     unit = SERVER_UNITS[topology.app_server]
     spec = topology.stack.tiers.get(tier)
     units = tuple(unit if name == APP_SERVER_UNIT else name for name in (spec.services if spec else ()))
     units += (KEEPALIVED_UNIT,) if tier in {h.tier for h in topology.balancer_pair} else ()  # a pair's, lb2 on
+    if spec and host is not None and topology.tier(tier) and topology.tier(tier)[0].name == host:
+        units += spec.first_host_services
     return units + (("pgbouncer",) if topology.db.pooler == "pgbouncer" and tier in POOLED_TIERS else ())
 
 
@@ -66,7 +69,7 @@ def floating_holders(labdir: LabDir, topology: Topology, hosts: Iterable[str]) -
 
 def probe(labdir: LabDir, topology: Topology, hosts: Iterable[str]) -> dict[str, dict[str, str]]:
     """Each named host's main services, up/down (unknown when the host does not answer in time), asked in parallel."""
-    wanted = {name: services_of(topology, topology.host(name).tier) for name in hosts}
+    wanted = {name: services_of(topology, topology.host(name).tier, name) for name in hosts}
     wanted = {name: units for name, units in wanted.items() if units}
 
     def ask(name: str) -> dict[str, str]:

@@ -30,6 +30,7 @@ class TierSpec:
     memory_mb: int
     cpus: int
     services: tuple[str, ...] = ()  # the tier's main systemd units, what `lab status` shows (APP_SERVER_UNIT: the lab's)
+    first_host_services: tuple[str, ...] = ()  # units only the tier's first host runs (q1's Redis), shown after those
 
 
 # The IP protocols a link may open, by their number (nftables matches them by number: minbase has no

@@ -160,8 +160,8 @@ class Topology:
 
     def describe_data_tiers(self, not_serving: Iterable[str] = ()) -> str:
         """One line on what sits behind the site: its pooler, its cache (the local-memory one when no cache host),
-        the primary and the standby; a standby named in `not_serving` (stopped, e.g. fenced by `lab failover db`)
-        is said to be one only once `lab up` has made it one again."""
+        the primary and the standby, its queue (none: tasks run in the request); a standby named in `not_serving`
+        (stopped, e.g. fenced by `lab failover db`) is said to be one only once `lab up` has made it one again."""
         pooler = "pgbouncer on each web host (127.0.0.1:6432)" if self.db.pooler == "pgbouncer" else "no pooler"
         caches = self.tier("cache") if "cache" in self.stack.tiers else ()
         cache = (f"memcached on {', '.join(h.name for h in caches)}" if caches
@@ -174,7 +174,10 @@ class Topology:
             parts.append(f"hot standby {serving} (async{reads})")
         parts += [f"{h.name} down (`lab up` makes it a standby)" for h in self.db_standbys if h.name in down]
         db = ", ".join(parts if len(parts) > 1 else parts + ["no standby"])
-        return f"database: {db}; {pooler}; cache: {cache}"
+        queues = self.tier("q") if "q" in self.stack.tiers else ()
+        queue = (f"Redis on {queues[0].name}, Celery workers on {', '.join(h.name for h in queues)}" if queues
+                 else "no q host: the site's tasks run in the request (Celery always-eager)")
+        return f"database: {db}; {pooler}; cache: {cache}; queue: {queue}"
 
     @property
     def db_standbys(self) -> tuple[Host, ...]:

@@ -1,5 +1,5 @@
 """Tests for the bank site: views, who may see and move whose money, middleware and HTTPS settings, transfers, the
-settings loader and the management commands."""
+settings loader, the management commands and the monthly statement (a Celery task)."""
 import json
 import os
 import re
@@ -21,14 +21,15 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 from django.db.migrations.executor import MigrationExecutor
+from kombu.exceptions import OperationalError as QueueUnreachable
 from django.test import Client, SimpleTestCase, TestCase, TransactionTestCase, override_settings
 
 from accounts.banking import InsufficientFunds, TransferError, transfer_funds
 from accounts.management.commands.load_sample_data import (
     CUSTOMER_FUNDS, DEMO_ACCOUNTS, NUM_ACCOUNTS, sample_accounts,
 )
-from accounts.models import Account, Bank, Transfer
-from accounts import views
+from accounts.models import Account, Bank, Statement, Transfer
+from accounts import tasks, views
 from accounts.views import BALANCE_CACHE_KEY, customer_cache_key
 from bank import config
 
@@ -974,3 +975,101 @@ class SearchSettingsTests(SimpleTestCase):
         for wrong in ["10.0.0.81", "10.0.0.81:http", ":33333", "10.0.0.81:0"]:
             with self.subTest(wrong=wrong), self.assertRaisesMessage(ImproperlyConfigured, "search_servers"):
                 config.validate({"secret_key": "k", "db_name": "d", "search_servers": [wrong]})
+
+
+class StatementTests(BankDataMixin, TestCase):
+    """The monthly statement, prepared by a task: in the request when the site has no queue (Celery's always-eager,
+    the settings here), or later by a queue worker (the queue faked: the page must say "being prepared" until then)."""
+
+    def setUp(self):
+        super().setUp()
+        self.moved = transfer_funds(self.alice.pk, self.alice_savings.pk, Decimal("12.50"), owner=self.user)
+        Transfer.objects.create(from_account=self.bob, to_account=self.carol, amount=Decimal("1.00"))  # not alice's
+
+    def ask_for_statement(self):
+        self.client.force_login(self.user)
+        response = self.client.post("/statements/")
+        self.assertEqual(response.status_code, 302)
+        return Statement.objects.get(pk=int(response["Location"].rstrip("/").rsplit("/", 1)[1]))
+
+    def test_without_a_queue_the_request_prepares_the_statement(self):
+        self.assertTrue(settings.CELERY_TASK_ALWAYS_EAGER)  # no queue_host: always-eager
+        statement = self.ask_for_statement()
+        page = self.client.get(f"/statements/{statement.pk}/")
+        self.assertContains(page, 'data-status="ready"')
+        self.assertContains(page, f'data-prepared-by="{socket.gethostname()}"')
+        self.assertNotContains(page, 'http-equiv="refresh"')
+        csv_text = self.client.get(f"/statements/{statement.pk}/?format=csv").content.decode()
+        lines = csv_text.splitlines()
+        self.assertEqual(lines[0], "date,account,counterpart,amount,balance_after")
+        self.assertIn(",A1,A2,-12.50,87.50", csv_text)
+        self.assertIn(",A2,A1,12.50,19.75", csv_text)
+        self.assertNotIn("B1", csv_text)
+        self.assertTrue(lines[-1].endswith(",A2,balance,,19.75"))
+
+    def test_with_a_queue_the_page_says_being_prepared_until_a_worker_has_prepared_it(self):
+        with mock.patch.object(tasks.prepare_statement, "delay") as enqueue:
+            statement = self.ask_for_statement()
+        enqueue.assert_called_once_with(statement.pk)
+        page = self.client.get(f"/statements/{statement.pk}/")
+        self.assertContains(page, 'data-status="pending"')
+        self.assertContains(page, "being prepared")
+        self.assertContains(page, 'http-equiv="refresh"')
+        self.assertEqual(self.client.get(f"/statements/{statement.pk}/?format=csv")["Content-Type"],
+                         "text/html; charset=utf-8")  # nothing to download yet: the page again
+        tasks.prepare_statement(statement.pk)  # what the worker runs, as it runs it
+        page = self.client.get(f"/statements/{statement.pk}/")
+        self.assertContains(page, 'data-status="ready"')
+        self.assertContains(page, "-12.50")
+
+    def test_an_unreachable_queue_marks_the_statement_failed_and_the_page_says_so(self):
+        with mock.patch.object(tasks.prepare_statement, "delay", side_effect=QueueUnreachable("refused")):
+            with self.assertLogs("accounts.tasks", "WARNING"):
+                statement = self.ask_for_statement()
+        page = self.client.get(f"/statements/{statement.pk}/")
+        self.assertContains(page, 'data-status="failed"')
+        self.assertContains(page, "could not be queued")
+
+    def test_a_task_delivered_twice_prepares_the_statement_once(self):
+        with mock.patch.object(tasks.prepare_statement, "delay"):
+            statement = self.ask_for_statement()
+        tasks.prepare_statement(statement.pk)
+        first = Statement.objects.get(pk=statement.pk)
+        tasks.prepare_statement(statement.pk)
+        again = Statement.objects.get(pk=statement.pk)
+        self.assertEqual((again.status, again.prepared_at, again.body), (Statement.READY, first.prepared_at, first.body))
+
+    def test_only_the_owner_sees_a_statement(self):
+        statement = self.ask_for_statement()
+        self.client.force_login(self.other)
+        self.assertEqual(self.client.get(f"/statements/{statement.pk}/").status_code, 404)
+        self.assertNotContains(self.client.get("/statements/"), f'data-statement="{statement.pk}"')
+        self.client.logout()
+        self.assertEqual(self.client.get("/statements/").status_code, 302)  # to the login page
+
+    def test_the_round_trip_command_waits_for_the_statement(self):
+        out = StringIO()
+        call_command("statement_round_trip", "--user", "alice", stdout=out)
+        result = json.loads(out.getvalue())
+        self.assertEqual((result["status"], result["prepared_by"]), ("ready", socket.gethostname()))
+        with self.assertRaises(CommandError):
+            call_command("statement_round_trip", "--user", "nobody", stdout=StringIO())
+
+
+class QueueSettingsTests(SimpleTestCase):
+    base = {"secret_key": "x", "db_name": "bank"}
+
+    def test_no_queue_host_runs_tasks_in_the_request(self):
+        celery = config.celery_settings(config.validate(dict(self.base)))
+        self.assertTrue(celery["CELERY_TASK_ALWAYS_EAGER"])
+
+    def test_a_queue_host_gives_redis_with_the_password_quoted_and_short_timeouts(self):
+        conf = config.validate({**self.base, "queue_host": "192.0.2.61", "queue_password": "p@ss/word"})
+        celery = config.celery_settings(conf)
+        self.assertFalse(celery["CELERY_TASK_ALWAYS_EAGER"])
+        self.assertEqual(celery["CELERY_BROKER_URL"], "redis://:p%40ss%2Fword@192.0.2.61:6379/0")
+        self.assertEqual(celery["CELERY_BROKER_TRANSPORT_OPTIONS"]["socket_connect_timeout"], config.QUEUE_TIMEOUT_S)
+
+    def test_a_queue_port_out_of_range_is_refused(self):
+        with self.assertRaises(ImproperlyConfigured):
+            config.validate({**self.base, "queue_host": "q1", "queue_port": 70000})

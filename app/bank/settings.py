@@ -73,6 +73,9 @@ HAYSTACK_ROUTERS = ["accounts.search.EverySearchServerRouter"]
 HAYSTACK_SIGNAL_PROCESSOR = "accounts.search.AccountSignalProcessor"
 BANK_SEARCH_ALIASES = [config.search_alias(i) for i in range(len(CONF["search_servers"]))]
 
+# Celery (bank.celery reads these): Redis on the queue tier's q1, or with no queue host every task runs in the request.
+globals().update(config.celery_settings(CONF))
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -17,6 +17,8 @@ urlpatterns = [
     path("transfer/", views.transfer, name="transfer"),
     path("search/", views.search, name="search"),
     path("transfer/<int:pk>/", views.transfer_done, name="transfer_done"),
+    path("statements/", views.statements, name="statements"),
+    path("statements/<int:pk>/", views.statement, name="statement"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

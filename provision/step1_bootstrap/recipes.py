@@ -26,6 +26,9 @@ CURRENT = f"{APP_HOME}/current"
 PREVIOUS = f"{APP_HOME}/previous"  # the release `current` pointed at before its last switch
 REQUIREMENTS = f"{APP_HOME}/requirements.txt"
 SKIPPED_PARTS = {"__pycache__", ".dev", ".pytest_cache"}
+# The tiers that run the site's code (its user, venv, release and settings): the web hosts serve it, the q hosts'
+# Celery workers (step 6) run its tasks.
+SITE_TIERS = ("web", "q")
 
 
 @recipe(tiers=all_tiers())
@@ -57,7 +60,7 @@ def firewall(t: Target) -> None:
         t.service("nftables", restart=changed or earlier_change)
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=SITE_TIERS)
 def app_user(t: Target) -> None:
     if not t.test("id -u %s", APP_USER):
         t.run("useradd --system --home-dir %s --no-create-home --shell /usr/sbin/nologin %s", APP_HOME, APP_USER)
@@ -76,7 +79,7 @@ def pinned_requirements() -> dict[str, str]:
     return {name: version for _, name, version in wheels.pins((APP_SOURCE / "requirements.txt").read_text())}
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=SITE_TIERS)
 def virtualenv(t: Target) -> None:
     """The site's pinned requirements in a venv of the host's own Python 3.11 (mod_wsgi needs the same one),
     installed with `--require-hashes`: the hashes are those of the wheels the machine downloaded itself."""
@@ -137,7 +140,7 @@ def app_archive() -> tuple[str, bytes]:
     return digest.hexdigest()[:12], buffer.getvalue()
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=SITE_TIERS)
 def release(t: Target) -> None:
     """The site's code as an immutable release folder; `current` points at it (switched atomically)."""
     name, archive = app_archive()
@@ -197,7 +200,7 @@ DEVSERVER = f"/etc/systemd/system/{DEVSERVER_UNIT}.service"
 APP_PORT = 8000  # where the site answers on a web host: the development server, then step 3's app server
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=SITE_TIERS)
 def site_settings(t: Target) -> None:
     """The site's settings from the stack's links: the proxies that send it requests, SQLite as its database (the
     workshop's start: step 2's own settings file gives it PostgreSQL)."""
