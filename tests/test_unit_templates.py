@@ -60,6 +60,7 @@ CASES: dict[str, tuple[str, dict]] = {
     "step6_monitor/templates/exporter.default.j2": (
         "db1", {"unit": "prometheus-postgres-exporter", "args": "--web.listen-address=192.168.56.31:9187",
                 "environment": {"DATA_SOURCE_NAME": "user=prometheus host=/run/postgresql dbname=postgres"}},
+    ),
     "step6_queue/templates/redis.conf.j2": ("db1", {"port": 6379, "memory_mb": 64, "auth_file": "/etc/redis/lab-auth.conf"}),
     "step6_queue/templates/bank-worker.service.j2": (
         "db1", {"user": APP_USER, "current": CURRENT, "settings": SETTINGS, "venv": VENV, "concurrency": 2,
