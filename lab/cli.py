@@ -304,6 +304,7 @@ def bench(servers, webs, workers, threads, tune, schemes, users, spawn_rate, dur
     if compare:
         console.print(comparison_table(lab.bench.compare(project(), *compare)))
         return
+    lab.bench.check_threshold_values(fail_under_rps, max_p95_ms)
     request = lab.bench.BenchRequest(
         servers=servers, webs=webs, workers=workers or (None,), threads=threads or (None,), users=users,
         spawn_rate=spawn_rate, duration_s=duration, warmup_s=warmup, repeats=repeats, processes=processes, scenario=scenario,

@@ -147,7 +147,12 @@ def test_bench_with_unknown_scenario_is_a_usage_error(no_lab, capfd):
     assert "nope" in line and "mix" in line and "hello" in line
 
 
-@pytest.mark.parametrize(("args", "flag"), [(["bench", "--users=0"], "--users"), (["bench", "--duration=100000"], "--duration")])
+@pytest.mark.parametrize(("args", "flag"), [
+    (["bench", "--users=0"], "--users"), (["bench", "--duration=100000"], "--duration"),
+    # checked before anything runs (the lab's lock, a results folder): a trial got exit 13 after an empty results folder
+    (["bench", "--spawn-rate=-1"], "--spawn-rate"), (["bench", "--spawn-rate=0"], "--spawn-rate"),
+    (["bench", "--fail-under-rps=-5"], "--fail-under-rps"), (["bench", "--max-p95-ms=-1"], "--max-p95-ms"),
+])
 def test_bench_limits_are_usage_errors(no_lab, capfd, args, flag):
     code, _, err = run_main(args, capfd)
     assert code == 2

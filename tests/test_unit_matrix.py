@@ -13,7 +13,7 @@ from lab.bench import check_thresholds
 from lab.bench.html import comparison_verdict, render
 from lab.bench.locust import read_window, window_figures
 from lab.bench.matrix import Cell, CellReport, Run, compare_cells, significant, verdict
-from lab.bench.report import matrix_table
+from lab.bench.report import comparison_table, matrix_table
 from lab.bench.wrk import parse_wrk, run_wrk
 from lab.errors import BenchError, ThresholdMissed, UsageError
 from lab.machine.cpus import CpuSplit
@@ -206,8 +206,17 @@ def test_a_web_host_that_served_nothing_is_marked():
     run.hosts = {"web1": 1000, "(balancer)": 10}
     cell = a_cell("gunicorn", 2, [run], web_hosts=["web1", "web2"])
     assert cell.hosts == {"web1": 1000, "web2": 0, "(balancer)": 10}
-    assert cell.idle_hosts == ["web2"]
+    assert cell.idle_hosts == ["web2 in run 1"]
     assert a_cell("gunicorn", 2, [a_run(100)], web_hosts=["web1", "web2"]).idle_hosts == []
+
+
+def test_a_web_host_stopped_mid_bench_is_marked_in_the_runs_it_missed():
+    """web2 stopped during run 1: its total over the repeats is not 0, but it served nothing in runs 2 and 3."""
+    runs = [a_run(100), a_run(100), a_run(100)]
+    runs[1].hosts = runs[2].hosts = {"web1": 1000}
+    cell = a_cell("gunicorn", 2, runs, web_hosts=["web1", "web2"])
+    assert cell.hosts["web2"] == 500
+    assert cell.idle_hosts == ["web2 in runs 2, 3"] and cell.to_dict()["idle_hosts"] == ["web2 in runs 2, 3"]
 
 
 WRK_WITH_ERRORS = """Running 10s test @ http://10.0.0.2/hello/
@@ -288,6 +297,19 @@ def test_compare_matches_the_whole_key_and_uses_the_spread():
     assert gunicorn["p95_ms"][2] == pytest.approx(-20.0)
     assert gunicorn["spread"] == (2, 2) and gunicorn["significant"] is True
     assert mod_wsgi["significant"] is None  # run B measured once
+
+
+def test_compare_says_when_a_run_was_noisy():
+    """A trial compared the same command 20 minutes apart on a busy machine: -27 %, 'yes', noise not mentioned."""
+    quiet = a_cell("gunicorn", 1, [a_run(350), a_run(352)]).to_dict()
+    noisy = a_cell("gunicorn", 1, [a_run(255), a_run(257)]).to_dict()
+    noisy["bottleneck"] += "; a noisy run: the machine was 1.09 core(s) busier than the lab's hosts and Locust account for"
+    [row] = compare_cells([quiet], [noisy])
+    assert row["significant"] is True and row["noisy"] == ["B"]
+    [clean] = compare_cells([quiet], [quiet])
+    assert clean["noisy"] == []
+    text = "".join(str(c) for c in comparison_table([row]).columns[-1]._cells)
+    assert "yes; B a noisy run" in text
 
 
 def test_compare_refuses_runs_of_different_scenarios():
@@ -541,3 +563,11 @@ def test_a_short_gap_is_counted_not_a_stall():
     seconds = [second(999, ready=1)] + [flowing(1000 + t) for t in range(10) if t not in (4, 5)]
     window = window_figures(seconds, 1000, 1010, users=1)
     assert window.settled and window.rps == pytest.approx(40)
+
+
+def test_locust_workers_on_loadgen_hosts_count_as_the_generator_not_the_servers():
+    """A trial's loadgen lab read 'the hosts' 1 core(s): 0.96 busy': loadgen1's Locust counted as a server."""
+    run = a_run(100, generator=0.01, web=0.3)
+    run.host_cores = {"lb1": 0.05, "web1": 0.3, "web2": 0.3, "db1": 0.05, "loadgen1": 0.95}
+    said = verdict([run], users=32, processes=1, generator_cpus=1, host_cpus=1)
+    assert said.startswith("load generator: Locust at 0.96 of 1 core(s)"), verdict

@@ -96,6 +96,8 @@ def _check_bench_request(request: BenchRequest) -> None:
     for flag, (value, low, high) in bounds.items():
         if not low <= value <= high:
             raise UsageError(f"{flag} must be from {low} to {high} (got {value})")
+    if request.spawn_rate is not None and not request.spawn_rate > 0:
+        raise UsageError(f"--spawn-rate must be above 0 users per second (got {request.spawn_rate:g})")
     if request.max_failed_pct is not None and not 0 <= request.max_failed_pct <= 100:
         raise UsageError(f"--max-failed-pct must be from 0 to 100 (got {request.max_failed_pct:g})")
     for web in request.webs or ():
@@ -311,6 +313,14 @@ def compare(project: Project, first: str, second: str) -> list[dict]:
             raise UsageError(f"no bench results in {folder}") from None
 
     return compare_cells(cells_of(first), cells_of(second))
+
+
+def check_threshold_values(fail_under_rps: float | None, max_p95_ms: float | None) -> None:
+    """Refuse, before anything runs, a threshold no figure could be measured against."""
+    if fail_under_rps is not None and not fail_under_rps > 0:
+        raise UsageError(f"--fail-under-rps must be above 0 (got {fail_under_rps:g})")
+    if max_p95_ms is not None and not max_p95_ms > 0:
+        raise UsageError(f"--max-p95-ms must be above 0 (got {max_p95_ms:g})")
 
 
 def check_thresholds(cells: list[CellReport], fail_under_rps: float | None, max_p95_ms: float | None,

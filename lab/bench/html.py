@@ -93,7 +93,7 @@ def report_rows(cells: list[CellReport]) -> list[dict]:
             "failures": _figure(c, "failure_pct", "{:.1f}%"),
             "stale": f"{stale} of {checked}" if checked else "—",
             "hosts": ", ".join(f"{name} {count:,}" for name, count in c.hosts.items()) or "—",
-            "idle_hosts": ", ".join(c.idle_hosts),
+            "idle_hosts": "; ".join(c.idle_hosts),
             "bottleneck": c.bottleneck, "error": c.error or "", "not_settled": c.not_settled,
             "runs": f"{len(c.settled)} of {len(c.runs)}" if len(c.settled) != len(c.runs) else str(len(c.runs)),
             "wrk": "—" if c.wrk_rps is None else f"{c.wrk_rps:,.0f}",

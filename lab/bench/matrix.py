@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from lab.bench.distributed import LOADGEN_TIER
 from lab.bench.locust import BenchSettings, LocustSession, Window, read_window, signed_in, window_figures
 from lab.bench.wrk import WrkResult, run_wrk
 from lab.errors import BenchError, LabError, UsageError
@@ -141,8 +142,24 @@ class CellReport:
         return totals
 
     @property
+    def idle_runs(self) -> dict[str, list[int]]:
+        """Each web host that served nothing in some settled repeat, and in which repeats (from 1): a host stopped
+        mid-bench serves in the first runs and not after, so totals over every repeat would hide it."""
+        if not self.measured:
+            return {}
+        names = [n for n in self.settings.get("web_hosts", []) or self.hosts if n != NO_WEB_HOST]
+        idle: dict[str, list[int]] = {}
+        for index, run in enumerate(self.runs, 1):
+            for name in names if run.settled else ():
+                if not run.hosts.get(name):
+                    idle.setdefault(name, []).append(index)
+        return idle
+
+    @property
     def idle_hosts(self) -> list[str]:
-        return [name for name, count in self.hosts.items() if name != NO_WEB_HOST and not count] if self.measured else []
+        """"web2 in runs 2, 3" for each web host that served nothing in some settled repeat."""
+        return [f"{name} in run{'s' if len(runs) > 1 else ''} {', '.join(map(str, runs))}"
+                for name, runs in self.idle_runs.items()]
 
     def to_dict(self) -> dict:
         figures = ("rps", "p50_ms", "p95_ms", "p99_ms", "failure_pct", "generator_cores", "machine_busy")
@@ -217,6 +234,9 @@ def verdict(runs: Sequence[Run], users: int, processes: int, generator_cpus: int
         f"; only {len(settled)} of {len(runs)} repeats settled (another: {unsettled[0].reason})" if unsettled else "")
 
 
+NOISY_RUN = "a noisy run"  # in a verdict: the machine was busy with more than the lab and Locust
+
+
 def _others(settled: Sequence[Run], machine_cpus: int) -> str:
     """"; a noisy run: …" when the machine was busier than the lab's hosts and Locust account for."""
     if not machine_cpus or not all(r.host_cores for r in settled):
@@ -225,7 +245,7 @@ def _others(settled: Sequence[Run], machine_cpus: int) -> str:
                                for r in settled)
     if others < OTHERS_NOISY_CORES:
         return ""
-    return (f"; a noisy run: the machine was {others:.2f} core(s) busier than the lab's hosts and Locust account for "
+    return (f"; {NOISY_RUN}: the machine was {others:.2f} core(s) busier than the lab's hosts and Locust account for "
             "(other programs, or a VM's own overhead): measure again on a quiet machine")
 
 
@@ -247,7 +267,10 @@ def _saturation(settled: Sequence[Run], users: int, processes: int, generator_cp
     if failed > 0 or errors:
         worst = max(errors.items(), key=lambda item: item[1])[0] if errors else "unknown"
         failures = f"; {failed:.1f}% failed (most: {worst})"
-    generator_limit = min(processes, generator_cpus)
+    # Locust's workers on loadgen hosts are the load generator, not servers under test: counted as Locust's cores.
+    remote_workers = sum(1 for name in per_host if tier_of(name) == LOADGEN_TIER)
+    generator += tiers.pop(LOADGEN_TIER, 0.0)
+    generator_limit = remote_workers or min(processes, generator_cpus)
     if generator >= GENERATOR_SATURATED * generator_limit:
         return f"load generator: Locust at {generator:.2f} of {generator_limit} core(s){failures}"
     if tiers:
@@ -383,6 +406,8 @@ def _deltas(cell: dict, other: dict) -> dict:
     # One repeat has no spread: shown as "—", never as 0
     row["spread"] = tuple(max(v) - min(v) if len(v) >= 2 else math.nan for v in (first, second))
     row["significant"] = significant(first, second)
+    # A run its own verdict called noisy measured its neighbours too: a difference may be theirs.
+    row["noisy"] = [side for side, c in (("A", cell), ("B", other)) if NOISY_RUN in (c.get("bottleneck") or "")]
     return row
 
 

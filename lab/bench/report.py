@@ -28,7 +28,7 @@ def matrix_table(cells: list[CellReport], money: str = "", cpu_split: str = "") 
                      f"{cell.wrk_ratio:.2f}" if cell.wrk_ratio else "—"] if with_wrk else []
         hosts = Text(", ".join(f"{name} {count:,}" for name, count in cell.hosts.items()) or "—")
         if cell.idle_hosts:
-            hosts += Text(f" ({', '.join(cell.idle_hosts)} served nothing)", style="red")
+            hosts += Text(f" (served nothing: {'; '.join(cell.idle_hosts)})", style="red")
         stale, checked = cell.stale
         if not cell.measured:
             why = (f"did not settle: {cell.not_settled}; {SETTLE_FIX}" if cell.not_settled else f"failed: {cell.error}")
@@ -58,6 +58,8 @@ def comparison_table(rows: list[dict]) -> Table:
         (rps_a, rps_b, rps_d), (p95_a, p95_b, p95_d) = row["rps"], row["p95_ms"]
         spread = " / ".join("—" if math.isnan(s) else f"{s:,.0f}" for s in row["spread"])
         verdict = {True: "yes", False: "no", None: "can't tell (repeats < 2)"}[row["significant"]]
+        if row.get("noisy"):
+            verdict += f"; {' and '.join(row['noisy'])} a noisy run: may be the machine's other work"
         table.add_row(row["label"], f"{rps_a:,.0f} → {rps_b:,.0f}", f"{rps_d:+.1f}%", spread,
                       f"{p95_a:,.0f} → {p95_b:,.0f}", f"{p95_d:+.1f}%", verdict)
     return table
