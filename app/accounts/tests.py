@@ -977,6 +977,7 @@ class SearchSettingsTests(SimpleTestCase):
                 config.validate({"secret_key": "k", "db_name": "d", "search_servers": [wrong]})
 
 
+@override_settings(STORAGES=PLAIN_STATIC)
 class StatementTests(BankDataMixin, TestCase):
     """The monthly statement, prepared by a task: in the request when the site has no queue (Celery's always-eager,
     the settings here), or later by a queue worker (the queue faked: the page must say "being prepared" until then)."""
