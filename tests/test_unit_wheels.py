@@ -128,6 +128,8 @@ def test_a_marked_pin_is_built_from_its_source_release_and_hashed_like_the_other
     wheels.ensure_wheels(requirements, cache, PIP, offline(index), offline(index))
     assert sorted(p.name for p in cache.glob("*.whl")) == ["fresh-2.0-py3-none-any.whl", "sourceonly-3.0-py3-none-any.whl"]
     assert "sourceonly==3.0 --hash=sha256:" in wheels.hashed_requirements(requirements, cache)
+    # what a host installing from PyPI is sent: only the wheel PyPI does not have
+    assert [p.name for p in wheels.built_wheels(requirements, cache)] == ["sourceonly-3.0-py3-none-any.whl"]
 
 
 def test_a_marked_pin_that_builds_a_platform_wheel_is_refused(tmp_path):

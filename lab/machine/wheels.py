@@ -59,6 +59,13 @@ def built_here(requirements: str) -> set[str]:
     return {name for _, name, _ in pins(marked)}
 
 
+def built_wheels(requirements: str, folder: Path) -> list[Path]:
+    """The wheels in the folder of the pins marked BUILD_MARK: a host that installs from PyPI needs them sent, as
+    PyPI has only their source, and pip would build a wheel of another hash from it."""
+    return [wheel for _, name, version in pins(requirements) if name in built_here(requirements)
+            for wheel in wheels_of(folder, name, version)]
+
+
 def wheels_of(folder: Path, name: str, version: str) -> list[Path]:
     """The wheels of one pinned distribution in the folder (a wheel's name: {dist}-{version}-{tags}.whl)."""
     return sorted(p for p in folder.glob("*.whl")

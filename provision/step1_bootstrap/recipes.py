@@ -25,6 +25,7 @@ RELEASES = f"{APP_HOME}/releases"
 CURRENT = f"{APP_HOME}/current"
 PREVIOUS = f"{APP_HOME}/previous"  # the release `current` pointed at before its last switch
 REQUIREMENTS = f"{APP_HOME}/requirements.txt"
+BUILT_WHEELS = f"{APP_HOME}/wheels"  # on a host without the machine's wheel cache: the wheels PyPI does not have
 SKIPPED_PARTS = {"__pycache__", ".dev", ".pytest_cache"}
 # The tiers that run the site's code (its user, venv, release and settings): the web hosts serve it, the q hosts'
 # Celery workers (step 6) run its tasks.
@@ -93,10 +94,17 @@ def virtualenv(t: Target) -> None:
     try:
         # The machine downloads each wheel once into its cache (hosts only read it, where the provider shares
         # it) and hashes what it downloaded: a host installs exactly those files or nothing.
-        hashed = wheels.hashed_requirements(pinned, wheels.ensure_wheels(pinned))
+        cache = wheels.ensure_wheels(pinned)
+        hashed = wheels.hashed_requirements(pinned, cache)
     except wheels.WheelsUnavailable as error:
         raise RecipeError(str(error)) from None
     t.file(REQUIREMENTS, hashed)
+    if not t.facts.wheelhouse:
+        # A host downloading from PyPI gets the wheels the machine built (and hashed) itself beside it: a wheel
+        # pip built on the host from the source release would carry other timestamps, so another hash.
+        t.directory(BUILT_WHEELS)
+        for wheel in wheels.built_wheels(pinned, cache):
+            t.file(f"{BUILT_WHEELS}/{wheel.name}", wheel.read_bytes())
     missing = _missing_requirements(t)
     if not missing:
         return
@@ -104,7 +112,8 @@ def virtualenv(t: Target) -> None:
         t.run(t.locked(VENV_MARKER, "%s install -q --require-hashes --no-index --find-links %s -r %s",
                        PIP, t.facts.wheelhouse, REQUIREMENTS))
     else:
-        t.run(t.locked(VENV_MARKER, "%s install -q --require-hashes -r %s", PIP, REQUIREMENTS))
+        t.run(t.locked(VENV_MARKER, "%s install -q --require-hashes --find-links %s -r %s",
+                       PIP, BUILT_WHEELS, REQUIREMENTS))
     t.changed(f"installed {', '.join(missing)}", "app-code")
 
 
