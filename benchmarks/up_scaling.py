@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 
 from lab_memory import host_memory  # benchmarks/ is this script's own folder, first on sys.path
@@ -79,7 +80,7 @@ def main() -> None:
         "by_preset": by_preset,
         # Hosts provision in parallel: one more web host should cost seconds, not another whole provisioning.
         "seconds_per_extra_web_host": round((last["up_s"] - first["up_s"]) / extra_hosts, 1) if extra_hosts else None,
-        "median_grow_by_one_s": sorted(f["grow_s"] for f in by_web)[len(by_web) // 2],
+        "median_grow_by_one_s": statistics.median(f["grow_s"] for f in by_web),
     }
     print(json.dumps(report, indent=2))
 
