@@ -1,6 +1,6 @@
 """The balancer pair's failover under bounded load, measured on a scratch lab: nginx stopped on the balancer holding
 the floating address, or that balancer's plug pulled; shared by benchmarks/lb_failover.py (the figures, as JSON)
-and tests/test_integration_lbpair.py (their bound), so the test checks what the benchmark measures."""
+and tests/test_integration_full.py (their bound), so the test checks what the benchmark measures."""
 
 from __future__ import annotations
 

@@ -855,7 +855,7 @@ class OwnershipMigrationTests(TransactionTestCase):
 @override_settings(STORAGES=PLAIN_STATIC)
 class SearchPageTests(BankDataMixin, TestCase):
     """The search page with no search server (the database), and through Haystack with one (faked here; step 6's
-    checks and tests/test_integration_search.py use a real xapian-tcpsrv)."""
+    checks and tests/test_integration_full.py use a real xapian-tcpsrv)."""
 
     def test_login_required(self):
         response = self.client.get("/search/?q=Alice")
