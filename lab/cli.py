@@ -128,6 +128,10 @@ def cli() -> None:
               help="Between the site and PostgreSQL: none or pgbouncer (default per preset; [db] pooler).")
 @click.option("--cache", "cache_hosts", type=int, default=None, metavar="N", help="memcached hosts cache1..cacheN (0: none).")
 @click.option("--db", "db_hosts", type=int, default=None, metavar="N", help="Database hosts: 1, or 2 (db2 a hot standby).")
+@click.option("--lb", "lb_hosts", type=int, default=None, metavar="N",
+              help="Balancers: 1, or 2 (a pair holding one floating address, keepalived).")
+@click.option("--q", "queue_hosts", type=int, default=None, metavar="N",
+              help="Queue hosts q1..qN: Redis on q1, a Celery worker on each (0: none).")
 @click.option("--forget", is_flag=True,
               help="Drop the choices remembered from earlier flags: lab.toml and LAB_* decide again.")
 @click.option("--offline", is_flag=True,
@@ -136,14 +140,16 @@ def cli() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="List unchanged recipes too.")
 @debug_option
 def up(web: int | None, provider: str | None, app_server: str | None, preset: str | None, pooler: str | None,
-       cache_hosts: int | None, db_hosts: int | None, forget: bool, offline: bool, step: int | None,
-       verbose: bool) -> None:
+       cache_hosts: int | None, db_hosts: int | None, lb_hosts: int | None, queue_hosts: int | None,
+       forget: bool, offline: bool,
+       step: int | None, verbose: bool) -> None:
     """Create or start the lab's hosts and converge every recipe (safe to run again).
 
     Flags are remembered: after `lab up --web=2`, a plain `lab up` keeps web1 and web2 (and says so) until another
     flag changes it or `--forget` hands the choice back to lab.toml and LAB_*.
     """
-    counts = {tier: n for tier, n in (("cache", cache_hosts), ("db", db_hosts)) if n is not None}
+    counts = {tier: n for tier, n in (("cache", cache_hosts), ("db", db_hosts), ("lb", lb_hosts), ("q", queue_hosts))
+              if n is not None}
     overrides = Overrides(web=web, provider=provider, app_server=app_server, preset=preset, pooler=pooler, counts=counts)
     report = lifecycle.up(project(), overrides, say, functools.partial(show_result, verbose=verbose), max_step=step,
                           forget=forget, on_converged=workshop.step_completed, offline=offline)
@@ -177,7 +183,12 @@ def status(output: str) -> None:
         say(f"not running: {', '.join(down)}; `lab up` starts them")
     not_serving = [row.name for row in rows if row.state != "running" or DOWN in row.services.values()]
     say(here.labdir.topology().describe_data_tiers(not_serving))
+    if here.labdir.topology().floating_ip:
+        say(lifecycle.describe_holders(here.labdir.topology(), rows))
     say(f"site: {lifecycle.site_url(here.labdir.topology())}/  (`lab creds` shows the demo user's login)")
+    monitor = lifecycle.monitor_urls(here.labdir.topology())
+    if monitor:
+        say("monitor: " + ", ".join(f"{name.capitalize()} {url}" for name, url in monitor.items()))
     with contextlib.suppress(LabError):  # no CA before the first `lab up` reaches the recipes
         say(f"CA: {lifecycle.ca_file(here)}  (curl --cacert \"$(lab ca)\" ...; `lab ca --help`)")
 

@@ -237,6 +237,8 @@ def failover_db(project: lifecycle.Project, say: Say, on_result: Callable[[Recip
         # by host (the rolling restarts of `lab up`, which also makes the old primary a standby of the new one).
         say("no pooler: rewriting the site's settings, rolling restart of the app servers")
         lifecycle.up(project, Overrides(), say, on_result)
+    else:
+        _repoint_direct_writers(topology, promoted, target, say, started)
     seconds = time.monotonic() - started
     if prober is None:
         return FailoverReport(old.name, new.name, seconds, 0.0, 0, 0, 0)
@@ -248,6 +250,29 @@ def failover_db(project: lifecycle.Project, say: Say, on_result: Callable[[Recip
     lost = _lost(target(new.name), confirmed)
     return FailoverReport(old.name, new.name, seconds, refused_seconds(attempts),
                           sum(1 for a in attempts if not a.ok), len(attempts), len(before), lost)
+
+
+def _repoint_direct_writers(topology: Topology, promoted: Topology, target: Callable[[str], Target], say: Say,
+                            started: float) -> None:
+    """The hosts that run the site's code without a pooler of their own (step 6's queue workers go straight to
+    PostgreSQL): their database settings now name the new primary, and their worker restarts onto them."""
+    from provision.step1_bootstrap.recipes import SITE_TIERS
+    from provision.step2_database.recipes import database_settings
+    from provision.step5_pooler.recipes import POOLED_TIERS
+    from provision.step6_queue.recipes import worker
+
+    direct = [h.name for h in topology.hosts if h.tier in SITE_TIERS and h.tier not in POOLED_TIERS]
+    for name in direct:
+        writer = target(name)
+        writer.topology = promoted
+        try:
+            database_settings(writer)
+            worker(writer)  # restarts on the settings' "app-config" event, then answers a ping
+        except RecipeError as error:
+            raise FailoverFailed(f"{promoted.db.primary} is the primary now, but {name} still points at the old one: "
+                                 f"{error}; `lab up` repoints it") from None
+    if direct:
+        say(f"{', '.join(direct)} (no pooler there) point at {promoted.db.primary} and restarted ({_since(started)})")
 
 
 def _since(started: float) -> str:

@@ -105,10 +105,9 @@ def database_restart_under_load(lab: Lab, clients: int = 8, seconds: float = 20.
                                 restart_after: float = 5.0) -> dict:
     """`systemctl restart` of the database's main service on db1, `restart_after` s into the load; its cost."""
     topology = Topology.from_dict(lab.state["topology"])
-    lb = topology.serving("http")[0]
     database = next(h for h in topology.hosts if h.tier == "db")  # the primary, db1 (a pooler may serve "sql")
     unit = services_of(topology, database.tier)[0]
-    url = f"https://{lb.ip}{LOAD_PATH}"  # port 80 only redirects to the site's https
+    url = f"https://{topology.site_address}{LOAD_PATH}"  # port 80 only redirects to the site's https
     marks: dict[str, float] = {}
 
     def restart(load_started: float) -> None:

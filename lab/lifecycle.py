@@ -19,7 +19,7 @@ from lab.hosts import HostFacts
 from lab.recipes import ConvergeReport, RecipeResult
 from lab.remote import (RemoteHost, check_host_keys, forget_host_key, pin_host_keys, render_known_hosts,
                         render_ssh_config)
-from lab.services import DOWN, UNKNOWN, probe as probe_services, services_of
+from lab.services import DOWN, UNKNOWN, floating_holders, probe as probe_services, services_of
 from lab.files import write_atomically
 from lab.machine.paths import cache_root
 from lab.state import LabDir
@@ -59,6 +59,7 @@ class HostStatus:
     ip: str
     state: str
     services: dict[str, str]  # the tier's main units: "up", "down" or "unknown" (the host did not answer)
+    holds: str | None = None  # the balancer pair's floating address, if this host holds it now
 
 
 def step_names() -> str:
@@ -272,27 +273,42 @@ def status(project: Project, services: bool = True) -> list[HostStatus]:
     states = get_provider(state["provider"]).status(project.labdir, state)
     topology = Topology.from_dict(state["topology"])
     running = [h.name for h in topology.hosts if states.get(h.name) == "running"]
-    probed = probe_services(project.labdir, topology, running) if services and project.labdir.ssh_config.exists() else {}
+    asked = services and project.labdir.ssh_config.exists()
+    probed = probe_services(project.labdir, topology, running) if asked else {}
+    holding = floating_holders(project.labdir, topology, running) if asked else {}
     rows = []
     for h in topology.hosts:
-        units = services_of(topology, h.tier) if services else ()
+        units = services_of(topology, h.tier, h.name) if services else ()
         # A host that is not running runs nothing; a running one that was not asked (no ssh_config yet) is unknown.
         found = probed.get(h.name) or {unit: UNKNOWN if h.name in running else DOWN for unit in units}
-        rows.append(HostStatus(h.name, h.tier, h.ip, states.get(h.name, "unknown"), found))
+        rows.append(HostStatus(h.name, h.tier, h.ip, states.get(h.name, "unknown"), found,
+                               topology.floating_ip if holding.get(h.name) else None))
     return rows
+
+
+def describe_holders(topology: Topology, rows: Iterable[HostStatus]) -> str:
+    """One line on the balancer pair's floating address: which balancer holds it (`lab status`)."""
+    held = [row.name for row in rows if row.holds]
+    if not held:
+        who = "held by no balancer: the site does not answer there (are nginx and keepalived up on either?)"
+    elif len(held) == 1:
+        who = f"held by {held[0]}"
+    else:
+        who = f"held by {' and '.join(held)} at once: they do not hear each other's VRRP adverts"
+    return f"floating address {topology.floating_ip} (the site's, keepalived): {who}"
 
 
 SCHEMES = ("https", "http")
 
 
 def site_url(topology: Topology, scheme: str = "https") -> str:
-    """The site as a browser on this machine reaches it: the first host serving that scheme's link (the balancer).
+    """The site as a browser on this machine reaches it: the balancer pair's floating address, or the one balancer's.
 
     https is the site; http answers with a redirect to it. A client verifies https against ca_file(project).
     """
     if scheme not in SCHEMES:
         raise UsageError(f"unknown scheme {scheme!r}; the site speaks {' and '.join(SCHEMES)}")
-    return f"{scheme}://{topology.serving(scheme)[0].ip}"
+    return f"{scheme}://{topology.site_address}"
 
 
 def bench_plain_url(topology: Topology) -> str:
@@ -301,7 +317,13 @@ def bench_plain_url(topology: Topology) -> str:
     Port 80 answers only redirects, so measuring it would measure 301s; this port proxies like the https site
     (telling the site the request came over TLS), so comparing the two measures what TLS costs.
     """
-    return f"http://{topology.serving('http-plain')[0].ip}:{topology.port('http-plain')}"
+    return f"http://{topology.site_address}:{topology.port('http-plain')}"  # a pair's floating address too
+
+
+def monitor_urls(topology: Topology) -> dict[str, str]:
+    """Prometheus' and Alertmanager's pages on the monitor host (the machine's links to them); none without one."""
+    return {purpose: f"http://{hosts[0].ip}:{topology.port(purpose)}/" for purpose in ("prometheus", "alertmanager")
+            if (hosts := topology.serving(purpose))}
 
 
 def ca_file(project: Project) -> Path:

@@ -30,18 +30,34 @@ class TierSpec:
     memory_mb: int
     cpus: int
     services: tuple[str, ...] = ()  # the tier's main systemd units, what `lab status` shows (APP_SERVER_UNIT: the lab's)
+    first_host_services: tuple[str, ...] = ()  # units only the tier's first host runs (q1's Redis), shown after those
+
+
+# The IP protocols a link may open, by their number (nftables matches them by number: minbase has no
+# /etc/protocols). Only TCP has ports; VRRP (keepalived's adverts between the balancers) has none.
+IP_PROTOCOLS = {"tcp": 6, "vrrp": 112}
 
 
 @dataclass(frozen=True)
 class Link:
-    """Hosts of `source` may open TCP `port` on hosts of `target`, for a named purpose (e.g. lb → web :8000 app)."""
+    """Hosts of `source` may open TCP `port` on hosts of `target`, for a named purpose (e.g. lb → web :8000 app);
+    or, with another protocol than TCP, send it that protocol's packets (port 0: e.g. lb → lb vrrp)."""
 
     source: str  # a tier name, MACHINE or SUBNET
     target: str  # a tier name or EVERY_TIER
     port: int
     purpose: str
+    protocol: str = "tcp"  # one of IP_PROTOCOLS
+
+    def __post_init__(self) -> None:
+        if self.protocol not in IP_PROTOCOLS:
+            raise ValueError(f"link {self.purpose!r}: protocol {self.protocol!r} is not one of {', '.join(IP_PROTOCOLS)}")
+        if (self.protocol == "tcp") != (1 <= self.port <= 65535) or (self.protocol != "tcp" and self.port != 0):
+            raise ValueError(f"link {self.purpose!r}: a tcp link has a port from 1 to 65535, any other protocol port 0")
 
     def __str__(self) -> str:
+        if self.protocol != "tcp":
+            return f"{self.source} → {self.target} {self.protocol} {self.purpose}"
         return f"{self.source} → {self.target} :{self.port} {self.purpose}"
 
 
@@ -93,7 +109,8 @@ _BASE = Stack(
     # hosts behind one balancer; pgbouncer on each, see lab.topology.PRESET_POOLER). tuned: workshop plus step 6
     # (the cache hosts, registered by provision/step6_cache, and the hot standby db2). full: every tier the lab
     # knows, optional ones included; each tier that registers itself adds its count to "full" (and "tuned").
-    presets={"minimal": {}, "workshop": {"web": 2}, "tuned": {"web": 2, "db": 2}, "full": {"web": 2, "db": 2}},
+    # full's lb2: the balancer pair holding one floating address (provision/step5_lbpair).
+    presets={"minimal": {}, "workshop": {"web": 2}, "tuned": {"web": 2, "db": 2}, "full": {"web": 2, "db": 2, "lb": 2}},
 )
 BUILT_IN = (
     _BASE.with_tier(TierSpec("lb", 10, 1, 1, 2, 512, 1, ("nginx",)))  # the load balancer
@@ -145,6 +162,11 @@ def _load_step_tiers() -> None:
 def register_tier(spec: TierSpec, links: Iterable[Link] = (), presets: Mapping[str, int] = {}) -> None:
     """Add a tier kind and its links to the lab's stack (at import time, before recipes and checks are loaded)."""
     _registered.append(current().with_tier(spec, links, presets))
+
+
+def register_links(*links: Link) -> None:
+    """Add links between tiers already known (e.g. a step's own traffic between the hosts of one built-in tier)."""
+    _registered.append(current().with_links(*links))
 
 
 def all_tiers() -> tuple[str, ...]:

@@ -28,7 +28,7 @@ STATE_KEYS = ("version", "name", "provider", "status", "topology", "resources", 
 # keeps the lab as its topology records it.
 VERSION_1_KEYS = tuple(key for key in STATE_KEYS if key != "choices")
 STATUSES = ("creating", "up", "destroying")
-SECRET_NAMES = ("django_secret_key", "db_password", "demo_password", "replication_password")
+SECRET_NAMES = ("django_secret_key", "db_password", "demo_password", "replication_password", "queue_password")
 # What lab itself puts in a lab directory, also before its state file exists (a first `lab up` interrupted early):
 # a folder holding anything else and no state file is not lab's, and lab neither writes into it nor removes it.
 LAB_MADE = {"state.json", "ssh_config", "known_hosts", "id_ed25519", "id_ed25519.pub", "secrets.toml", "logs",

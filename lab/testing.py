@@ -129,8 +129,8 @@ def copy_of_project(root: Path) -> Path:
 
 
 def lb_address(lab: "ScratchLab") -> str:
-    """The balancer's address, from the lab's state."""
-    return next(h["ip"] for h in lab.state["topology"]["hosts"] if h["tier"] == "lb")
+    """The site's address (the balancer's, or a balancer pair's floating one), from the lab's state."""
+    return Topology.from_dict(lab.state["topology"]).site_address
 
 
 def locust_while(lab: "ScratchLab", results: Path, action: Callable[[], Any], users: int, around_s: float,

@@ -80,11 +80,18 @@ class Host:
 
 @dataclass(frozen=True)
 class Opening:
-    """One port of a host and who may open it, from one link; `sources` empty means from anywhere."""
+    """One port of a host and who may open it, from one link; `sources` empty means from anywhere. A link of another
+    protocol than TCP opens that protocol (port 0) to its sources."""
 
     port: int
     purpose: str
     sources: tuple[str, ...]  # addresses or networks
+    protocol: str = "tcp"  # one of lab.stack.IP_PROTOCOLS
+
+    @property
+    def ip_protocol(self) -> int:
+        """The protocol's number, as nftables matches it (`meta l4proto 112`)."""
+        return stacks.IP_PROTOCOLS[self.protocol]
 
 
 def provider_schema(table: str) -> Any:
@@ -153,8 +160,8 @@ class Topology:
 
     def describe_data_tiers(self, not_serving: Iterable[str] = ()) -> str:
         """One line on what sits behind the site: its pooler, its cache (the local-memory one when no cache host),
-        the primary and the standby; a standby named in `not_serving` (stopped, e.g. fenced by `lab failover db`)
-        is said to be one only once `lab up` has made it one again."""
+        the primary and the standby, its queue (none: tasks run in the request); a standby named in `not_serving`
+        (stopped, e.g. fenced by `lab failover db`) is said to be one only once `lab up` has made it one again."""
         pooler = "pgbouncer on each web host (127.0.0.1:6432)" if self.db.pooler == "pgbouncer" else "no pooler"
         caches = self.tier("cache") if "cache" in self.stack.tiers else ()
         cache = (f"memcached on {', '.join(h.name for h in caches)}" if caches
@@ -167,7 +174,10 @@ class Topology:
             parts.append(f"hot standby {serving} (async{reads})")
         parts += [f"{h.name} down (`lab up` makes it a standby)" for h in self.db_standbys if h.name in down]
         db = ", ".join(parts if len(parts) > 1 else parts + ["no standby"])
-        return f"database: {db}; {pooler}; cache: {cache}"
+        queues = self.tier("q") if "q" in self.stack.tiers else ()
+        queue = (f"Redis on {queues[0].name}, Celery workers on {', '.join(h.name for h in queues)}" if queues
+                 else "no q host: the site's tasks run in the request (Celery always-eager)")
+        return f"database: {db}; {pooler}; cache: {cache}; queue: {queue}"
 
     @property
     def db_standbys(self) -> tuple[Host, ...]:
@@ -181,6 +191,35 @@ class Topology:
 
     def tier(self, tier: str) -> tuple[Host, ...]:
         return tuple(h for h in self.hosts if h.tier == tier)
+
+    # -- the site's address ---------------------------------------------------------------------
+    @property
+    def balancer_pair(self) -> tuple[Host, ...]:
+        """The balancers sharing the floating address (provision/step5_lbpair's keepalived): the hosts serving the
+        site when there are two of them; none with a single balancer."""
+        balancers = self.serving("https")
+        return balancers if len(balancers) == 2 else ()
+
+    @property
+    def floating_ip(self) -> str | None:
+        """The address the balancer pair holds between them (one at a time), the site's with two balancers: their
+        tier's address zero (host N of a tier gets offset + N, so no host of the tier gets it); None with one."""
+        if not self.balancer_pair:
+            return None
+        offset = self.stack.tiers[self.balancer_pair[0].tier].ip_offset
+        return str(ipaddress.ip_network(self.subnet).network_address + offset)
+
+    @property
+    def site_address(self) -> str:
+        """Where a browser reaches the site: the floating address of the balancer pair, or the one balancer's."""
+        return self.floating_ip or self.serving("https")[0].ip
+
+    def addresses(self, host: Host) -> tuple[str, ...]:
+        """The addresses a host's services may listen on: its own, and the floating one for each of the pair (a
+        balancer listens on it even while its peer holds it, so taking it over needs no restart)."""
+        if host in self.balancer_pair:
+            return (host.ip, str(self.floating_ip))
+        return (host.ip,)
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -217,7 +256,7 @@ class Topology:
                 sources = tuple(h.ip for h in self.tier(link.source) if h.name != host.name)
                 if not sources:
                     continue
-            openings.append(Opening(link.port, link.purpose, sources))
+            openings.append(Opening(link.port, link.purpose, sources, link.protocol))
         return tuple(openings)
 
     def clients(self, host: Host, purpose: str) -> tuple[Host, ...]:
@@ -511,6 +550,12 @@ def resolve(
             f"lab.toml [hosts.{unknown_hosts[0]}]: no such host in this topology; hosts: {', '.join(h.name for h in hosts)}"
         )
     _distinct_ips(hosts, network)
+    addressed = Topology(name=name, subnet=subnet, provider=provider, app_server=app_server, hosts=tuple(hosts),
+                        stack=stack)
+    if addressed.floating_ip in {h.ip for h in hosts}:
+        taken = next(h.name for h in hosts if h.ip == addressed.floating_ip)
+        raise TopologyError(f"hosts.{taken}.ip {addressed.floating_ip} is the balancer pair's floating address; "
+                            "give the host another one")
     provider_settings = {
         table: provider_schema(table).resolve(_table(f"lab.toml [{table}]", file_data.get(table, {})), environ)
         for table in PROVIDER_SETTINGS

@@ -130,7 +130,7 @@ def what_answers(topology: Topology, step: int) -> str | None:
         web1 = topology.tier("web")[0]
         balancers = topology.serving("https")
         return answers.format(web1=web1.name, web1_ip=web1.ip, port=APP_PORT, db1=topology.db_primary.name,
-                              lb_ip=balancers[0].ip if balancers else "?",
+                              lb_ip=topology.site_address if balancers else "?",
                               app_server=APP_SERVER_NAMES.get(topology.app_server, topology.app_server))
     return None
 

@@ -446,7 +446,7 @@ def test_status_json_includes_the_services(status_lab, capfd):
     assert code == 0
     rows = {row["name"]: row for row in json.loads(out)}
     assert rows["web2"] == {"name": "web2", "tier": "web", "ip": "192.168.56.22", "state": "running",
-                            "services": {"gunicorn": "down"}}
+                            "services": {"gunicorn": "down"}, "holds": None}  # holds: a balancer pair's address
     assert rows["db1"]["services"] == {"postgresql@15-main": "down"}
 
 

@@ -244,12 +244,13 @@ def test_every_source_address_is_on_the_lab_network_or_the_machine(cache_lab):
 def test_a_registered_kind_gets_every_hosts_recipes_and_checks():
     code = (
         "from lab import stack\n"
-        "stack.register_tier(stack.TierSpec('search', 50, 0, 0, 3, 256, 1),"
-        " [stack.Link('web', 'search', 9200, 'search')])\n"
+        "stack.register_tier(stack.TierSpec('extra', 50, 0, 0, 3, 256, 1),"
+        " [stack.Link('web', 'extra', 9200, 'extra')])\n"
         "from lab.recipes import load_recipes\n"
         "import provision.step1_bootstrap.test_firewall as checks\n"
-        "print([r.name for r in load_recipes() if 'search' in r.tiers], checks.TIERS)\n"
+        "print([r.name for r in load_recipes() if 'extra' in r.tiers], checks.TIERS)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == ("['step1_bootstrap.hosts_file', 'step1_bootstrap.package_proxy', 'step1_bootstrap.firewall'] "
-                   "('lb', 'web', 'db', 'cache', 'loadgen', 'search')")  # cache, loadgen: registered by provision/step6_*
+    assert out == ("['step1_bootstrap.hosts_file', 'step1_bootstrap.package_proxy', 'step1_bootstrap.firewall', "
+                   "'step6_monitor.node_exporter'] "
+                   "('lb', 'web', 'db', 'cache', 'loadgen', 'monitor', 'q', 'search', 'extra')")  # cache .. search: provision/step6_*

@@ -28,6 +28,7 @@ SECRETS = {
     "db_password": "db-pw-Zq9Xw2Lk7",
     "demo_password": "demo-pw-Hy6Tr3Nb",
     "replication_password": "repl-pw-Kd8Vc1Qm4",
+    "queue_password": "queue-pw-Rt5Gh8Wd2",
 }
 FACTS = HostFacts(proxy_url="http://192.168.56.1:3128", wheelhouse="/var/cache/lab/wheels", control_address="192.168.56.1")
 SECRET_FILE_WRITE = re.compile(r'cat > "\$tmp"')
@@ -155,6 +156,9 @@ def test_secrets_reach_the_hosts_only_on_stdin_or_in_private_files(converged):
     assert scram_matches(re.search(r"'(SCRAM[^']+)'", replication_role[0]).group(1), SECRETS["replication_password"])
     demo = [stdin for _, command, stdin in by_stdin if "load_sample_data" in command]
     assert demo == [SECRETS["demo_password"] + "\n"]
+    # step 6's queue: Redis's password file on q1, and the site's queue settings wherever its code runs
+    assert hosts["q1"].files["/etc/redis/lab-auth.conf"] == f"requirepass {SECRETS['queue_password']}\n"
+    assert all(SECRETS["queue_password"] in hosts[h].files["/etc/bank/bank.d/queue.toml"] for h in ("web1", "q1"))
 
 
 @pytest.mark.parametrize("path", [SETTINGS, DATABASE_SETTINGS])

@@ -38,7 +38,7 @@ def test_every_tier_has_its_main_services():
     # the cluster, not the wrapper that stays active; the version step 2 installs
     assert services_of(GUNICORN, "db") == (f"postgresql@{PG_VERSION}-main",)
     assert services_of(GUNICORN, "cache") == ("memcached",)  # step 6's tier, registered by its step package
-    assert services_of(GUNICORN, "search") == ()
+    assert services_of(GUNICORN, "search") == ("xapian-tcpsrv",)  # step 6's search tier
 
 
 @pytest.mark.parametrize(("output", "states"), [

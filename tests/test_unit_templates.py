@@ -15,6 +15,7 @@ from provision.step1_bootstrap.recipes import (APP_HOME, APP_USER, CURRENT, DATA
                                                VENV)
 from provision.step3_appserver.recipes import APP_PORT, REQUEST_TIMEOUT_S, WSGI_SCRIPT, WSGI_SCRIPT_NAME, WSGI_SOCKET_PREFIX
 from provision.step5_balancer.recipes import TLS_PEM, site_values, upstream_hosts, upstream_servers
+from provision.step6_monitor.recipes import alert_values, prometheus_values  # rendered on a monitor lab: test_unit_monitor
 
 DEFAULT_WORKERS = AppServerSettings().workers  # Gunicorn's, unless lab.toml [appserver] workers says otherwise
 
@@ -48,6 +49,23 @@ CASES: dict[str, tuple[str, dict]] = {
     ),
     "step5_pooler/templates/hba.conf.j2": ("web1", {"database": DATABASE, "replica_alias": "bank_replica", "role": ROLE}),
     "step6_cache/templates/memcached.conf.j2": ("db1", {"port": 11211, "memory_mb": 64}),
+    "step6_search/templates/xapian-tcpsrv.service.j2": (
+        "db1", {"user": "xapian", "port": 33333, "database": "/var/lib/xapian-search/bank", "data_dir": "/var/lib/xapian-search"}),
+    "step6_monitor/templates/blackbox.yml.j2": ("db1", {}),
+    "step6_monitor/templates/alertmanager.yml.j2": ("db1", {}),
+    "step6_monitor/templates/lab-alerts.yml.j2": ("db1", alert_values()),
+    "step6_monitor/templates/prometheus.yml.j2": ("db1", {**prometheus_values(TOPOLOGY, TOPOLOGY.host("db1")), "probes": [
+        {"url": "http://192.168.56.21:8000/health/", "host": "web1", "tier": "web"}]}),
+    "step6_monitor/templates/nginx-stub-status.conf.j2": ("lb1", {"listen": "127.0.0.1:8081", "location": "/stub_status"}),
+    "step6_monitor/templates/exporter.default.j2": (
+        "db1", {"unit": "prometheus-postgres-exporter", "args": "--web.listen-address=192.168.56.31:9187",
+                "environment": {"DATA_SOURCE_NAME": "user=prometheus host=/run/postgresql dbname=postgres"}},
+    ),
+    "step6_queue/templates/redis.conf.j2": ("db1", {"port": 6379, "memory_mb": 64, "auth_file": "/etc/redis/lab-auth.conf"}),
+    "step6_queue/templates/bank-worker.service.j2": (
+        "db1", {"user": APP_USER, "current": CURRENT, "settings": SETTINGS, "venv": VENV, "concurrency": 2,
+                "stop_timeout_s": 60},
+    ),
     "step1_bootstrap/templates/bank.toml.j2": (
         "web1",
         {
@@ -73,7 +91,13 @@ CASES: dict[str, tuple[str, dict]] = {
     ),
     "step3_appserver/templates/bank.wsgi.j2": ("web2", {"settings": SETTINGS}),
     "step5_balancer/templates/nginx-bank.conf.j2": (
-        "lb1", site_values(BOTH_SERVE),
+        "lb1", site_values(BOTH_SERVE, ["192.168.56.11"]),
+    ),
+    "step5_lbpair/templates/keepalived.conf.j2": (  # values as tests/test_unit_lbpair.py derives them for a pair
+        "lb1", {"floating_ip": "192.168.56.10", "prefix_length": 24, "interface": "eth0", "peer_ip": "192.168.56.12",
+                "priority": 150, "router_id": 10, "advert_interval_s": 1, "script_user": "keepalived_script",
+                "nginx_check": "/usr/bin/systemctl is-active --quiet nginx", "check_interval_s": 1, "check_fall": 2,
+                "check_rise": 2},
     ),
 }
 

@@ -175,8 +175,8 @@ def test_memory_below_minimum_is_refused():
 
 def test_unknown_tier_lists_the_tiers():
     with pytest.raises(TopologyError) as caught:
-        linux({"tiers": {"search": {"count": 1}}})
-    assert "search" in str(caught.value)
+        linux({"tiers": {"extra": {"count": 1}}})
+    assert "extra" in str(caught.value)
     assert "lb, web, db, cache" in str(caught.value)
 
 
@@ -465,10 +465,14 @@ def test_workshop_preset_has_two_web_hosts():
 
 
 def test_full_preset_has_every_tier_the_lab_builds():
-    # "full" = every registered tier, optional ones included: today the tuned lab and one loadgen host (issue 13 grows it).
+    # "full" = every registered tier, optional ones included: today the tuned lab, one loadgen host (issue 13 grows it)
+    # and lb2, the balancer pair (provision/step5_lbpair).
     full = linux(overrides=Overrides(preset="full")).hosts
     assert {h.tier for h in full} == set(stacks.current().tiers)
-    assert [h for h in full if h.tier != "loadgen"] == list(linux(overrides=Overrides(preset="tuned")).hosts)
+    assert [h for h in full if h.tier not in ("loadgen", "monitor", "q", "search") and h.name != "lb2"] == \
+        list(linux(overrides=Overrides(preset="tuned")).hosts)
+    assert [h.name for h in full if h.tier == "lb"] == ["lb1", "lb2"]
+    assert [h.name for h in full if h.tier == "q"] == ["q1", "q2"]
 
 
 def test_preset_comes_from_file_then_environment_then_flag():
@@ -512,7 +516,7 @@ def test_a_tier_whose_minimum_is_0_accepts_0_and_disappears():
     assert resolve({}, {"LAB_CACHE": "0"}, platform="linux", stack=stack).tier("cache") == ()
     assert resolve({}, {}, Overrides(counts={"cache": 0}), platform="linux", stack=stack).count("cache") == 0
     assert [h.name for h in resolve({}, {}, Overrides(preset="full"), platform="linux", stack=stack).hosts] == [
-        "lb1", "web1", "web2", "db1", "db2", "cache1"]
+        "lb1", "lb2", "web1", "web2", "db1", "db2", "cache1"]
     assert resolve({}, {}, Overrides(counts={"cache": 2}), platform="linux", stack=stack).host("cache2").ip == "192.168.56.42"
 
 

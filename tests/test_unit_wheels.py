@@ -82,3 +82,60 @@ def test_hashed_requirements_carry_each_wheels_sha256_and_pip_installs_only_thos
 def test_a_pin_without_a_wheel_is_an_error(tmp_path):
     with pytest.raises(wheels.WheelsUnavailable, match="no wheel of kept==1.0"):
         wheels.hashed_requirements("kept==1.0\n", tmp_path)
+
+
+def tiny_sdist(folder: Path, name: str, version: str, tag: str = "py3-none-any") -> Path:
+    """A source release whose in-tree build backend writes a minimal wheel tagged `tag` (no network: it needs nothing)."""
+    import io
+    import tarfile
+
+    backend = (
+        "import zipfile\n"
+        f"NAME, VERSION, TAG = {name!r}, {version!r}, {tag!r}\n"
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+        "    wheel = f'{NAME}-{VERSION}-{TAG}.whl'\n"
+        "    info = f'{NAME}-{VERSION}.dist-info'\n"
+        "    with zipfile.ZipFile(f'{wheel_directory}/{wheel}', 'w') as archive:\n"
+        "        archive.writestr(f'{NAME}.py', '')\n"
+        "        archive.writestr(f'{info}/METADATA', f'Metadata-Version: 2.1\\nName: {NAME}\\nVersion: {VERSION}\\n')\n"
+        "        archive.writestr(f'{info}/WHEEL', f'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: {TAG}\\n')\n"
+        "        archive.writestr(f'{info}/RECORD', '')\n"
+        "    return wheel\n"
+        "def get_requires_for_build_wheel(config_settings=None):\n"
+        "    return []\n"
+    )
+    files = {
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n',
+        "backend.py": backend,
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+    }
+    sdist = folder / f"{name}-{version}.tar.gz"
+    with tarfile.open(sdist, "w:gz") as archive:
+        for path, text in files.items():
+            info = tarfile.TarInfo(f"{name}-{version}/{path}")
+            info.size = len(text.encode())
+            archive.addfile(info, io.BytesIO(text.encode()))
+    return sdist
+
+
+def test_a_marked_pin_is_built_from_its_source_release_and_hashed_like_the_others(tmp_path):
+    cache, index = tmp_path / "wheels", tmp_path / "index"
+    index.mkdir()
+    tiny_wheel(index, "fresh", "2.0")
+    tiny_sdist(index, "sourceonly", "3.0")
+    requirements = f"fresh==2.0\nsourceonly==3.0  # {wheels.BUILD_MARK}\n"
+    assert wheels.built_here(requirements) == {"sourceonly"}
+    wheels.ensure_wheels(requirements, cache, PIP, offline(index), offline(index))
+    assert sorted(p.name for p in cache.glob("*.whl")) == ["fresh-2.0-py3-none-any.whl", "sourceonly-3.0-py3-none-any.whl"]
+    assert "sourceonly==3.0 --hash=sha256:" in wheels.hashed_requirements(requirements, cache)
+    # what a host installing from PyPI is sent: only the wheel PyPI does not have
+    assert [p.name for p in wheels.built_wheels(requirements, cache)] == ["sourceonly-3.0-py3-none-any.whl"]
+
+
+def test_a_marked_pin_that_builds_a_platform_wheel_is_refused(tmp_path):
+    cache, index = tmp_path / "wheels", tmp_path / "index"
+    index.mkdir()
+    tiny_sdist(index, "compiled", "1.0", tag="cp311-cp311-linux_x86_64")
+    with pytest.raises(wheels.WheelsUnavailable, match="not pure Python"):
+        wheels.ensure_wheels(f"compiled==1.0  # {wheels.BUILD_MARK}\n", cache, PIP, offline(index), offline(index))
+    assert not list(cache.glob("*.whl"))

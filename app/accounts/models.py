@@ -66,3 +66,26 @@ class Transfer(models.Model):
 
     def __str__(self):
         return f"{self.amount} from {self.from_account.number} to {self.to_account.number}"
+
+
+class Statement(models.Model):
+    """A customer's monthly statement: asked for on a page, prepared by a task (a queue worker, or the request itself
+    when the lab has no queue host), read later from here."""
+
+    PENDING, READY, FAILED = "pending", "ready", "failed"
+    STATUSES = [(PENDING, "being prepared"), (READY, "ready"), (FAILED, "not queued")]
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="statements")
+    month = models.DateField(help_text="the first day of the month the statement covers")
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    prepared_at = models.DateTimeField(null=True, blank=True)
+    # The host whose process prepared it: a q host's worker, or a web host when the task ran in the request.
+    prepared_by = models.CharField(max_length=100, blank=True)
+    body = models.TextField(blank=True)  # CSV: the month's transfers of each of the owner's accounts, then balances
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self):
+        return f"statement {self.month:%Y-%m} of {self.owner} ({self.status})"

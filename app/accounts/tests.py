@@ -1,5 +1,5 @@
 """Tests for the bank site: views, who may see and move whose money, middleware and HTTPS settings, transfers, the
-settings loader and the management commands."""
+settings loader, the management commands and the monthly statement (a Celery task)."""
 import json
 import os
 import re
@@ -21,14 +21,15 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 from django.db.migrations.executor import MigrationExecutor
+from kombu.exceptions import OperationalError as QueueUnreachable
 from django.test import Client, SimpleTestCase, TestCase, TransactionTestCase, override_settings
 
 from accounts.banking import InsufficientFunds, TransferError, transfer_funds
 from accounts.management.commands.load_sample_data import (
     CUSTOMER_FUNDS, DEMO_ACCOUNTS, NUM_ACCOUNTS, sample_accounts,
 )
-from accounts.models import Account, Bank, Transfer
-from accounts import views
+from accounts.models import Account, Bank, Statement, Transfer
+from accounts import tasks, views
 from accounts.views import BALANCE_CACHE_KEY, customer_cache_key
 from bank import config
 
@@ -849,3 +850,227 @@ class OwnershipMigrationTests(TransactionTestCase):
         rows = {a.number: (a.holder, a.owner.username if a.owner else None) for a in Account.objects.all()}
         self.assertEqual(rows, {"AC00001": ("Ada Adams", "demo"), "AC00002": ("Boris Barros", "demo"),
                                 "AC00003": ("Chidi Chen", None)})
+
+
+@override_settings(STORAGES=PLAIN_STATIC)
+class SearchPageTests(BankDataMixin, TestCase):
+    """The search page with no search server (the database), and through Haystack with one (faked here; step 6's
+    checks and tests/test_integration_full.py use a real xapian-tcpsrv)."""
+
+    def test_login_required(self):
+        response = self.client.get("/search/?q=Alice")
+        self.assertEqual(response.status_code, 302)
+        self.assertIn("/accounts/login/", response["Location"])
+
+    def test_a_customer_finds_only_their_own_accounts(self):
+        self.client.force_login(self.user)
+        response = self.client.get("/search/?q=Alice")
+        self.assertEqual([a.number for a in response.context["accounts"]], ["A1", "A2"])
+        self.assertEqual(response.context["source"], "database")
+        self.assertEqual(self.client.get("/search/?q=Bob").context["accounts"], [])
+        self.assertEqual(self.client.get("/search/?q=C1").context["accounts"], [])
+        self.assertNotContains(self.client.get("/search/?q=Alice"), "100.00")  # no balances for customers here
+
+    def test_staff_find_any_account_by_holder_number_or_bank(self):
+        self.client.force_login(self.staff)
+        self.assertEqual([a.number for a in self.client.get("/search/?q=carol").context["accounts"]], ["C1"])
+        self.assertEqual([a.number for a in self.client.get("/search/?q=B1").context["accounts"]], ["B1"])
+        found = self.client.get("/search/?q=second bank").context["accounts"]
+        self.assertEqual([a.number for a in found], ["A2", "C1"])
+
+    def test_an_empty_query_searches_nothing(self):
+        self.client.force_login(self.staff)
+        response = self.client.get("/search/?q=+")
+        self.assertEqual(response.status_code, 200)
+        self.assertIsNone(response.context["source"])
+
+    @override_settings(BANK_SEARCH_ALIASES=["default"])
+    def test_the_database_has_the_last_word_on_what_a_customer_sees_of_the_index(self):
+        from accounts import search
+
+        hits = [mock.Mock(pk=str(pk)) for pk in (self.bob.pk, self.alice.pk)]  # an index that also returns Bob's
+        fake = mock.MagicMock()
+        fake.return_value.models.return_value.auto_query.return_value.filter.return_value.__getitem__.return_value = hits
+        with mock.patch.object(search, "SearchQuerySet", fake):
+            accounts, source = search.find_accounts(self.user, "anything")
+        self.assertEqual((accounts, source), ([self.alice], "default"))
+        fake.return_value.models.return_value.auto_query.return_value.filter.assert_called_once_with(
+            owner__exact=f"u{self.user.pk}")
+
+    @override_settings(BANK_SEARCH_ALIASES=["default", "search2"])
+    def test_a_failing_search_server_falls_back_to_the_next_then_the_database(self):
+        from accounts import search
+
+        with mock.patch.object(search, "SearchQuerySet", side_effect=OSError("no route")) as fake, \
+                self.assertLogs("accounts.search", "WARNING") as logs:
+            accounts, source = search.find_accounts(self.staff, "Alice")
+        self.assertEqual(([a.number for a in accounts], source), (["A1", "A2"], "database"))
+        self.assertEqual([c.kwargs["using"] for c in fake.call_args_list], ["default", "search2"])
+        self.assertEqual(len(logs.records), 2)
+
+
+class SearchIndexUpdateTests(BankDataMixin, TestCase):
+    """accounts.search.AccountSignalProcessor: an account reaches every search server's index once its change commits;
+    a transfer's balance-only saves do not; a failing server is logged, not the request's failure."""
+
+    def setUp(self):
+        import haystack
+
+        from accounts.search_indexes import AccountIndex
+
+        super().setUp()
+        self.update = mock.patch.object(AccountIndex, "update_object").start()
+        self.remove = mock.patch.object(AccountIndex, "remove_object").start()
+        # A second connection (the simple backend: the index methods above are what the test watches).
+        mock.patch.dict(haystack.connections.connections_info, {"search2": {"ENGINE": config.SIMPLE_ENGINE}}).start()
+        self.addCleanup(mock.patch.stopall)
+
+    @override_settings(BANK_SEARCH_ALIASES=["default", "search2"])
+    def test_a_new_account_is_indexed_on_every_server_after_commit(self):
+        with self.captureOnCommitCallbacks(execute=True) as callbacks:
+            account = Account.objects.create(bank=self.first, holder="Dora", number="D1")
+            self.update.assert_not_called()  # not before the commit: a rollback must not reach the index
+        self.assertEqual(len(callbacks), 1)
+        self.assertEqual([(c.args[0], c.kwargs["using"]) for c in self.update.call_args_list],
+                         [(account, "default"), (account, "search2")])
+        with self.captureOnCommitCallbacks(execute=True):
+            account.delete()
+        self.assertEqual([c.kwargs["using"] for c in self.remove.call_args_list], ["default", "search2"])
+
+    @override_settings(BANK_SEARCH_ALIASES=["default"])
+    def test_a_transfer_does_not_touch_the_index(self):
+        with self.captureOnCommitCallbacks(execute=True) as callbacks:
+            transfer_funds(self.alice.pk, self.alice_savings.pk, "1.00")
+        self.assertEqual(callbacks, [])
+        self.update.assert_not_called()
+
+    @override_settings(BANK_SEARCH_ALIASES=["default", "search2"])
+    def test_a_failing_server_is_logged_and_the_next_still_gets_the_account(self):
+        self.update.side_effect = [OSError("search1 down"), None]
+        with self.assertLogs("accounts.search", "WARNING") as logs, self.captureOnCommitCallbacks(execute=True):
+            Account.objects.create(bank=self.first, holder="Eve", number="E1")
+        self.assertEqual(self.update.call_count, 2)
+        self.assertIn("not indexed on search server default", logs.output[0])
+
+    def test_without_a_search_server_nothing_is_sent(self):
+        with self.captureOnCommitCallbacks(execute=True) as callbacks:
+            Account.objects.create(bank=self.first, holder="Finn", number="F1")
+        self.assertEqual(callbacks, [])
+        self.update.assert_not_called()
+
+
+class SearchSettingsTests(SimpleTestCase):
+    def test_search_servers_become_haystack_connections(self):
+        conf = config.validate({"secret_key": "k", "db_name": "d", "search_servers": ["10.0.0.81:33333", "10.0.0.82:33333"]})
+        connections = config.haystack_connections(conf)
+        self.assertEqual(list(connections), ["default", "search2"])
+        self.assertEqual((connections["search2"]["HOST"], connections["search2"]["PORT"]), ("10.0.0.82", 33333))
+        self.assertEqual(connections["default"]["ENGINE"], config.SEARCH_ENGINE)
+
+    def test_no_search_server_is_haystacks_simple_backend(self):
+        conf = config.validate({"secret_key": "k", "db_name": "d"})
+        self.assertEqual(config.haystack_connections(conf), {"default": {"ENGINE": config.SIMPLE_ENGINE}})
+
+    def test_a_search_server_without_a_port_is_refused(self):
+        for wrong in ["10.0.0.81", "10.0.0.81:http", ":33333", "10.0.0.81:0"]:
+            with self.subTest(wrong=wrong), self.assertRaisesMessage(ImproperlyConfigured, "search_servers"):
+                config.validate({"secret_key": "k", "db_name": "d", "search_servers": [wrong]})
+
+
+@override_settings(STORAGES=PLAIN_STATIC)
+class StatementTests(BankDataMixin, TestCase):
+    """The monthly statement, prepared by a task: in the request when the site has no queue (Celery's always-eager,
+    the settings here), or later by a queue worker (the queue faked: the page must say "being prepared" until then)."""
+
+    def setUp(self):
+        super().setUp()
+        self.moved = transfer_funds(self.alice.pk, self.alice_savings.pk, Decimal("12.50"), owner=self.user)
+        Transfer.objects.create(from_account=self.bob, to_account=self.carol, amount=Decimal("1.00"))  # not alice's
+
+    def ask_for_statement(self):
+        self.client.force_login(self.user)
+        response = self.client.post("/statements/")
+        self.assertEqual(response.status_code, 302)
+        return Statement.objects.get(pk=int(response["Location"].rstrip("/").rsplit("/", 1)[1]))
+
+    def test_without_a_queue_the_request_prepares_the_statement(self):
+        self.assertTrue(settings.CELERY_TASK_ALWAYS_EAGER)  # no queue_host: always-eager
+        statement = self.ask_for_statement()
+        page = self.client.get(f"/statements/{statement.pk}/")
+        self.assertContains(page, 'data-status="ready"')
+        self.assertContains(page, f'data-prepared-by="{socket.gethostname()}"')
+        self.assertNotContains(page, 'http-equiv="refresh"')
+        csv_text = self.client.get(f"/statements/{statement.pk}/?format=csv").content.decode()
+        lines = csv_text.splitlines()
+        self.assertEqual(lines[0], "date,account,counterpart,amount,balance_after")
+        self.assertIn(",A1,A2,-12.50,87.50", csv_text)
+        self.assertIn(",A2,A1,12.50,19.75", csv_text)
+        self.assertNotIn("B1", csv_text)
+        self.assertTrue(lines[-1].endswith(",A2,balance,,19.75"))
+
+    def test_with_a_queue_the_page_says_being_prepared_until_a_worker_has_prepared_it(self):
+        with mock.patch.object(tasks.prepare_statement, "delay") as enqueue:
+            statement = self.ask_for_statement()
+        enqueue.assert_called_once_with(statement.pk)
+        page = self.client.get(f"/statements/{statement.pk}/")
+        self.assertContains(page, 'data-status="pending"')
+        self.assertContains(page, "being prepared")
+        self.assertContains(page, 'http-equiv="refresh"')
+        self.assertEqual(self.client.get(f"/statements/{statement.pk}/?format=csv")["Content-Type"],
+                         "text/html; charset=utf-8")  # nothing to download yet: the page again
+        tasks.prepare_statement(statement.pk)  # what the worker runs, as it runs it
+        page = self.client.get(f"/statements/{statement.pk}/")
+        self.assertContains(page, 'data-status="ready"')
+        self.assertContains(page, "-12.50")
+
+    def test_an_unreachable_queue_marks_the_statement_failed_and_the_page_says_so(self):
+        with mock.patch.object(tasks.prepare_statement, "delay", side_effect=QueueUnreachable("refused")):
+            with self.assertLogs("accounts.tasks", "WARNING"):
+                statement = self.ask_for_statement()
+        page = self.client.get(f"/statements/{statement.pk}/")
+        self.assertContains(page, 'data-status="failed"')
+        self.assertContains(page, "could not be queued")
+
+    def test_a_task_delivered_twice_prepares_the_statement_once(self):
+        with mock.patch.object(tasks.prepare_statement, "delay"):
+            statement = self.ask_for_statement()
+        tasks.prepare_statement(statement.pk)
+        first = Statement.objects.get(pk=statement.pk)
+        tasks.prepare_statement(statement.pk)
+        again = Statement.objects.get(pk=statement.pk)
+        self.assertEqual((again.status, again.prepared_at, again.body), (Statement.READY, first.prepared_at, first.body))
+
+    def test_only_the_owner_sees_a_statement(self):
+        statement = self.ask_for_statement()
+        self.client.force_login(self.other)
+        self.assertEqual(self.client.get(f"/statements/{statement.pk}/").status_code, 404)
+        self.assertNotContains(self.client.get("/statements/"), f'data-statement="{statement.pk}"')
+        self.client.logout()
+        self.assertEqual(self.client.get("/statements/").status_code, 302)  # to the login page
+
+    def test_the_round_trip_command_waits_for_the_statement(self):
+        out = StringIO()
+        call_command("statement_round_trip", "--user", "alice", stdout=out)
+        result = json.loads(out.getvalue())
+        self.assertEqual((result["status"], result["prepared_by"]), ("ready", socket.gethostname()))
+        with self.assertRaises(CommandError):
+            call_command("statement_round_trip", "--user", "nobody", stdout=StringIO())
+
+
+class QueueSettingsTests(SimpleTestCase):
+    base = {"secret_key": "x", "db_name": "bank"}
+
+    def test_no_queue_host_runs_tasks_in_the_request(self):
+        celery = config.celery_settings(config.validate(dict(self.base)))
+        self.assertTrue(celery["CELERY_TASK_ALWAYS_EAGER"])
+
+    def test_a_queue_host_gives_redis_with_the_password_quoted_and_short_timeouts(self):
+        conf = config.validate({**self.base, "queue_host": "192.0.2.61", "queue_password": "p@ss/word"})
+        celery = config.celery_settings(conf)
+        self.assertFalse(celery["CELERY_TASK_ALWAYS_EAGER"])
+        self.assertEqual(celery["CELERY_BROKER_URL"], "redis://:p%40ss%2Fword@192.0.2.61:6379/0")
+        self.assertEqual(celery["CELERY_BROKER_TRANSPORT_OPTIONS"]["socket_connect_timeout"], config.QUEUE_TIMEOUT_S)
+
+    def test_a_queue_port_out_of_range_is_refused(self):
+        with self.assertRaises(ImproperlyConfigured):
+            config.validate({**self.base, "queue_host": "q1", "queue_port": 70000})

@@ -24,7 +24,9 @@ from django.views.decorators.http import require_http_methods, require_safe
 
 from accounts.banking import TransferError, transfer_funds
 from accounts.forms import TransferForm
-from accounts.models import Account, Bank, Transfer
+from accounts.models import Account, Bank, Statement, Transfer
+from accounts.search import DATABASE, MAX_QUERY_LENGTH, find_accounts
+from accounts.tasks import request_statement
 
 logger = logging.getLogger(__name__)
 
@@ -291,3 +293,47 @@ def transfer_done(request, pk):
         Transfer.objects.select_related("from_account", "to_account"), pk=pk, from_account__owner=request.user
     )
     return render(request, "accounts/transfer_done.html", {"transfer": record})
+
+
+@login_required
+@require_safe
+def search(request):
+    """Accounts by holder, number or bank: a customer finds their own, staff any (through Haystack's search servers
+    when the lab has them, else the database)."""
+    query = request.GET.get("q", "").strip()[:MAX_QUERY_LENGTH]
+    accounts, source = find_accounts(request.user, query) if query else ([], None)
+    return render(request, "accounts/search.html", {
+        "query": query, "accounts": accounts, "source": source, "from_database": source == DATABASE,
+    })
+
+
+# How often the "being prepared" page reloads itself until its statement is ready.
+STATEMENT_REFRESH_S = 2
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def statements(request):
+    """The customer's statements, and a button asking for this month's: the page enqueues its preparation (a q host's
+    worker does it; with no queue, the request itself) and sends the customer to the statement, "being prepared"
+    until it is ready."""
+    if request.method == "GET":
+        own = Statement.objects.filter(owner=request.user).only("id", "month", "status", "requested_at")[:20]
+        return render(request, "accounts/statements.html", {"statements": own})
+    return redirect("statement", pk=request_statement(request.user).pk)
+
+
+@login_required
+@require_safe
+def statement(request, pk):
+    """One statement, for its owner only: "being prepared" (the page reloads itself), the statement, or (the queue
+    was unreachable) a note to ask again. `?format=csv` downloads a ready one."""
+    found = get_object_or_404(Statement, pk=pk, owner=request.user)
+    if found.status == Statement.READY and request.GET.get("format") == "csv":
+        response = HttpResponse(found.body, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="statement-{found.month:%Y-%m}.csv"'
+        return response
+    rows = list(csv.reader(io.StringIO(found.body))) if found.status == Statement.READY else []
+    return render(request, "accounts/statement.html", {
+        "statement": found, "header": rows[:1], "rows": rows[1:], "refresh_s": STATEMENT_REFRESH_S,
+    })

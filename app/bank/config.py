@@ -1,6 +1,7 @@
 """Load and validate the site's deployment configuration from a TOML file into a plain dict."""
 import tomllib
 from pathlib import Path
+from urllib.parse import quote
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -21,6 +22,10 @@ DB_ENGINES = ("postgresql", "sqlite")
 CACHE_BACKENDS = ("locmem", "memcached")
 # Seconds a memcached host may take to accept a connection or answer: a cache is worth less than a request.
 CACHE_TIMEOUT_S = 1.0
+# Milliseconds the site waits for a search server to accept a connection or answer, then searches the database.
+SEARCH_TIMEOUT_MS = 2000
+# Seconds the queue's Redis may take to accept a connection or answer one command, when a request enqueues a task.
+QUEUE_TIMEOUT_S = 3.0
 
 # key -> (accepted types, default). A default of REQUIRED means the file must set it.
 REQUIRED = object()
@@ -52,11 +57,18 @@ SCHEMA = {
     # The seed's step-5 "shared nothing" anti-patterns, on for `lab demo shared-nothing` only: "global_balance" keeps
     # the balance sheet in a module-level global, "tmp_report" hands a generated report over in /tmp/report.txt.
     "antipatterns": ((list,), []),
+    # Step 6's search hosts ("IP:PORT" of each xapian-tcpsrv): Haystack writes to each, reads from the first that
+    # answers; none: the search page queries the database.
+    "search_servers": ((list,), []),
+    # The queue tier's Redis (Celery's broker, on q1); empty host: no queue, tasks run in the request (always-eager).
+    "queue_host": ((str,), ""),
+    "queue_port": ((int,), 6379),
+    "queue_password": ((str,), ""),
 }
 ANTIPATTERNS = ("global_balance", "tmp_report")
 # Later workshop steps add their settings in files of their own beside bank.toml, read over it in name order.
 OVERLAY_DIR_NAME = "bank.d"
-LIST_OF_STR_KEYS = ("allowed_hosts", "csrf_trusted_origins", "trusted_proxies", "antipatterns")
+LIST_OF_STR_KEYS = ("allowed_hosts", "csrf_trusted_origins", "trusted_proxies", "antipatterns", "search_servers")
 
 
 def dev_defaults():
@@ -83,6 +95,10 @@ def dev_defaults():
         "replica_port": 5432,
         "replica_name": "",
         "antipatterns": [],
+        "search_servers": [],
+        "queue_host": "",
+        "queue_port": 6379,
+        "queue_password": "",
         "source": DEV_SOURCE,
     }
 
@@ -156,11 +172,16 @@ def validate(raw, source="<config>"):
         fail(f"'db_engine' must be one of {', '.join(DB_ENGINES)}, got {conf['db_engine']!r}")
     if not conf["db_name"]:
         fail("'db_name' must not be empty")
-    if not 0 < conf["db_port"] < 65536:
-        fail(f"'db_port' out of range: {conf['db_port']}")
+    for key in ("db_port", "queue_port"):
+        if not 0 < conf[key] < 65536:
+            fail(f"{key!r} out of range: {conf[key]}")
     wrong = [name for name in conf["antipatterns"] if name not in ANTIPATTERNS]
     if wrong:
         fail(f"'antipatterns' may hold {', '.join(ANTIPATTERNS)}, got {wrong[0]!r}")
+    for server in conf["search_servers"]:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            fail(f"'search_servers' holds \"IP:PORT\" strings, got {server!r}")
     if conf["cache"] not in CACHE_BACKENDS:
         fail(f"'cache' must be one of {', '.join(CACHE_BACKENDS)}, got {conf['cache']!r}")
     location = conf["cache_location"]
@@ -202,6 +223,34 @@ def databases(conf):
     return databases
 
 
+def celery_settings(conf):
+    """Celery's settings (as Django's CELERY_* settings) from a loaded configuration: Redis on the queue host, or
+    no broker at all and every task run where it is called (always-eager) when there is no queue host."""
+    common = {
+        # A statement is made once: a task whose worker died is handed to another (acks_late), and the task
+        # itself does nothing for a statement already ready.
+        "CELERY_TASK_ACKS_LATE": True,
+        "CELERY_TASK_REJECT_ON_WORKER_LOST": True,
+        "CELERY_WORKER_PREFETCH_MULTIPLIER": 1,
+        # The result is the Statement row in the database: no result backend to keep or expire.
+        "CELERY_TASK_IGNORE_RESULT": True,
+        "CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP": True,
+    }
+    if not conf["queue_host"]:
+        return {**common, "CELERY_TASK_ALWAYS_EAGER": True, "CELERY_TASK_EAGER_PROPAGATES": True,
+                "CELERY_BROKER_URL": "memory://localhost/"}
+    password = quote(conf["queue_password"], safe="")
+    return {
+        **common,
+        "CELERY_TASK_ALWAYS_EAGER": False,
+        "CELERY_BROKER_URL": f"redis://:{password}@{conf['queue_host']}:{conf['queue_port']}/0",
+        # A request that enqueues must not hang on an unreachable queue: seconds, not Redis's default of forever.
+        "CELERY_BROKER_TRANSPORT_OPTIONS": {"socket_timeout": QUEUE_TIMEOUT_S, "socket_connect_timeout": QUEUE_TIMEOUT_S},
+        "CELERY_BROKER_CONNECTION_TIMEOUT": QUEUE_TIMEOUT_S,
+        "CELERY_TASK_PUBLISH_RETRY_POLICY": {"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+    }
+
+
 def caches(conf):
     """Build Django's CACHES setting from a loaded configuration."""
     if conf["cache"] == "memcached":
@@ -221,3 +270,26 @@ def caches(conf):
             "LOCATION": "bank",
         }
     return {"default": backend}
+
+
+SEARCH_ENGINE = "accounts.search_backend.RemoteXapianEngine"
+SIMPLE_ENGINE = "haystack.backends.simple_backend.SimpleEngine"
+
+
+def search_alias(index):
+    """Haystack's name for the index-th search server: "default" for the first (Haystack requires one)."""
+    return "default" if index == 0 else f"search{index + 1}"
+
+
+def haystack_connections(conf):
+    """Build HAYSTACK_CONNECTIONS: one connection per search server, or Haystack's simple backend when there is none
+    (the search page then queries the database itself, accounts.search)."""
+    if not conf["search_servers"]:
+        return {"default": {"ENGINE": SIMPLE_ENGINE}}
+    connections = {}
+    for index, server in enumerate(conf["search_servers"]):
+        host, _, port = server.rpartition(":")
+        connections[search_alias(index)] = {
+            "ENGINE": SEARCH_ENGINE, "HOST": host, "PORT": int(port), "TIMEOUT_MS": SEARCH_TIMEOUT_MS,
+        }
+    return connections

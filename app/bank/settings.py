@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "haystack",  # the search page (accounts.search); its update_index/rebuild_index commands
 ]
 
 MIDDLEWARE = [
@@ -65,6 +66,15 @@ TEMPLATES = [
 DATABASES = config.databases(CONF)
 DATABASE_ROUTERS = ["bank.routers.ReplicaRouter"]
 CACHES = config.caches(CONF)
+# The search page through Haystack (step 6's search hosts; accounts.search): an account is indexed as its change
+# commits, on every search server (the router writes everywhere; reads go to the first that answers).
+HAYSTACK_CONNECTIONS = config.haystack_connections(CONF)
+HAYSTACK_ROUTERS = ["accounts.search.EverySearchServerRouter"]
+HAYSTACK_SIGNAL_PROCESSOR = "accounts.search.AccountSignalProcessor"
+BANK_SEARCH_ALIASES = [config.search_alias(i) for i in range(len(CONF["search_servers"]))]
+
+# Celery (bank.celery reads these): Redis on the queue tier's q1, or with no queue host every task runs in the request.
+globals().update(config.celery_settings(CONF))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

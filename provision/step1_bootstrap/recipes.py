@@ -25,7 +25,11 @@ RELEASES = f"{APP_HOME}/releases"
 CURRENT = f"{APP_HOME}/current"
 PREVIOUS = f"{APP_HOME}/previous"  # the release `current` pointed at before its last switch
 REQUIREMENTS = f"{APP_HOME}/requirements.txt"
+BUILT_WHEELS = f"{APP_HOME}/wheels"  # on a host without the machine's wheel cache: the wheels PyPI does not have
 SKIPPED_PARTS = {"__pycache__", ".dev", ".pytest_cache"}
+# The tiers that run the site's code (its user, venv, release and settings): the web hosts serve it, the q hosts'
+# Celery workers (step 6) run its tasks.
+SITE_TIERS = ("web", "q")
 
 
 @recipe(tiers=all_tiers())
@@ -57,7 +61,7 @@ def firewall(t: Target) -> None:
         t.service("nftables", restart=changed or earlier_change)
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=SITE_TIERS)
 def app_user(t: Target) -> None:
     if not t.test("id -u %s", APP_USER):
         t.run("useradd --system --home-dir %s --no-create-home --shell /usr/sbin/nologin %s", APP_HOME, APP_USER)
@@ -76,7 +80,7 @@ def pinned_requirements() -> dict[str, str]:
     return {name: version for _, name, version in wheels.pins((APP_SOURCE / "requirements.txt").read_text())}
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=SITE_TIERS)
 def virtualenv(t: Target) -> None:
     """The site's pinned requirements in a venv of the host's own Python 3.11 (mod_wsgi needs the same one),
     installed with `--require-hashes`: the hashes are those of the wheels the machine downloaded itself."""
@@ -90,10 +94,17 @@ def virtualenv(t: Target) -> None:
     try:
         # The machine downloads each wheel once into its cache (hosts only read it, where the provider shares
         # it) and hashes what it downloaded: a host installs exactly those files or nothing.
-        hashed = wheels.hashed_requirements(pinned, wheels.ensure_wheels(pinned))
+        cache = wheels.ensure_wheels(pinned)
+        hashed = wheels.hashed_requirements(pinned, cache)
     except wheels.WheelsUnavailable as error:
         raise RecipeError(str(error)) from None
     t.file(REQUIREMENTS, hashed)
+    if not t.facts.wheelhouse:
+        # A host downloading from PyPI gets the wheels the machine built (and hashed) itself beside it: a wheel
+        # pip built on the host from the source release would carry other timestamps, so another hash.
+        t.directory(BUILT_WHEELS)
+        for wheel in wheels.built_wheels(pinned, cache):
+            t.file(f"{BUILT_WHEELS}/{wheel.name}", wheel.read_bytes())
     missing = _missing_requirements(t)
     if not missing:
         return
@@ -101,7 +112,8 @@ def virtualenv(t: Target) -> None:
         t.run(t.locked(VENV_MARKER, "%s install -q --require-hashes --no-index --find-links %s -r %s",
                        PIP, t.facts.wheelhouse, REQUIREMENTS))
     else:
-        t.run(t.locked(VENV_MARKER, "%s install -q --require-hashes -r %s", PIP, REQUIREMENTS))
+        t.run(t.locked(VENV_MARKER, "%s install -q --require-hashes --find-links %s -r %s",
+                       PIP, BUILT_WHEELS, REQUIREMENTS))
     t.changed(f"installed {', '.join(missing)}", "app-code")
 
 
@@ -137,7 +149,7 @@ def app_archive() -> tuple[str, bytes]:
     return digest.hexdigest()[:12], buffer.getvalue()
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=SITE_TIERS)
 def release(t: Target) -> None:
     """The site's code as an immutable release folder; `current` points at it (switched atomically)."""
     name, archive = app_archive()
@@ -197,12 +209,13 @@ DEVSERVER = f"/etc/systemd/system/{DEVSERVER_UNIT}.service"
 APP_PORT = 8000  # where the site answers on a web host: the development server, then step 3's app server
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=SITE_TIERS)
 def site_settings(t: Target) -> None:
     """The site's settings from the stack's links: the proxies that send it requests, SQLite as its database (the
     workshop's start: step 2's own settings file gives it PostgreSQL)."""
     proxies = t.topology.clients(t.host, "app")
     allowed = [h.ip for h in proxies] + [h.name for h in proxies] + [t.host.ip, t.host.name, "localhost"]
+    allowed += [t.topology.floating_ip] if t.topology.floating_ip else []  # the balancer pair's: the site's address
     t.directory(SETTINGS_DIR, 0o750, "root", APP_USER)
     # root:bank 0640: the site reads its settings and cannot rewrite them (a hijacked app cannot turn DEBUG on or
     # point itself at another database); t.template writes a file others may not read through stdin, atomically.

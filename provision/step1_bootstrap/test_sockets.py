@@ -39,14 +39,15 @@ def listening(host):
 
 
 def test_listening_sockets_are_what_the_links_allow(host, node, lab, facts):
-    allowed_ports = {opening.port for opening in lab.inbound(node, facts.control_address)}
-    own = ipaddress.ip_address(node.ip)
+    allowed_ports = {opening.port for opening in lab.inbound(node, facts.control_address) if opening.protocol == "tcp"}
+    own = {ipaddress.ip_address(address) for address in lab.addresses(node)}  # a balancer pair's floating one too
     unexpected = [
         f"{protocol} {ip or '*'}:{port} ({', '.join(programs) or '?'})"
         for protocol, ip, port, programs in listening(host)
         if not (ip is not None and ip.is_loopback)
-        and not (protocol == "tcp" and ip == own and port in allowed_ports)
+        and not (protocol == "tcp" and ip in own and port in allowed_ports)
         and (protocol, port) not in facts.management_sockets  # the provider's own (a VM's management NIC)
     ]
     assert not unexpected, (f"{node.name} listens where no link of lab/stack.py leads "
-                            f"(allowed: tcp {node.ip}:{sorted(allowed_ports)} and loopback): {unexpected}")
+                            f"(allowed: tcp {'/'.join(lab.addresses(node))}:{sorted(allowed_ports)} and loopback): "
+                            f"{unexpected}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from lab.recipes import RecipeError, Target, recipe
 from lab.secrets import scram_matches, scram_verifier, sql_literal
 from provision.step1_bootstrap.recipes import (APP_USER, DATABASE, DATABASE_OVERLAY, DEVSERVER_UNIT, OVERLAY_DIR, ROLE,
-                                               SETTINGS, schema_and_sample_data_in, write_site_overlay)
+                                               SETTINGS, SITE_TIERS, schema_and_sample_data_in, write_site_overlay)
 
 PG_VERSION = "15"
 PG_ETC = f"/etc/postgresql/{PG_VERSION}/main"
@@ -56,7 +56,7 @@ def site_database(t: Target) -> None:
         t.changed(f"created database {DATABASE}")
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=SITE_TIERS)
 def database_settings(t: Target) -> None:
     """The site's database: PostgreSQL on the primary its links lead to, with this lab's role and password
     (step 1's settings say SQLite). An app server this converge starts later restarts on the "app-config" event; a

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 
 from lab.recipes import Target, recipe
-from provision.step1_bootstrap.recipes import CURRENT, PREVIOUS, RELEASES
+from provision.step1_bootstrap.recipes import CURRENT, PREVIOUS, RELEASES, SITE_TIERS
 
 KEEP_RELEASES = 3
 DEPLOY_LOG = "/srv/bank/deploys.log"  # one line per switch of `current`: "<UTC time> <release> <how>", newest last
 RELEASE_NAME = re.compile(r"^[0-9a-f]{12}$")  # app_archive()'s content hash; anything else is not a release
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=SITE_TIERS)
 def prune_releases(t: Target) -> None:
     current = t.run("readlink %s", CURRENT).stdout.strip()
     previous = t.run("readlink %s", PREVIOUS, check=False).stdout.strip()  # what `lab rollback` goes back to
@@ -43,7 +43,7 @@ def logged_release(t: Target) -> str:
     return last[1] if len(last) > 1 else ""
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=SITE_TIERS)
 def deploy_log(t: Target) -> None:
     """Every release `current` names is in the deploy log: `lab up` records the switches it made (`lab deploy`,
     `lab rollback` and `fab deploy` record their own)."""

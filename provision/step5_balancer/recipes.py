@@ -33,6 +33,9 @@ LOGIN_PATHS = ("/accounts/login/", "/admin/login/")
 # every connection): at a few thousand requests/s the default 28k ports sit in TIME_WAIT within seconds
 # and the balancer stalls. Reusing TIME_WAIT ports for new outgoing connections is safe with timestamps on.
 BALANCER_SYSCTLS = {"net.ipv4.tcp_tw_reuse": "1", "net.ipv4.ip_local_port_range": "15000 64999"}
+# A balancer of a pair listens on the floating address too, held or not (step5_lbpair): nginx binds it unheld.
+# Said both ways, so a lab back to one balancer binds its own address only again (0 is the kernel's default).
+NONLOCAL_BIND = "net.ipv4.ip_nonlocal_bind"
 
 
 SERVER_PARAMETERS = "max_fails=1 fail_timeout=10s"
@@ -71,16 +74,19 @@ def upstream_servers(hosts: list[Host], answering: set[str], down: frozenset[str
             for h in listed]
 
 
-def site_values(servers: list[dict[str, str]]) -> dict[str, object]:
-    """What the balancer's site template prints besides the host: its upstream servers and the constants above."""
-    return {"servers": servers, "static_root": STATIC_ROOT, "http_port": HTTP_PORT, "https_port": HTTPS_PORT,
+def site_values(servers: list[dict[str, str]], addresses: Iterable[str]) -> dict[str, object]:
+    """What the balancer's site template prints besides the host: its upstream servers, the addresses it listens on
+    (Topology.addresses: a pair's floating one too) and the constants above."""
+    return {"servers": servers, "addresses": list(addresses), "static_root": STATIC_ROOT, "http_port": HTTP_PORT,
+            "https_port": HTTPS_PORT,
             "plain_bench_port": PLAIN_BENCH_PORT, "plain_bench_paths": PLAIN_BENCH_PATHS,
             "tls_pem": TLS_PEM, "login_paths": LOGIN_PATHS, "login_rate": f"{LOGIN_RATE_PER_SECOND}r/s",
             "login_burst": LOGIN_BURST, "request_timeout_s": REQUEST_TIMEOUT_S}
 
 
 def write_site(lb: Target, servers: list[dict[str, str]]) -> bool:
-    changed = lb.template(SITE, "step5_balancer/templates/nginx-bank.conf.j2", **site_values(servers))
+    changed = lb.template(SITE, "step5_balancer/templates/nginx-bank.conf.j2",
+                          **site_values(servers, lb.topology.addresses(lb.host)))
     if changed:
         _check_config(lb)
     return changed
@@ -103,10 +109,11 @@ def certificate(t: Target) -> None:
     with t.owed("nginx-certificate") as earlier_change:
         # Only the certificate comes back from the host, never the key.
         found = t.run("sed -n %s %s 2>/dev/null", "/BEGIN CERTIFICATE/,/END CERTIFICATE/p", TLS_PEM, check=False).stdout
-        reason = reason_to_reissue(found, authority, [t.host.name], [t.host.ip])
+        addresses = t.topology.addresses(t.host)  # a pair's floating address too: the site's, whoever holds it
+        reason = reason_to_reissue(found, authority, [t.host.name], addresses)
         changed = False
         if reason:
-            changed = t.file(TLS_PEM, issue(authority, [t.host.name], [t.host.ip]), 0o600)
+            changed = t.file(TLS_PEM, issue(authority, [t.host.name], addresses), 0o600)
             t.changed(f"new certificate from the lab CA ({reason})")
         elif t.run("stat -c %s %s", "%a %U %G", TLS_PEM).stdout.split() != ["600", "root", "root"]:
             t.run("chown root:root %s && chmod 600 %s", TLS_PEM, TLS_PEM)
@@ -115,6 +122,20 @@ def certificate(t: Target) -> None:
             _check_config(t)
             t.run("systemctl reload nginx")
             t.changed("reloaded nginx for its new certificate")
+
+
+@recipe(tiers=("lb",))
+def balancer_network(t: Target) -> None:
+    """Kernel settings a busy reverse proxy needs, kept in sysctl.d so they survive a reboot; before nginx, which
+    needs them to bind a pair's floating address."""
+    wanted = {**BALANCER_SYSCTLS, NONLOCAL_BIND: "1" if t.host in t.topology.balancer_pair else "0"}
+    t.file(SYSCTL_FILE, "".join(f"{key} = {value}\n" for key, value in wanted.items()))
+    live = {key: " ".join(t.run("sysctl -n %s", key).stdout.split()) for key in wanted}
+    if live != wanted:
+        applied = t.run("sysctl -q -p %s", SYSCTL_FILE, check=False)
+        if not applied.ok:
+            raise RecipeError(f"cannot apply {SYSCTL_FILE}: {applied.stderr.strip()}")
+        t.changed("applied " + ", ".join(f"{k}={v}" for k, v in wanted.items() if live[k] != v))
 
 
 @recipe(tiers=("lb",), after=("step3_appserver.gunicorn", "step3_appserver.mod_wsgi", "step5_balancer.certificate"))
@@ -179,18 +200,6 @@ class NginxPool:
 
 
 BALANCER_POOL = NginxPool()  # found by lab.recipes.discovery.balancer_pool: the rolling restarts of step 3 go through it
-
-
-@recipe(tiers=("lb",))
-def balancer_network(t: Target) -> None:
-    """Kernel settings a busy reverse proxy needs, kept in sysctl.d so they survive a reboot."""
-    t.file(SYSCTL_FILE, "".join(f"{key} = {value}\n" for key, value in BALANCER_SYSCTLS.items()))
-    live = {key: " ".join(t.run("sysctl -n %s", key).stdout.split()) for key in BALANCER_SYSCTLS}
-    if live != BALANCER_SYSCTLS:
-        applied = t.run("sysctl -q -p %s", SYSCTL_FILE, check=False)
-        if not applied.ok:
-            raise RecipeError(f"cannot apply {SYSCTL_FILE}: {applied.stderr.strip()}")
-        t.changed("applied " + ", ".join(f"{k}={v}" for k, v in BALANCER_SYSCTLS.items() if live[k] != v))
 
 
 @recipe(tiers=("lb",), requires=("step3_appserver.static_files",))

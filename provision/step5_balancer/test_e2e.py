@@ -134,7 +134,7 @@ class Customer:
 @pytest.fixture(scope="module")
 def customers(tls_context, lab, labdir):
     # customer0001 and customer0002 are made by step 2 with the lab's demo password.
-    site = f"https://{lab.serving('https')[0].ip}"
+    site = f"https://{lab.site_address}"  # a balancer pair's floating address, or the one balancer's
     password = labdir.secrets()["demo_password"]
     return Customer(tls_context, site, "customer0001", password), Customer(tls_context, site, "customer0002", password)
 
