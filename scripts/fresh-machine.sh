@@ -57,7 +57,9 @@ if [[ -n $scope ]]; then
   ((!run_readme)) || { echo "fresh-machine: --run needs the whole machine fresh, not --lab" >&2; exit 2; }
   LAB_NAME=$scope
 fi
-HOST_DOMAIN="^$LAB_NAME-(lb|web|db|cache|loadgen)[0-9]+\$"
+# Every tier of lab/stack.py (tests/test_unit_machine_packages.py holds the two lists equal).
+TIERS="lb|web|db|cache|loadgen|q|search|monitor"
+HOST_DOMAIN="^$LAB_NAME-($TIERS)[0-9]+\$"
 whole_machine() { [[ -z $scope ]]; }
 short_id() { printf '%s' "$1" | sha1sum | cut -c1-8; }  # lab.providers.local.paths.short_id, for one lab's names
 if [[ $(id -u) -ne 0 ]]; then
@@ -164,7 +166,7 @@ if virsh_ok; then
     fi
   fi
   if whole_machine && virsh -c "$URI" pool-info default >/dev/null 2>&1; then
-    left=$(virsh -c "$URI" vol-list default | awk 'NR > 2 && NF' | grep -cvE "^ *($BOX_VOLUME_PREFIX|[A-Za-z0-9_.-]+-(lb|web|db|cache|loadgen)[0-9]+\.img)" || true)
+    left=$(virsh -c "$URI" vol-list default | awk 'NR > 2 && NF' | grep -cvE "^ *($BOX_VOLUME_PREFIX|[A-Za-z0-9_.-]+-($TIERS)[0-9]+\.img)" || true)
     if [[ $left -eq 0 ]]; then
       remove "libvirt storage pool default (empty once lab's volumes are gone)" \
         sh -c "virsh -c $URI pool-destroy default >/dev/null 2>&1; virsh -c $URI pool-undefine default >/dev/null"

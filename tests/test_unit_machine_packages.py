@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import machine_packages
+from lab import machine_packages, stack
 from lab.errors import MissingDependency, NotUp, exit_code_for
 from lab.lifecycle import Project
 from lab.providers.vagrant import libvirt
@@ -325,6 +325,11 @@ FRESH = REPO / "scripts" / "fresh-machine.sh"
 
 def fresh_machine(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(FRESH), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+
+
+def test_fresh_machine_knows_every_tier_a_vm_can_be_named_after():
+    tiers = re.search(r'^TIERS="([^"]*)"', FRESH.read_text(), re.MULTILINE)
+    assert tiers and set(tiers.group(1).split("|")) == set(stack.current().tiers)
 
 
 def test_fresh_machine_keeps_what_the_base_image_needs():
