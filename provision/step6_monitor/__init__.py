@@ -17,6 +17,7 @@ APP_PORT = 8000  # step 1's APP_PORT (provision.step1_bootstrap.recipes; a unit 
 # nginx's connection counts, on the balancer's loopback only (its exporter runs beside it)
 STUB_STATUS_LISTEN, STUB_STATUS_PATH = "127.0.0.1:8081", "/stub_status"
 STUB_STATUS_URL = f"http://{STUB_STATUS_LISTEN}{STUB_STATUS_PATH}"
+PROCESS_EXPORTER_CONFIG = "/etc/prometheus/lab-process-exporter.yml"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ EXPORTERS = (
              "-nginx.retries=20 -nginx.retry-interval=3s"),
     # Connects over PostgreSQL's Unix socket as the role "prometheus" (pg_monitor), by peer authentication.
     Exporter("postgres", "db", 9187, "prometheus-postgres-exporter", "--web.listen-address={address}:{port}"),
+    # The host's own processes, grouped by command name: CPU seconds and resident memory. A local (nspawn) host sees
+    # the machine's /proc/stat and /proc/meminfo, so the node exporter's CPU and memory are the machine's there; the
+    # processes in the host's own PID namespace are the host's, under either provider (`lab bench` graphs them).
+    Exporter("process", EVERY_TIER, 9256, "prometheus-process-exporter",
+             f"-web.listen-address={{address}}:{{port}} -config.path={PROCESS_EXPORTER_CONFIG}"),
 )
 
 register_tier(

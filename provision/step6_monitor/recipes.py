@@ -10,8 +10,9 @@ from lab.stack import EVERY_TIER, all_tiers
 from lab.topology import Host, Topology
 from provision.step2_database.recipes import psql_script
 from provision.step3_appserver.recipes import HEALTH_PATH
-from provision.step6_monitor import (ALERTMANAGER_PORT, APP_PROBE_PURPOSE, EXPORTERS, MONITOR_TIER, PROMETHEUS_PORT,
-                                     STUB_STATUS_LISTEN, STUB_STATUS_PATH, Exporter)
+from provision.step6_monitor import (ALERTMANAGER_PORT, APP_PROBE_PURPOSE, EXPORTERS, MONITOR_TIER,
+                                     PROCESS_EXPORTER_CONFIG, PROMETHEUS_PORT, STUB_STATUS_LISTEN, STUB_STATUS_PATH,
+                                     Exporter)
 
 LOOPBACK = "127.0.0.1"
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
@@ -106,13 +107,15 @@ def exporter_wanted(t: Target, job: str) -> Exporter | None:
     return None
 
 
-def serve_exporter(t: Target, exporter: Exporter) -> None:
-    """An installed exporter with its flags (and environment), listening where its link says."""
+def serve_exporter(t: Target, exporter: Exporter, config: tuple[str, str, dict[str, Any]] | None = None) -> None:
+    """An installed exporter with its flags (and environment), and its config file if it has one (path, template,
+    values), listening where its link says."""
     unit = exporter.package
     with t.owed(f"{unit}-restart") as earlier_change:
-        changed = t.template(f"/etc/default/{unit}", "step6_monitor/templates/exporter.default.j2",
-                             unit=unit, args=exporter_args(t.topology, t.host, exporter),
-                             environment=exporter_environment(exporter))
+        changed = t.template(config[0], config[1], **config[2]) if config else False
+        changed |= t.template(f"/etc/default/{unit}", "step6_monitor/templates/exporter.default.j2",
+                              unit=unit, args=exporter_args(t.topology, t.host, exporter),
+                              environment=exporter_environment(exporter))
         t.service(unit, restart=changed or earlier_change)
     t.wait_for_port(exporter_address(t.topology, t.host, exporter), exporter.port)
 
@@ -140,6 +143,16 @@ def postgres_exporter(t: Target) -> None:
     if exporter:
         t.packages("prometheus-postgres-exporter")
         serve_exporter(t, exporter)
+
+
+@recipe(tiers=all_tiers())
+def process_exporter(t: Target) -> None:
+    exporter = exporter_wanted(t, "process")
+    if exporter:
+        t.packages("prometheus-process-exporter")
+        # process-exporter's own template syntax, printed as a value: one group per command name
+        serve_exporter(t, exporter, (PROCESS_EXPORTER_CONFIG, "step6_monitor/templates/process-exporter.yml.j2",
+                                     {"group_name": "{{.Comm}}"}))
 
 
 def exporter_environment(exporter: Exporter) -> dict[str, str]:
