@@ -53,7 +53,7 @@ EXPORTERS = (
              "-nginx.retries=20 -nginx.retry-interval=3s"),
     # Connects over PostgreSQL's Unix socket as the role "prometheus" (pg_monitor), by peer authentication.
     Exporter("postgres", "db", 9187, "prometheus-postgres-exporter", "--web.listen-address={address}:{port}"),
-    # The host's own processes, grouped by command name: CPU seconds and resident memory. A local (nspawn) host sees
+    # The host's own processes, as one group: CPU seconds and resident memory. A local (nspawn) host sees
     # the machine's /proc/stat and /proc/meminfo, so the node exporter's CPU and memory are the machine's there; the
     # processes in the host's own PID namespace are the host's, under either provider (`lab bench` graphs them).
     Exporter("process", EVERY_TIER, 9256, "prometheus-process-exporter",

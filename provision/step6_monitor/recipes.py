@@ -15,6 +15,7 @@ from provision.step6_monitor import (ALERTMANAGER_PORT, APP_PROBE_PURPOSE, EXPOR
                                      Exporter)
 
 LOOPBACK = "127.0.0.1"
+PROCESS_GROUP = "host"  # the process exporter's one group: every process of the host
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
 ALERT_RULES = "/etc/prometheus/lab-alerts.yml"
 ALERTMANAGER_CONFIG = "/etc/prometheus/alertmanager.yml"
@@ -150,9 +151,8 @@ def process_exporter(t: Target) -> None:
     exporter = exporter_wanted(t, "process")
     if exporter:
         t.packages("prometheus-process-exporter")
-        # process-exporter's own template syntax, printed as a value: one group per command name
         serve_exporter(t, exporter, (PROCESS_EXPORTER_CONFIG, "step6_monitor/templates/process-exporter.yml.j2",
-                                     {"group_name": "{{.Comm}}"}))
+                                     {"group_name": PROCESS_GROUP}))
 
 
 def exporter_environment(exporter: Exporter) -> dict[str, str]:
