@@ -57,7 +57,7 @@ def failover_under_locust(lab: ScratchLab, results: Path, users: int, around_s: 
             time.sleep(HOLDER_POLL_S)
         marks["peer_holds"] = time.time()
 
-    figures = locust_while(lab, results, strike, users, around_s, limit_s=4 * around_s + 120)
+    figures = locust_while(lab, results, strike, users, around_s, limit_s=int(4 * around_s) + 120)  # Locust wants whole seconds
     failing = [second["t"] for second in read_window(output_paths(results)["window"]) if second["fail"]]
     total = figures["requests"]
     return {"fault": f"systemctl stop nginx on {holder}", "users": users, "load_s": round(figures["seconds"] + 2 * around_s, 1),
