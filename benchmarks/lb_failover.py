@@ -16,6 +16,8 @@ SECONDS, to the lab's own hosts only. Prints one JSON document. Run as root:
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import platform
@@ -23,10 +25,10 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 from lab.balancer_failover import HOLDER_POLL_S, failover_under_load, holders, holds_address
-from lab.bench.locust import output_paths, read_window
 from lab.testing import ScratchLab, benchmark_main, locust_while, scratch_lab
 from lab.topology import Topology
 
@@ -43,8 +45,8 @@ def medians(runs: list[dict]) -> dict:
 def failover_under_locust(lab: ScratchLab, results: Path, users: int, around_s: float) -> dict:
     """nginx stopped on the balancer holding the floating address while Locust's SiteVisitor users browse the site
     through it (pages, database views, static files; the rollout tests' users), from around_s before to around_s
-    after: Locust's successful and failed requests, when the peer held the address, and the seconds in which some
-    request failed (Locust's per-second window)."""
+    after: Locust's successful and failed requests, when the peer held the address, and from when to when requests
+    failed (its failures report's first and last time seen, to the second)."""
     topology = Topology.from_dict(lab.state["topology"])
     holder = holders(lab)[0]
     peer = next(h.name for h in topology.balancer_pair if h.name != holder)
@@ -58,15 +60,19 @@ def failover_under_locust(lab: ScratchLab, results: Path, users: int, around_s: 
         marks["peer_holds"] = time.time()
 
     figures = locust_while(lab, results, strike, users, around_s, limit_s=int(4 * around_s) + 120)  # Locust wants whole seconds
-    failing = [second["t"] for second in read_window(output_paths(results)["window"]) if second["fail"]]
+    # Locust's failures report: each error's first and last time seen, to the second
+    rows = list(csv.DictReader(io.StringIO(figures["failure_report"])))
+    seen = [datetime.fromisoformat(row[key].replace("Z", "+00:00")).timestamp() for row in rows
+            for key in ("First Seen", "Last Seen") if row.get(key)]
+    failing = [min(seen), max(seen)] if seen else []
     total = figures["requests"]
     return {"fault": f"systemctl stop nginx on {holder}", "users": users, "load_s": round(figures["seconds"] + 2 * around_s, 1),
             "requests": total, "failed": figures["failures"],
             "failed_percent": round(100 * figures["failures"] / total, 2) if total else None,
             "held_after": peer if holds_address(lab, peer, topology.floating_ip) else None,
             "peer_holds_after_s": round(marks["peer_holds"] - marks["stopped"], 2),
-            "seconds_with_failures": len(failing),
-            "failures_from_to_s": [round(failing[0] - marks["stopped"], 1), round(failing[-1] + 1 - marks["stopped"], 1)]
+            # whole seconds: the failures began and ended within these, counted from nginx's stop
+            "failures_from_to_s": [round(failing[0] - marks["stopped"]), round(failing[-1] + 1 - marks["stopped"])]
             if failing else None,
             "failure_report": figures["failure_report"].splitlines()[1:6]}
 
