@@ -54,6 +54,11 @@ def bar_chart(cells: list[CellReport], attribute: str, unit: str) -> dict:
             "bar_height": BAR_HEIGHT}
 
 
+def _polyline(points: list[tuple[float, float]], max_t: float, max_v: float, plot_w: float, plot_h: float) -> str:
+    """SVG polyline points of (seconds, value) pairs in a plot whose origin is at (50, 10 + plot_h)."""
+    return " ".join(f"{50 + t / max_t * plot_w:.1f},{10 + plot_h - v / max_v * plot_h:.1f}" for t, v in points)
+
+
 def timeline_chart(cells: list[CellReport], column: int, height: int = 220) -> dict:
     """One line per cell (its median run): column 1 is successful requests/s, 2 is p95 ms, each second of the same
     steady window the headline figures come from."""
@@ -70,7 +75,7 @@ def timeline_chart(cells: list[CellReport], column: int, height: int = 220) -> d
     plot_w, plot_h = WIDTH - 70, height - 40
     series = []
     for index, cell, timeline in chosen:
-        points = " ".join(f"{50 + p[0] / max_t * plot_w:.1f},{10 + plot_h - p[column] / max_v * plot_h:.1f}" for p in timeline)
+        points = _polyline([(p[0], p[column]) for p in timeline], max_t, max_v, plot_w, plot_h)
         series.append(Series(cell.cell.label, points, PALETTE[index % len(PALETTE)]))
     return {"series": series, "height": height, "width": WIDTH, "max_t": f"{max_t:.0f}", "max_v": f"{max_v:,.0f}",
             "plot_bottom": 10 + plot_h, "plot_right": 50 + plot_w}
@@ -81,8 +86,7 @@ def host_chart(lines: dict[str, list[tuple[float, float]]], unit: str, height: i
     max_t = max((p[0] for points in lines.values() for p in points), default=1.0) or 1.0
     max_v = max((p[1] for points in lines.values() for p in points), default=1.0) or 1.0
     plot_w, plot_h = WIDTH - 70, height - 40
-    series = [Series(host, " ".join(f"{50 + t / max_t * plot_w:.1f},{10 + plot_h - v / max_v * plot_h:.1f}"
-                                    for t, v in points), PALETTE[index % len(PALETTE)])
+    series = [Series(host, _polyline(points, max_t, max_v, plot_w, plot_h), PALETTE[index % len(PALETTE)])
               for index, (host, points) in enumerate(lines.items()) if points]
     return {"series": series, "height": height, "width": WIDTH, "max_t": f"{max_t:.0f}",
             "max_v": f"{max_v:,.2f}" if max_v < 10 else f"{max_v:,.0f}", "unit": unit,
