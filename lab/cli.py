@@ -285,7 +285,7 @@ def _list(kind: Callable[[str], Any]) -> Callable[[Any, Any, str | None], tuple 
 @click.option("--warmup", type=int, default=5, show_default=True, help="Seconds of uncounted warm-up per configuration.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Measured runs per configuration.")
 @click.option("--processes", type=int, default=1, show_default=True, help="Locust processes (one is usually best on 2 cores).")
-@click.option("--scenario", default="mix", show_default=True, help="Locustfile in loadtests/: mix or hello.")
+@click.option("--scenario", default="mix", show_default=True, help="Locustfile in loadtests/: mix, hello or api (the JSON API, docs/api.md).")
 @click.option("--reference-wrk", is_flag=True, help="Also run wrk at the same target as a reference ceiling.")
 @click.option("--compare", nargs=2, metavar="RUN_A RUN_B", default=None, help="Print the deltas between two earlier runs and exit.")
 @click.option("--fail-under-rps", type=float, default=None, help="Exit 14 if any configuration's median req/s is below this.")
