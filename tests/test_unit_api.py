@@ -217,3 +217,27 @@ def test_the_bench_makes_one_token_per_customer(monkeypatch):
     assert command.endswith("manage.py api_token --customers 2 --name lab-bench") and user == "bank"
     with pytest.raises(Exception, match="printed 1 tokens for 2 customers"):
         money.api_tokens(PROJECT, 2, "lab-bench", connect=lambda labdir, name: TokenHost("customer0001 bank_a\n"))
+
+
+def test_lab_up_api_makes_the_api_hosts(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from lab import cli
+
+    seen = []
+
+    class Report:
+        def summary(self):
+            return "done"
+
+    def fake_up(project, overrides, say, on_result, max_step=None, forget=False, on_converged=None, offline=False):
+        seen.append(project.topology(overrides))
+        return Report()
+
+    monkeypatch.setattr(cli.lifecycle, "up", fake_up)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LAB_API", raising=False)
+    result = CliRunner().invoke(cli.cli, ["up", "--api", "2"])
+    assert result.exit_code == 0, result.output
+    assert [h.name for h in seen[0].tier("api")] == ["api1", "api2"]
+    assert CliRunner().invoke(cli.cli, ["up", "--api", "5"]).exit_code != 0  # at most 4: refused

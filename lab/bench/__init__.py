@@ -93,8 +93,9 @@ def _check_bench_request(request: BenchRequest) -> None:
         if scheme not in SCHEMES:
             raise UsageError(f"--scheme must be http, https or both (got {scheme!r})")
     if "http" in (request.schemes or ()) and request.scenario not in SCENARIOS_WITHOUT_LOGIN:
-        raise UsageError(f"--scheme http cannot run the {request.scenario} scenario: its sign-ins (a login's Secure "
-                         f"cookie, an API token) never travel over plain HTTP; measure the cost of TLS with --scenario hello")
+        raise UsageError(f"--scheme http cannot run the {request.scenario} scenario: its logins need Secure cookies (and "
+                         f"the API's bearer tokens TLS), which never travel over plain HTTP; measure the cost of TLS "
+                         f"with --scenario hello")
     if request.reference_wrk and request.scenario not in SCENARIO_PATHS:
         raise UsageError(f"--reference-wrk has no page to measure for the {request.scenario} scenario: its requests "
                          f"need a customer's token each")

@@ -22,9 +22,9 @@ TIERS = ("api", "lb")
 # `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
 HINTS = {
     "test_the_app_server_answers_on_the_api_host": "`lab ssh api1 systemctl status gunicorn`; api1's /etc/bank/bank.toml; `lab ssh api1 curl -s http://<api1's IP>:8000/health/`",
-    "test_a_customers_token_gets_their_accounts_through_the_balancer": "`lab ssh web1 ...manage.py api_token customer0001`, then `curl --cacert \"$(lab ca)\" -H 'Authorization: Bearer <token>' https://<lb1's IP>/api/accounts/`; nginx's `location /api/` proxies to upstream bank_api",
+    "test_a_customers_token_gets_their_accounts_through_the_balancer": "a token from `manage.py api_token customer0001`, then `curl -H 'Authorization: Bearer <token>'` lb1's /api/accounts/ (docs/api.md)",
     "test_no_token_is_401": "the API's views answer 401 without `Authorization: Bearer <token>` (app/accounts/api.py); a 404 means the release predates the API: `lab deploy`",
-    "test_a_burst_beyond_the_allowance_is_429_for_that_client_only": "lb1's `limit_req_zone $bank_api_client zone=bank_api` and, in `location /api/`, `limit_req zone=bank_api burst=40 nodelay; limit_req_status 429;`",
+    "test_a_burst_beyond_the_allowance_is_429_for_that_client_only": "lb1's `limit_req_zone $bank_api_client zone=bank_api`; in `location /api/`: `limit_req zone=bank_api burst=40 nodelay;` + `limit_req_status 429;`",
 }
 CUSTOMER = "customer0001"  # made by step 2's sample data, with two accounts CU0001-*
 TOKEN_NAME = "lab-check"  # replaced on every run, revoked after it
