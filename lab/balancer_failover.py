@@ -31,7 +31,7 @@ def holders(lab: Lab) -> list[str]:
     return [row["name"] for row in json.loads(lab.ok("status", "--format", "json")) if row.get("holds")]
 
 
-def _peer_holds(lab: Lab, peer: str, address: str) -> bool:
+def holds_address(lab: Lab, peer: str, address: str) -> bool:
     """Asked with plain ssh on the lab's ssh_config: `lab ssh` would add a Python start (a second or more on a busy
     machine) to every poll."""
     answer = subprocess.run(["ssh", "-F", str(lab.folder / ".lab" / "ssh_config"), "-o", "BatchMode=yes", peer,
@@ -70,7 +70,7 @@ def failover_under_load(lab: Lab, fault: str, clients: int = 8, seconds: float =
             get_provider(lab.state["provider"]).power_off(project, holder)
         marks["ended"] = time.monotonic() - load_started
         while time.monotonic() - load_started < seconds:
-            if _peer_holds(lab, peer, address):
+            if holds_address(lab, peer, address):
                 marks["peer_holds"] = time.monotonic() - load_started
                 return
             time.sleep(HOLDER_POLL_S)

@@ -12,6 +12,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
+from lab import lifecycle
 from lab.hosts import HostFacts
 from lab.recipes import Recipe, converge
 from lab.testing import linux_topology
@@ -35,6 +36,23 @@ def no_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LAB_DIR", str(tmp_path / ".lab"))
     return tmp_path
+
+
+@pytest.fixture
+def recorded_up(monkeypatch: pytest.MonkeyPatch) -> list[Topology]:
+    """`lab up` with nothing made: each call's topology (what the flags and settings resolved to) is recorded."""
+    seen: list[Topology] = []
+
+    class Report:
+        def summary(self) -> str:
+            return "done"
+
+    def fake_up(project, overrides, say, on_result, max_step=None, forget=False, on_converged=None, offline=False):
+        seen.append(project.topology(overrides))
+        return Report()
+
+    monkeypatch.setattr(lifecycle, "up", fake_up)
+    return seen
 
 
 @pytest.fixture

@@ -342,6 +342,20 @@ def test_worker_processes_ship_their_seconds_to_the_master(site: str, tmp_path: 
     assert window.requests > 0 and window.hosts == {"web1": window.requests}
 
 
+
+def test_worker_processes_run_while_another_locust_holds_the_default_master_port(site: str, tmp_path: Path) -> None:
+    """The fresh-machine run's failure: a loadgen bench's master held 5557 while this test's Locust bound *:5557."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other_master:
+        try:
+            other_master.bind(("0.0.0.0", 5557))
+            other_master.listen()
+        except OSError:
+            pass  # already held by something else: the case under test
+        settings = BenchSettings(site, 2, 2.0, 60, HELLO, tmp_path / "run", processes=2, extra_env={"LAB_WAIT": "0"})
+        seconds, start, end, _, _ = _measure(settings, seconds=3, warmup=5)
+    assert sum(s["ready"] for s in seconds) == 2
+    assert window_figures(seconds, start, end, users=2).requests > 0
+
 # --- over HTTPS: POSTs carry a Referer, a login paced by the balancer (429) is retried, not failed -------------------
 
 class _BankHandler(http.server.BaseHTTPRequestHandler):

@@ -165,18 +165,8 @@ def test_up_with_unknown_app_server_is_a_topology_error(no_lab, capfd):
     assert not (no_lab / ".lab").exists()
 
 
-def test_up_passes_the_flag_to_the_topology(no_lab, monkeypatch):
-    seen: list[Topology] = []
-
-    class Report:
-        def summary(self):
-            return "done"
-
-    def fake_up(project, overrides, say, on_result, max_step=None, forget=False, on_converged=None, offline=False):
-        seen.append(project.topology(overrides))
-        return Report()
-
-    monkeypatch.setattr(cli_module.lifecycle, "up", fake_up)
+def test_up_passes_the_flag_to_the_topology(no_lab, monkeypatch, recorded_up):
+    seen = recorded_up
     monkeypatch.setenv("LAB_APP_SERVER", "gunicorn")
     result = CliRunner().invoke(cli, ["up", "--app-server", "mod_wsgi"])
     assert result.exit_code == 0, result.output

@@ -1,6 +1,8 @@
 """Unit tests for lab.hostcheck: checks see every host as root, whoever the provider logs in as (no host needed)."""
 from __future__ import annotations
 
+import pytest
+
 from lab import hostcheck
 from lab.state import LabDir
 
@@ -42,24 +44,14 @@ def test_a_check_whose_control_master_was_exiting_runs_again(tmp_path, monkeypat
 
 def test_a_master_that_keeps_failing_is_reported_after_the_retries():
     run_ssh, calls = failing_first(10, MUX_ERROR)
-    run = hostcheck.retrying_mux_failures(run_ssh, pause_s=0)
-    try:
-        run("id")
-    except RuntimeError as error:
-        assert "control master" in str(error)
-    else:
-        raise AssertionError("a lasting mux failure must be raised")
+    with pytest.raises(RuntimeError, match="control master"):  # a lasting mux failure is raised
+        hostcheck.retrying_mux_failures(run_ssh, pause_s=0)("id")
     assert len(calls) == hostcheck.MUX_RETRIES + 1
 
 
 def test_an_unreachable_host_is_not_tried_again():
     run_ssh, calls = failing_first(1, "CommandResult(exit_status=255, _stderr=b'ssh: connect to host 192.168.56.21 "
                                       "port 22: No route to host')")
-    run = hostcheck.retrying_mux_failures(run_ssh, pause_s=0)
-    try:
-        run("id")
-    except RuntimeError as error:
-        assert "No route to host" in str(error)
-    else:
-        raise AssertionError("only mux failures are tried again")
+    with pytest.raises(RuntimeError, match="No route to host"):  # raised at once: only mux failures are tried again
+        hostcheck.retrying_mux_failures(run_ssh, pause_s=0)("id")
     assert calls == ["id"]

@@ -253,5 +253,5 @@ def test_a_registered_kind_gets_every_hosts_recipes_and_checks():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ("['step1_bootstrap.hosts_file', 'step1_bootstrap.package_proxy', 'step1_bootstrap.firewall', "
-                   "'step6_monitor.node_exporter'] "
-                   "('lb', 'web', 'db', 'cache', 'api', 'loadgen', 'monitor', 'q', 'search', 'extra')")  # cache .. search: provision/step6_*
+                   "'step6_monitor.node_exporter', 'step6_monitor.process_exporter'] "
+                   "('lb', 'web', 'db', 'cache', 'api', 'loadgen', 'q', 'monitor', 'search', 'extra')")  # cache .. search: provision/step6_* (q before monitor: the monitor's Redis exporter names the q tier)

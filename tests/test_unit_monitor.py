@@ -94,6 +94,7 @@ def test_prometheus_gets_its_targets_rules_and_alertmanager_on_the_private_addre
         "192.168.56.91:9090", "192.168.56.91:9093",
         *(f"{h.ip if h.name != 'monitor1' else '127.0.0.1'}:9100" for h in monitored.hosts),
         "192.168.56.11:9113", "192.168.56.31:9187", "192.168.56.32:9187",
+        *(f"{h.ip if h.name != 'monitor1' else '127.0.0.1'}:9256" for h in monitored.hosts),
         "http://192.168.56.21:8000/health/", "http://192.168.56.22:8000/health/"]
     assert 'replacement: "127.0.0.1:9115"' in config and f"  - {recipes.ALERT_RULES}\n" in config
     assert "--web.listen-address=192.168.56.91:9090" in files["/etc/default/prometheus"]
@@ -131,7 +132,8 @@ def test_the_monitor_role_is_made_on_the_primary_only(monitored):
 def test_without_a_monitor_host_no_exporter_is_installed_or_configured():
     minimal = lab()
     for recipe, host in ((recipes.node_exporter, "web1"), (recipes.nginx_exporter, "lb1"),
-                         (recipes.postgres_exporter, "db1"), (recipes.nginx_stub_status, "lb1"),
+                         (recipes.postgres_exporter, "db1"), (recipes.process_exporter, "web1"),
+                         (recipes.nginx_stub_status, "lb1"),
                          (recipes.postgres_monitor_role, "db1")):
         files, commands, target = run(recipe, minimal, host)
         # the recording host says every unit is active: one an earlier lab started is stopped, nothing else

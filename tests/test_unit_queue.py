@@ -72,18 +72,8 @@ def test_lab_says_where_the_tasks_run():
     assert "queue: Redis on q1, Celery workers on q1, q2" in TWO_QUEUES.describe_data_tiers()
 
 
-def test_the_q_flag_gives_the_count_of_the_q_tier(monkeypatch, tmp_path: Path):
-    seen = []
-
-    class Report:
-        def summary(self):
-            return "done"
-
-    def fake_up(project, overrides, say, on_result, max_step=None, forget=False, on_converged=None, offline=False):
-        seen.append(project.topology(overrides))
-        return Report()
-
-    monkeypatch.setattr(cli.lifecycle, "up", fake_up)
+def test_the_q_flag_gives_the_count_of_the_q_tier(monkeypatch, tmp_path: Path, recorded_up):
+    seen = recorded_up
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LAB_Q", raising=False)
     result = CliRunner().invoke(cli.cli, ["up", "--q", "2"])

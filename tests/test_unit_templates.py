@@ -57,6 +57,7 @@ CASES: dict[str, tuple[str, dict]] = {
     "step6_monitor/templates/prometheus.yml.j2": ("db1", {**prometheus_values(TOPOLOGY, TOPOLOGY.host("db1")), "probes": [
         {"url": "http://192.168.56.21:8000/health/", "host": "web1", "tier": "web"}]}),
     "step6_monitor/templates/nginx-stub-status.conf.j2": ("lb1", {"listen": "127.0.0.1:8081", "location": "/stub_status"}),
+    "step6_monitor/templates/process-exporter.yml.j2": ("web1", {"group_name": "host"}),
     "step6_monitor/templates/exporter.default.j2": (
         "db1", {"unit": "prometheus-postgres-exporter", "args": "--web.listen-address=192.168.56.31:9187",
                 "environment": {"DATA_SOURCE_NAME": "user=prometheus host=/run/postgresql dbname=postgres"}},

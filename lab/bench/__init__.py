@@ -23,6 +23,7 @@ from lab.bench.distributed import remote_workers
 from lab.bench.html import render as render_report
 from lab.bench.locust import timestamped_results_dir
 from lab.bench.matrix import Cell, CellReport, MatrixSettings, compare_cells, measure_cell, tls_cost
+from lab.bench.monitor import host_graphs
 from lab.bench.tuning import ladder
 from lab.errors import BenchError, ThresholdMissed, TopologyError, UsageError, one_line
 from lab.files import write_atomically
@@ -267,6 +268,11 @@ def _bench_locked(project: Project, request: BenchRequest, say: Say, on_result: 
                         lambda: provider.host_cpu_seconds(project), say,
                         [h.name for h in _serving_the_scenario(current, request.scenario)],
                     ))
+                prometheus = lifecycle.monitor_urls(current).get("prometheus")
+                if prometheus and reports[-1].window:
+                    reports[-1].monitor = host_graphs(prometheus, reports[-1].window)
+                    if "error" in reports[-1].monitor:
+                        say(f"{resolved.label}: no graphs from the monitor host: {reports[-1].monitor['error']}")
                 _write_results(results_dir, reports, context, incomplete=f"{len(reports)} of {len(cells)} cells measured"
                                if len(reports) < len(cells) else None)
     except BaseException as error:  # a failed switch, or Ctrl-C mid-matrix: keep what was measured, put the lab back

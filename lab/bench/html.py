@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,11 @@ def bar_chart(cells: list[CellReport], attribute: str, unit: str) -> dict:
             "bar_height": BAR_HEIGHT}
 
 
+def _polyline(points: list[tuple[float, float]], max_t: float, max_v: float, plot_w: float, plot_h: float) -> str:
+    """SVG polyline points of (seconds, value) pairs in a plot whose origin is at (50, 10 + plot_h)."""
+    return " ".join(f"{50 + t / max_t * plot_w:.1f},{10 + plot_h - v / max_v * plot_h:.1f}" for t, v in points)
+
+
 def timeline_chart(cells: list[CellReport], column: int, height: int = 220) -> dict:
     """One line per cell (its median run): column 1 is successful requests/s, 2 is p95 ms, each second of the same
     steady window the headline figures come from."""
@@ -69,10 +75,40 @@ def timeline_chart(cells: list[CellReport], column: int, height: int = 220) -> d
     plot_w, plot_h = WIDTH - 70, height - 40
     series = []
     for index, cell, timeline in chosen:
-        points = " ".join(f"{50 + p[0] / max_t * plot_w:.1f},{10 + plot_h - p[column] / max_v * plot_h:.1f}" for p in timeline)
+        points = _polyline([(p[0], p[column]) for p in timeline], max_t, max_v, plot_w, plot_h)
         series.append(Series(cell.cell.label, points, PALETTE[index % len(PALETTE)]))
     return {"series": series, "height": height, "width": WIDTH, "max_t": f"{max_t:.0f}", "max_v": f"{max_v:,.0f}",
             "plot_bottom": 10 + plot_h, "plot_right": 50 + plot_w}
+
+
+def host_chart(lines: dict[str, list[tuple[float, float]]], unit: str, height: int = 160) -> dict:
+    """One line per host over a configuration's window (the monitor host's samples), on a shared scale."""
+    max_t = max((p[0] for points in lines.values() for p in points), default=1.0) or 1.0
+    max_v = max((p[1] for points in lines.values() for p in points), default=1.0) or 1.0
+    plot_w, plot_h = WIDTH - 70, height - 40
+    series = [Series(host, _polyline(points, max_t, max_v, plot_w, plot_h), PALETTE[index % len(PALETTE)])
+              for index, (host, points) in enumerate(lines.items()) if points]
+    return {"series": series, "height": height, "width": WIDTH, "max_t": f"{max_t:.0f}",
+            "max_v": f"{max_v:,.2f}" if max_v < 10 else f"{max_v:,.0f}", "unit": unit,
+            "plot_bottom": 10 + plot_h, "plot_right": 50 + plot_w}
+
+
+def monitor_sections(cells: list[CellReport]) -> list[dict]:
+    """Per configuration the monitor host saw: its source and window, each host's CPU and memory chart, or why not."""
+    sections = []
+    for cell in cells:
+        graphs = cell.monitor
+        if not graphs:
+            continue
+        start, end = graphs["window"]
+        section = {"label": cell.cell.label, "source": graphs["source"], "error": graphs.get("error", ""),
+                   "window": f"{time.strftime('%H:%M:%S', time.localtime(start))}–"
+                             f"{time.strftime('%H:%M:%S', time.localtime(end))} ({end - start:.0f} s)"}
+        if not section["error"]:
+            section["cpu"] = host_chart(graphs["cpu_cores"], "cores")
+            section["memory"] = host_chart(graphs["memory_mb"], "MB")
+        sections.append(section)
+    return sections
 
 
 def _figure(cell: CellReport, attribute: str, template: str = "{:,.0f}") -> str:
@@ -171,6 +207,7 @@ def render(cells: list[CellReport], title: str, context: dict) -> str:
         rps_chart=bar_chart(cells, "rps", "req/s"), p95_chart=bar_chart(cells, "p95_ms", "ms"),
         rps_timeline=timeline_chart(cells, 1), p95_timeline=timeline_chart(cells, 2),
         verdict=comparison_verdict(cells), settle_fix="a longer --warmup or fewer --users",
+        monitor=monitor_sections(cells),
     )
 
 

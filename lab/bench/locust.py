@@ -15,6 +15,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Mapping, NamedTuple
 
 from lab.errors import BenchError
+
+LOOPBACK = "127.0.0.1"
 from lab.files import write_atomically
 
 # The hard limit on one run is duration_s + this. It covers interpreter and
@@ -143,14 +146,27 @@ def output_paths(results_dir: Path) -> dict[str, Path]:
     }
 
 
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's pick), for a local Locust master."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
 def locust_command(settings: BenchSettings) -> list[str]:
     """The argv that runs Locust for these settings (paths made absolute: Locust runs in results_dir)."""
     results_dir = settings.results_dir.resolve()
     if settings.master_bind_host:
         distributed = ["--master", "--master-bind-host", settings.master_bind_host,
                        "--expect-workers", str(settings.expect_workers)]
+    elif settings.processes > 1:
+        # Locust's master and the workers it forks talk over a port: a free one on loopback, not Locust's default
+        # 5557 on every address, which another Locust on this machine (another lab's bench, a test) may hold.
+        port = str(free_loopback_port())
+        distributed = ["--processes", str(settings.processes), "--master-bind-host", LOOPBACK, "--master-bind-port", port,
+                       "--master-host", LOOPBACK, "--master-port", port]
     else:
-        distributed = ["--processes", str(settings.processes)] if settings.processes > 1 else []
+        distributed = []
     return [
         *settings.generator_prefix,
         sys.executable,

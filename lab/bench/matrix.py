@@ -85,6 +85,8 @@ class CellReport:
     runs: list[Run] = field(default_factory=list)
     error: str | None = None  # not measured, or measured and failed (over --max-failed-pct)
     bottleneck: str = ""
+    window: tuple[float, float] | None = None  # epoch seconds: the first repeat's start to the last one's end
+    monitor: dict | None = None  # the monitor host's graphs of that window (lab.bench.monitor.host_graphs)
 
     @property
     def settled(self) -> list[Run]:
@@ -179,6 +181,8 @@ class CellReport:
             "wrk_rps": self.wrk_rps,
             "wrk_errors": self.wrk_errors,
             "locust_over_wrk": self.wrk_ratio,
+            "window": list(self.window) if self.window else None,
+            "monitor": self.monitor,
         }
 
 
@@ -367,6 +371,8 @@ def measure_cell(cell: Cell, target: str, settings: MatrixSettings, results_dir:
         say(f"{cell.label}: failed: {report.error}")
     # The repeats that finished before an error still count: their seconds are in the window file.
     seconds = read_window(results_dir / "window.jsonl") if spans else []
+    if spans:
+        report.window = (spans[0][0], spans[-1][1])
     for index, (started, ended, generator, busy, hosts, wrk) in enumerate(spans, 1):
         run = Run.of(window_figures(seconds, started, ended, settings.users), generator, busy, hosts, wrk)
         report.runs.append(run)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lab.stack import EVERY_TIER, MACHINE, Link, TierSpec, register_tier
+from provision.step6_queue import REDIS_PORT  # imported first: the q tier is registered before a link names it
 
 STEP = 6
 TITLE = "Tune: a monitor host (Prometheus, Alertmanager)"
@@ -17,6 +18,7 @@ APP_PORT = 8000  # step 1's APP_PORT (provision.step1_bootstrap.recipes; a unit 
 # nginx's connection counts, on the balancer's loopback only (its exporter runs beside it)
 STUB_STATUS_LISTEN, STUB_STATUS_PATH = "127.0.0.1:8081", "/stub_status"
 STUB_STATUS_URL = f"http://{STUB_STATUS_LISTEN}{STUB_STATUS_PATH}"
+PROCESS_EXPORTER_CONFIG = "/etc/prometheus/lab-process-exporter.yml"
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,10 @@ class Exporter:
     tier: str  # a tier name, or EVERY_TIER
     port: int
     package: str
-    args: str  # its command-line flags; {address} and {port}: where it listens (recipes.exporter_address)
+    args: str  # its command-line flags; {address} and {port}: where it listens (recipes.exporter_address); {host_ip}
+    first_host_only: bool = False  # what it watches runs on the tier's first host only (Redis on q1)
+    password_env: str = ""  # the variable its password goes in (its /etc/default file is then 0600)
+    password_secret: str = ""  # which of the lab's secrets (.lab/secrets.toml) that password is
 
     @property
     def purpose(self) -> str:
@@ -38,8 +43,7 @@ class Exporter:
 
 # What Prometheus scrapes, one entry per exporter: the links below, the exporter's address and flags, Prometheus' scrape
 # jobs and the checks all follow this table; recipes.py has a five-line recipe per entry naming its package.
-# memcached (the cache tier): Debian 12 has no exporter package. Redis (a queue tier, once registered): Exporter("redis",
-# "<its tier>", 9121, "prometheus-redis-exporter", "-web.listen-address={address}:{port}") and its recipe.
+# memcached (the cache tier): Debian 12 has no exporter package.
 EXPORTERS = (
     # Only "/" is watched (the disk alert): every other mount point excluded, and overlay (a local host's root) not
     # excluded as node_exporter's default list does.
@@ -52,6 +56,15 @@ EXPORTERS = (
              "-nginx.retries=20 -nginx.retry-interval=3s"),
     # Connects over PostgreSQL's Unix socket as the role "prometheus" (pg_monitor), by peer authentication.
     Exporter("postgres", "db", 9187, "prometheus-postgres-exporter", "--web.listen-address={address}:{port}"),
+    # The host's own processes, as one group: CPU seconds and resident memory. A local (nspawn) host sees
+    # the machine's /proc/stat and /proc/meminfo, so the node exporter's CPU and memory are the machine's there; the
+    # processes in the host's own PID namespace are the host's, under either provider (`lab bench` graphs them).
+    Exporter("process", EVERY_TIER, 9256, "prometheus-process-exporter",
+             f"-web.listen-address={{address}}:{{port}} -config.path={PROCESS_EXPORTER_CONFIG}"),
+    # Redis on q1 (the queue tier), asked with the queue's password, which reaches the exporter in its environment.
+    Exporter("redis", "q", 9121, "prometheus-redis-exporter",
+             f"-web.listen-address={{address}}:{{port}} -redis.addr=redis://{{host_ip}}:{REDIS_PORT}",
+             first_host_only=True, password_env="REDIS_PASSWORD", password_secret="queue_password"),
 )
 
 register_tier(

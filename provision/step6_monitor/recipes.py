@@ -10,10 +10,12 @@ from lab.stack import EVERY_TIER, all_tiers
 from lab.topology import Host, Topology
 from provision.step2_database.recipes import psql_script
 from provision.step3_appserver.recipes import HEALTH_PATH
-from provision.step6_monitor import (ALERTMANAGER_PORT, APP_PROBE_PURPOSE, EXPORTERS, MONITOR_TIER, PROMETHEUS_PORT,
-                                     STUB_STATUS_LISTEN, STUB_STATUS_PATH, Exporter)
+from provision.step6_monitor import (ALERTMANAGER_PORT, APP_PROBE_PURPOSE, EXPORTERS, MONITOR_TIER,
+                                     PROCESS_EXPORTER_CONFIG, PROMETHEUS_PORT, STUB_STATUS_LISTEN, STUB_STATUS_PATH,
+                                     Exporter)
 
 LOOPBACK = "127.0.0.1"
+PROCESS_GROUP = "host"  # the process exporter's one group: every process of the host
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
 ALERT_RULES = "/etc/prometheus/lab-alerts.yml"
 ALERTMANAGER_CONFIG = "/etc/prometheus/alertmanager.yml"
@@ -34,7 +36,11 @@ DISK_FREE_BELOW = 0.10  # of "/"
 
 def scrapers(topology: Topology, host: Host, exporter: Exporter) -> tuple[Host, ...]:
     """The monitor hosts that scrape this host's exporter (its link's clients); none: the exporter has no business here."""
-    return topology.clients(host, exporter.purpose) if host.tier in exporter_tiers(topology, exporter) else ()
+    if host.tier not in exporter_tiers(topology, exporter):
+        return ()
+    if exporter.first_host_only and topology.tier(host.tier)[0].name != host.name:
+        return ()
+    return topology.clients(host, exporter.purpose)
 
 
 def exporter_tiers(topology: Topology, exporter: Exporter) -> tuple[str, ...]:
@@ -56,7 +62,7 @@ def last_line(output: str) -> str:
 
 
 def exporter_args(topology: Topology, host: Host, exporter: Exporter) -> str:
-    return exporter.args.format(address=exporter_address(topology, host, exporter), port=exporter.port)
+    return exporter.args.format(address=exporter_address(topology, host, exporter), port=exporter.port, host_ip=host.ip)
 
 
 @recipe(tiers=("lb",), after=("step5_balancer.nginx",))
@@ -106,13 +112,17 @@ def exporter_wanted(t: Target, job: str) -> Exporter | None:
     return None
 
 
-def serve_exporter(t: Target, exporter: Exporter) -> None:
-    """An installed exporter with its flags (and environment), listening where its link says."""
+def serve_exporter(t: Target, exporter: Exporter, config: tuple[str, str, dict[str, Any]] | None = None) -> None:
+    """An installed exporter with its flags (and environment), and its config file if it has one (path, template,
+    values), listening where its link says."""
     unit = exporter.package
     with t.owed(f"{unit}-restart") as earlier_change:
-        changed = t.template(f"/etc/default/{unit}", "step6_monitor/templates/exporter.default.j2",
-                             unit=unit, args=exporter_args(t.topology, t.host, exporter),
-                             environment=exporter_environment(exporter))
+        changed = t.template(config[0], config[1], **config[2]) if config else False
+        # systemd reads the file as root: 0600 keeps a password in it from everyone else
+        changed |= t.template(f"/etc/default/{unit}", "step6_monitor/templates/exporter.default.j2",
+                              0o600 if exporter.password_env else 0o644,
+                              unit=unit, args=exporter_args(t.topology, t.host, exporter),
+                              environment=exporter_environment(t, exporter))
         t.service(unit, restart=changed or earlier_change)
     t.wait_for_port(exporter_address(t.topology, t.host, exporter), exporter.port)
 
@@ -142,10 +152,32 @@ def postgres_exporter(t: Target) -> None:
         serve_exporter(t, exporter)
 
 
-def exporter_environment(exporter: Exporter) -> dict[str, str]:
-    """Variables an exporter reads besides its flags: the postgres exporter's connection (the Unix socket, peer)."""
+@recipe(tiers=all_tiers())
+def process_exporter(t: Target) -> None:
+    exporter = exporter_wanted(t, "process")
+    if exporter:
+        t.packages("prometheus-process-exporter")
+        serve_exporter(t, exporter, (PROCESS_EXPORTER_CONFIG, "step6_monitor/templates/process-exporter.yml.j2",
+                                     {"group_name": PROCESS_GROUP}))
+
+
+# Not after step6_queue.redis (a later step-6 package): the exporter starts without Redis and reports redis_up 0
+# until Redis answers; the scrape target is up either way, and the checks run once both are.
+@recipe(tiers=("q",), first_only=True)
+def redis_exporter(t: Target) -> None:
+    exporter = exporter_wanted(t, "redis")
+    if exporter:
+        t.packages("prometheus-redis-exporter")
+        serve_exporter(t, exporter)
+
+
+def exporter_environment(t: Target, exporter: Exporter) -> dict[str, str]:
+    """Variables an exporter reads besides its flags: the postgres exporter's connection (the Unix socket, peer), the
+    password of what it watches (Redis')."""
     if exporter.job == "postgres":
         return {"DATA_SOURCE_NAME": f"user={POSTGRES_EXPORTER_ROLE} host=/run/postgresql dbname=postgres sslmode=disable"}
+    if exporter.password_env:
+        return {exporter.password_env: t.secrets[exporter.password_secret]}
     return {}
 
 
