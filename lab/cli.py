@@ -132,6 +132,8 @@ def cli() -> None:
               help="Balancers: 1, or 2 (a pair holding one floating address, keepalived).")
 @click.option("--q", "queue_hosts", type=int, default=None, metavar="N",
               help="Queue hosts q1..qN: Redis on q1, a Celery worker on each (0: none).")
+@click.option("--api", "api_hosts", type=int, default=None, metavar="N",
+              help="API hosts api1..apiN: the site's JSON API behind the balancer's /api/ (0: the web hosts serve it).")
 @click.option("--forget", is_flag=True,
               help="Drop the choices remembered from earlier flags: lab.toml and LAB_* decide again.")
 @click.option("--offline", is_flag=True,
@@ -141,15 +143,15 @@ def cli() -> None:
 @debug_option
 def up(web: int | None, provider: str | None, app_server: str | None, preset: str | None, pooler: str | None,
        cache_hosts: int | None, db_hosts: int | None, lb_hosts: int | None, queue_hosts: int | None,
-       forget: bool, offline: bool,
+       api_hosts: int | None, forget: bool, offline: bool,
        step: int | None, verbose: bool) -> None:
     """Create or start the lab's hosts and converge every recipe (safe to run again).
 
     Flags are remembered: after `lab up --web=2`, a plain `lab up` keeps web1 and web2 (and says so) until another
     flag changes it or `--forget` hands the choice back to lab.toml and LAB_*.
     """
-    counts = {tier: n for tier, n in (("cache", cache_hosts), ("db", db_hosts), ("lb", lb_hosts), ("q", queue_hosts))
-              if n is not None}
+    counts = {tier: n for tier, n in (("cache", cache_hosts), ("db", db_hosts), ("lb", lb_hosts), ("q", queue_hosts),
+                                      ("api", api_hosts)) if n is not None}
     overrides = Overrides(web=web, provider=provider, app_server=app_server, preset=preset, pooler=pooler, counts=counts)
     report = lifecycle.up(project(), overrides, say, functools.partial(show_result, verbose=verbose), max_step=step,
                           forget=forget, on_converged=workshop.step_completed, offline=offline)
@@ -285,7 +287,7 @@ def _list(kind: Callable[[str], Any]) -> Callable[[Any, Any, str | None], tuple 
 @click.option("--warmup", type=int, default=5, show_default=True, help="Seconds of uncounted warm-up per configuration.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Measured runs per configuration.")
 @click.option("--processes", type=int, default=1, show_default=True, help="Locust processes (one is usually best on 2 cores).")
-@click.option("--scenario", default="mix", show_default=True, help="Locustfile in loadtests/: mix or hello.")
+@click.option("--scenario", default="mix", show_default=True, help="Locustfile in loadtests/: mix, hello or api (the JSON API, docs/api.md).")
 @click.option("--reference-wrk", is_flag=True, help="Also run wrk at the same target as a reference ceiling.")
 @click.option("--compare", nargs=2, metavar="RUN_A RUN_B", default=None, help="Print the deltas between two earlier runs and exit.")
 @click.option("--fail-under-rps", type=float, default=None, help="Exit 14 if any configuration's median req/s is below this.")

@@ -1,6 +1,7 @@
 """`lab deploy` and `lab rollback` (and fabfile.py's tasks): a release rolled out one web host at a time, and back.
 
-A deploy unpacks the new release on every web host (none switched yet), runs the migrations once from it, then
+The api hosts (step 6) run the same release and app server as the web hosts: "web host" below means both, web hosts
+first. A deploy unpacks the new release on every web host (none switched yet), runs the migrations once from it, then
 per web host: drains it from the balancer (lab.recipes.target's rolling window over step 5's pool), switches
 `current`, restarts its app server, health-checks it, and lets it rejoin. A host that fails its health check is
 switched back and restarted on the release before, rejoins, and the deploy stops there: the old release serves.
@@ -21,8 +22,8 @@ from lab.recipes.scheduler import template_environment
 from lab.recipes.target import Rollout
 from lab.remote import RemoteHost
 from lab.system import Say
-from provision.step1_bootstrap.recipes import (APP_USER, CURRENT, PREVIOUS, RELEASES, SCHEMA_LOCK, SETTINGS, VENV,
-                                               app_archive, switch_current, unpack_release)
+from provision.step1_bootstrap.recipes import (APP_SERVER_TIERS, APP_USER, CURRENT, PREVIOUS, RELEASES, SCHEMA_LOCK,
+                                               SETTINGS, VENV, app_archive, switch_current, unpack_release)
 from provision.step3_appserver.recipes import SERVER_UNITS, _serving_current_release, _warm_up
 from provision.step3_appserver.recipes import static_files as collect_static_files
 from provision.step4_deploy.recipes import prune_releases, record_deploy
@@ -84,7 +85,7 @@ class WebTargets:
 
         secrets = labdir.secrets()
         self.targets = {h.name: Target(connect(h.name), h, self.topology, facts, secrets, templates, connect, rollout)
-                        for h in self.topology.tier("web")}
+                        for tier in APP_SERVER_TIERS for h in self.topology.tier(tier)}
 
     def close(self) -> None:
         for remote in self.opened:

@@ -174,7 +174,7 @@ def failover_db(project: lifecycle.Project, say: Say, on_result: Callable[[Recip
         raise NoStandby(f"this lab has no standby to fail over to (db hosts: "
                         f"{', '.join(h.name for h in topology.tier('db'))}); `lab up --db=2` adds db2")
     # provision/ is loaded late; the standby's unit and data folder are named once, by the step that makes it
-    from provision.step5_pooler.recipes import pgbouncer_admin, write_pgbouncer_config
+    from provision.step5_pooler.recipes import POOLED_TIERS, pgbouncer_admin, write_pgbouncer_config
     from provision.step6_standby.recipes import CLUSTER_UNIT, DATA_DIR
 
     old, new = topology.db_primary, topology.db_standbys[0]
@@ -194,7 +194,8 @@ def failover_db(project: lifecycle.Project, say: Say, on_result: Callable[[Recip
         time.sleep(PROBE_BEFORE_S)
     started = time.monotonic()
     pooled = topology.db.pooler == "pgbouncer"
-    webs = [target(h.name) for h in topology.tier("web")]
+    # Every host with a pgbouncer of its own: the web hosts, and the api hosts (step 6) alike.
+    webs = [target(h.name) for h in topology.hosts if h.tier in POOLED_TIERS]
     try:
         if pooled:
             say(f"pausing pgbouncer on {', '.join(t.host.name for t in webs)} (requests wait, none fail)")
@@ -221,7 +222,7 @@ def failover_db(project: lifecycle.Project, say: Say, on_result: Callable[[Recip
                 write_pgbouncer_config(web, promoted.db_primary, promoted.db_primary)  # no standby until `lab up`
                 pgbouncer_admin(web, "RELOAD")
                 pgbouncer_admin(web, "RESUME")
-            say(f"pgbouncer on every web host points at {new.name} and resumed ({_since(started)})")
+            say(f"pgbouncer on {', '.join(w.host.name for w in webs)} points at {new.name} and resumed ({_since(started)})")
     except Exception as error:
         if pooled:  # never leave the site paused
             for web in webs:

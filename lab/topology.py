@@ -118,19 +118,34 @@ class DbSettings:
     primary: str = "db1"  # which db host takes writes; `lab failover db` changes it
 
 
-def connection_budget(web_hosts: int, appserver: AppServerSettings, db: DbSettings) -> tuple[int, str]:
-    """The most connections the site can open on one database server, and the sum that says why."""
+def app_server_hosts(hosts: Iterable[Host], stack: Stack) -> list[Host]:
+    """The hosts running the lab's app server, each with its own connections to the database: every host of a tier
+    whose services name it (the web hosts, and step 6's api hosts)."""
+    return [h for h in hosts if stacks.APP_SERVER_UNIT in stack.tiers[h.tier].services]
+
+
+def _app_server_tiers_said(hosts: Iterable[Host]) -> str:
+    """"web hosts", or "web and api hosts": the budget's words for the hosts it counts."""
+    return f"{' and '.join(dict.fromkeys(h.tier for h in hosts)) or 'web'} hosts"
+
+
+def connection_budget(web_hosts: int, appserver: AppServerSettings, db: DbSettings, counted: str = "web hosts"
+                      ) -> tuple[int, str]:
+    """The most connections the site can open on one database server, and the sum that says why (`counted`: what
+    the first number counts)."""
     if db.pooler == "pgbouncer":
         return (web_hosts * db.pool_size + RESERVED_CONNECTIONS,
-                f"{web_hosts} web hosts × pgbouncer pool_size {db.pool_size} + {RESERVED_CONNECTIONS} reserved")
+                f"{web_hosts} {counted} × pgbouncer pool_size {db.pool_size} + {RESERVED_CONNECTIONS} reserved")
     return (web_hosts * appserver.workers * appserver.threads + RESERVED_CONNECTIONS,
-            f"{web_hosts} web hosts × {appserver.workers} processes × {appserver.threads} threads + "
+            f"{web_hosts} {counted} × {appserver.workers} processes × {appserver.threads} threads + "
             f"{RESERVED_CONNECTIONS} reserved")
 
 
-def check_connection_budget(web_hosts: int, appserver: AppServerSettings, db: DbSettings) -> None:
-    """Refuse a lab whose site could open more database connections than PostgreSQL's max_connections."""
-    needed, why = connection_budget(web_hosts, appserver, db)
+def check_connection_budget(hosts: Iterable[Host], stack: Stack, appserver: AppServerSettings, db: DbSettings) -> None:
+    """Refuse a lab whose app servers (web and api hosts) could open more database connections than PostgreSQL's
+    max_connections."""
+    serving = app_server_hosts(hosts, stack)
+    needed, why = connection_budget(len(serving), appserver, db, _app_server_tiers_said(serving))
     if needed > db.max_connections:
         # Behind pgbouncer the app servers' processes and threads are its clients, not PostgreSQL's: its pool counts.
         lower = ("[db] pool_size or the web count" if db.pooler == "pgbouncer"
@@ -561,7 +576,7 @@ def resolve(
         for table in PROVIDER_SETTINGS
     }
     db = _db_settings(_table("lab.toml [db]", file_data.get("db", {})), environ, overrides, preset, hosts)
-    check_connection_budget(sum(1 for h in hosts if h.tier == "web"), appserver, db)
+    check_connection_budget(hosts, stack, appserver, db)
     return checked_for_templates(Topology(name=name, subnet=subnet, provider=provider, app_server=app_server,
                                           hosts=tuple(hosts), appserver=appserver, provider_settings=provider_settings,
                                           stack=stack, db=db))
@@ -652,5 +667,5 @@ def with_web_count(topology: Topology, count: int) -> Topology:
     others = [h for h in topology.hosts if h.tier != "web"]
     ordered = sorted(others + web, key=lambda h: (list(topology.stack.tiers).index(h.tier), h.name))
     _distinct_ips(ordered, network)
-    check_connection_budget(count, topology.appserver, topology.db)
+    check_connection_budget(ordered, topology.stack, topology.appserver, topology.db)
     return replace(topology, hosts=tuple(ordered))

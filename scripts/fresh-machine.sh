@@ -58,7 +58,7 @@ if [[ -n $scope ]]; then
   LAB_NAME=$scope
 fi
 # Every tier of lab/stack.py (tests/test_unit_machine_packages.py holds the two lists equal).
-TIERS="lb|web|db|cache|loadgen|q|search|monitor"
+TIERS="lb|web|db|cache|loadgen|q|search|monitor|api"
 HOST_DOMAIN="^$LAB_NAME-($TIERS)[0-9]+\$"
 whole_machine() { [[ -z $scope ]]; }
 short_id() { printf '%s' "$1" | sha1sum | cut -c1-8; }  # lab.providers.local.paths.short_id, for one lab's names

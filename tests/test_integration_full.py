@@ -1,7 +1,7 @@
 """The `full` preset on one real lab, every tier of the seed's stack at once: `lab up --preset full` and `lab test`
 green, a second `lab up` changes nothing; then each step-6 tier's own proof on it: a statement asked for through the
 balancer is prepared by a q host's Celery worker, a customer's search is answered by search1 with their own accounts
-only, the WebHostDown alert reaches Alertmanager when web1's app server stops, and last (it leaves lb1 or lb2
+only, the JSON API answers from api1 and its transfers conserve money, the WebHostDown alert reaches Alertmanager when web1's app server stops, and last (it leaves lb1 or lb2
 without nginx) the floating address moves to the other balancer under load when nginx stops on its holder."""
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ READY_WITHIN_S = 30
 RESULTS = re.compile(r'<table id="search-results" data-source="([^"]*)" data-count="(\d+)">')
 FOUND = re.compile(r'class="search-result" data-account="([^"]+)"')
 
+# The API: a token made on api1 (shown once), the site's manage.py as the app user; the bank's total.
+MANAGE = "cd /srv/bank/current && sudo -u bank BANK_CONFIG=/etc/bank/bank.toml /srv/bank/venv/bin/python manage.py "
+API_TRANSFERS = 10
+
 # The alert's own path: a failed probe (one scrape interval), pending, then firing after DOWN_FOR_S (evaluations
 # every EVALUATION_INTERVAL_S), sent to Alertmanager at once; the rest is slack for a busy machine.
 ALERT_WITHIN_S = SCRAPE_INTERVAL_S + DOWN_FOR_S + 2 * EVALUATION_INTERVAL_S + 15
@@ -68,7 +72,7 @@ def test_the_full_preset_makes_every_tier_and_passes_every_check(lab: ScratchLab
     counts = stack.current().preset_counts("full")
     expected = {f"{tier}{n}" for tier, count in counts.items() for n in range(1, count + 1)}
     assert {h["name"] for h in lab.state["topology"]["hosts"]} == expected
-    assert {"q", "monitor", "search"} <= {tier for tier, count in counts.items() if count}
+    assert {"q", "monitor", "search", "api"} <= {tier for tier, count in counts.items() if count}
     assert "all checks passed" in lab.ok("test")
     assert "no changes" in lab.ok("up")
 
@@ -128,6 +132,31 @@ def alerts(monitor_ip: str) -> list[dict]:
 def web_host_down(monitor_ip: str, host: str) -> bool:
     return any(a["labels"].get("alertname") == "WebHostDown" and a["labels"].get("instance") == host
                for a in alerts(monitor_ip))
+
+
+def test_the_api_answers_from_api1_and_its_transfers_conserve_money(lab: ScratchLab) -> None:
+    token = lab.ok("ssh", "api1", MANAGE + "api_token customer0001 --name integration").strip().splitlines()[-1].split()[1]
+    total = lambda: json.loads(lab.ok("ssh", "web1", MANAGE + "bank_total").strip().splitlines()[-1])["total"]
+    url, opener = lab.site()
+
+    def call(method: str, path: str, body: dict | None = None) -> tuple[int, dict, dict]:
+        request = urllib.request.Request(url + path, json.dumps(body).encode() if body else None, method=method,
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with opener.open(request, timeout=60) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+
+    before = total()
+    status, headers, body = call("GET", "/api/accounts/")
+    assert status == 200 and headers["X-Served-By"] == "api1", (status, headers)
+    first, second = (a["number"] for a in body["accounts"])
+    started = time.monotonic()
+    for n in range(API_TRANSFERS):  # a cent there and back, five times
+        source, target = (first, second) if n % 2 == 0 else (second, first)
+        status, headers, made = call("POST", "/api/transfers/", {"from_account": source, "to_account": target, "amount": "0.01"})
+        assert status == 201 and headers["X-Served-By"] == "api1", (status, made)
+    print(f"\n[full] {API_TRANSFERS} API transfers through the balancer by api1 in {time.monotonic() - started:.1f} s")
+    assert total() == before
+    lab.ok("ssh", "api1", MANAGE + "api_token customer0001 --name integration --revoke")
 
 
 def test_status_names_prometheus_and_the_web_host_down_alert_fires_when_web1s_app_server_stops(lab: ScratchLab) -> None:

@@ -221,13 +221,14 @@ def test_a_pooler_between_web_and_db_moves_settings_pg_hba_and_firewall():
 
 
 def test_the_upstream_is_every_host_serving_the_app_link():
-    api = TierSpec("api", 60, 0, 0, 2, 512, 1, ("gunicorn",))  # the site's API hosts
-    stack = stacks.current().with_tier(api, [Link("lb", "api", 8000, "app")])
-    topology = resolve({"tiers": {"api": {"count": 1}}}, {}, platform="linux", stack=stack)
+    # more hosts for the site's pages (not step 6's api tier, which has a link of its own: test_unit_api)
+    edge = TierSpec("edge", 60, 0, 0, 2, 512, 1, ("gunicorn",))
+    stack = stacks.current().with_tier(edge, [Link("lb", "edge", 8000, "app")])
+    topology = resolve({"tiers": {"edge": {"count": 1}}}, {}, platform="linux", stack=stack)
     files = provision(topology)
     assert upstream(files["lb1"]) == ["192.168.56.21:8000", "192.168.56.61:8000"]
-    assert firewall(files["api1"]) == {22: ("ssh", {MACHINE_IP}), 8000: ("app", {"192.168.56.11"})}
-    assert pg_hba_addresses(files["db1"]) == ["192.168.56.21/32"]  # the api tier has no "sql" link
+    assert firewall(files["edge1"]) == {22: ("ssh", {MACHINE_IP}), 8000: ("app", {"192.168.56.11"})}
+    assert pg_hba_addresses(files["db1"]) == ["192.168.56.21/32"]  # the edge tier has no "sql" link
 
 
 def test_every_source_address_is_on_the_lab_network_or_the_machine(cache_lab):
@@ -253,4 +254,4 @@ def test_a_registered_kind_gets_every_hosts_recipes_and_checks():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ("['step1_bootstrap.hosts_file', 'step1_bootstrap.package_proxy', 'step1_bootstrap.firewall', "
                    "'step6_monitor.node_exporter', 'step6_monitor.process_exporter'] "
-                   "('lb', 'web', 'db', 'cache', 'loadgen', 'q', 'monitor', 'search', 'extra')")  # cache .. search: provision/step6_* (q before monitor: the monitor's Redis exporter names the q tier)
+                   "('lb', 'web', 'db', 'cache', 'api', 'loadgen', 'q', 'monitor', 'search', 'extra')")  # cache .. search: provision/step6_* (q before monitor: the monitor's Redis exporter names the q tier)

@@ -58,7 +58,7 @@ def test_every_client_of_the_queue_is_sent_to_q1():
     for name in ("web1", "web2", "q1", "q2"):
         assert broker(TWO_QUEUES, TWO_QUEUES.host(name)).name == "q1"
     assert broker(NO_QUEUE, NO_QUEUE.host("web1")) is None
-    assert set(SITE_TIERS) == {"web", "q"}  # the site's code, venv and settings on the workers too
+    assert set(SITE_TIERS) == {"web", "api", "q"}  # the site's code, venv and settings on the workers too
 
 
 def test_status_shows_the_worker_on_every_q_host_and_redis_on_q1_only():

@@ -61,7 +61,7 @@ def test_from_choices_drops_keys_this_lab_does_not_know():
 def test_describing_a_topology_asks_for_exactly_it():
     made = linux(Overrides(web=3, app_server="mod_wsgi"))
     assert Overrides.describing(made).choices() == {"web": 3, "provider": "local", "app_server": "mod_wsgi",
-                                                    "counts.lb": 1, "counts.db": 1, "counts.cache": 0, "counts.loadgen": 0,
+                                                    "counts.lb": 1, "counts.db": 1, "counts.cache": 0, "counts.api": 0, "counts.loadgen": 0,
                                                     "counts.monitor": 0, "counts.q": 0, "counts.search": 0,
                                                     "pooler": "none", "replica_reads": False, "db_primary": "db1"}
     assert linux(Overrides.describing(made)) == made

@@ -20,7 +20,7 @@ vagrant_cli = test_vagrantfile.vagrant_cli  # the fixture that installs vagrant 
 
 PRESETS = tuple(stacks.current().presets)
 # Memory per host, per tier, as each preset's VMs get it (lab.toml [tiers.X] memory changes it).
-TIER_MEMORY_MB = {"lb": 512, "web": 768, "db": 768, "cache": 256, "loadgen": 512,
+TIER_MEMORY_MB = {"lb": 512, "web": 768, "db": 768, "cache": 256, "loadgen": 512, "api": 768,
                   "monitor": 512, "search": 256, "q": 384}
 
 

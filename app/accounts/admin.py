@@ -1,7 +1,7 @@
 """Django admin registrations for banks, accounts and transfers."""
 from django.contrib import admin
 
-from accounts.models import Account, Bank, Transfer
+from accounts.models import Account, ApiToken, Bank, Transfer
 
 
 @admin.register(Bank)
@@ -34,4 +34,18 @@ class TransferAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    # Only the digest is stored: staff see which tokens exist and may delete one (revoke), never read or make one.
+    list_display = ["user", "name", "created_at"]
+    search_fields = ["user__username", "name"]
+    list_select_related = ["user"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

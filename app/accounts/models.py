@@ -89,3 +89,21 @@ class Statement(models.Model):
 
     def __str__(self):
         return f"statement {self.month:%Y-%m} of {self.owner} ({self.status})"
+
+
+class ApiToken(models.Model):
+    """A customer's key to the JSON API (accounts.api): only its SHA-256 is kept, the token itself is shown once when
+    made (`manage.py api_token`). A plain hash, not a password hasher: a token is 256 random bits, nothing to guess,
+    and every API request looks one up."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=50, help_text="what the customer calls it; a new token of the same name replaces it")
+    digest = models.CharField(max_length=64, unique=True, editable=False)  # hex SHA-256 of the token
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["user_id", "name"]
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="api_token_name_unique_per_user")]
+
+    def __str__(self):
+        return f"API token {self.name!r} of {self.user}"

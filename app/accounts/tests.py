@@ -1,5 +1,5 @@
 """Tests for the bank site: views, who may see and move whose money, middleware and HTTPS settings, transfers, the
-settings loader, the management commands and the monthly statement (a Celery task)."""
+settings loader, the management commands, the monthly statement (a Celery task) and the JSON API."""
 import json
 import os
 import re
@@ -28,8 +28,8 @@ from accounts.banking import InsufficientFunds, TransferError, transfer_funds
 from accounts.management.commands.load_sample_data import (
     CUSTOMER_FUNDS, DEMO_ACCOUNTS, NUM_ACCOUNTS, sample_accounts,
 )
-from accounts.models import Account, Bank, Statement, Transfer
-from accounts import tasks, views
+from accounts.models import Account, ApiToken, Bank, Statement, Transfer
+from accounts import api, tasks, views
 from accounts.views import BALANCE_CACHE_KEY, customer_cache_key
 from bank import config
 
@@ -1074,3 +1074,164 @@ class QueueSettingsTests(SimpleTestCase):
     def test_a_queue_port_out_of_range_is_refused(self):
         with self.assertRaises(ImproperlyConfigured):
             config.validate({**self.base, "queue_host": "q1", "queue_port": 70000})
+
+
+class ApiTests(BankDataMixin, TestCase):
+    """The JSON API: bearer tokens stored hashed, 401 without one, a customer's own accounts and transfers only, and a
+    transfer through the same form and banking code as the web page (money conserved)."""
+
+    def setUp(self):
+        super().setUp()
+        self.token = api.issue_token(self.user, "laptop")
+        self.client = Client(enforce_csrf_checks=True)  # the API needs no CSRF token: a bearer token is no cookie
+
+    def call(self, method, path, token=None, body=None, **headers):
+        if token is not False:
+            headers["HTTP_AUTHORIZATION"] = f"Bearer {token or self.token}"
+        kwargs = {"data": json.dumps(body) if not isinstance(body, str) else body,
+                  "content_type": "application/json"} if body is not None else {}
+        return getattr(self.client, method)(path, **kwargs, **headers)
+
+    def total(self):
+        return sum(Account.objects.values_list("balance", flat=True), Decimal("0"))
+
+    def test_the_token_is_stored_as_its_hash_only(self):
+        stored = ApiToken.objects.get(user=self.user, name="laptop")
+        self.assertTrue(self.token.startswith(api.TOKEN_PREFIX))
+        self.assertEqual(stored.digest, api.token_digest(self.token))
+        self.assertNotIn(self.token, json.dumps(list(ApiToken.objects.values()), default=str), "the token itself is never stored")
+
+    def test_a_new_token_of_the_same_name_replaces_the_old(self):
+        newer = api.issue_token(self.user, "laptop")
+        self.assertEqual(self.call("get", "/api/accounts/").status_code, 401)
+        self.assertEqual(self.call("get", "/api/accounts/", token=newer).status_code, 200)
+        self.assertEqual(ApiToken.objects.filter(user=self.user).count(), 1)
+
+    def test_missing_wrong_or_malformed_token_is_401_json(self):
+        for token, header in ((False, {}), ("bank_not-a-real-token", {}), (False, {"HTTP_AUTHORIZATION": "Basic eA=="}),
+                              (False, {"HTTP_AUTHORIZATION": f"Token {self.token}"})):
+            with self.subTest(token=token, header=header):
+                response = self.call("get", "/api/accounts/", token=token, **header)
+                self.assertEqual(response.status_code, 401)
+                self.assertEqual(response["Content-Type"], "application/json")
+                self.assertIn("error", response.json())
+                self.assertEqual(response["WWW-Authenticate"], 'Bearer realm="bank"')
+
+    def test_an_inactive_users_token_is_refused(self):
+        self.user.is_active = False
+        self.user.save()
+        self.assertEqual(self.call("get", "/api/accounts/").status_code, 401)
+
+    def test_accounts_lists_the_customers_own_only(self):
+        response = self.call("get", "/api/accounts/")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.json(), {"accounts": [
+            {"number": "A1", "bank": "First Bank", "balance": "100.00"},
+            {"number": "A2", "bank": "Second Bank", "balance": "7.25"},
+        ]})
+        self.assertEqual(response["Cache-Control"], "max-age=0, no-cache, no-store, must-revalidate, private")
+
+    def test_a_transfer_moves_money_and_conserves_it(self):
+        before = self.total()
+        views.get_balance_sheet(), views.get_customer_accounts(self.user)  # the web pages' cached figures: dropped too
+        self.assertIsNotNone(cache.get(customer_cache_key(self.user)))
+        response = self.call("post", "/api/transfers/", body={"from_account": "A1", "to_account": "A2", "amount": "40.25"})
+        self.assertEqual(response.status_code, 201, response.content)
+        made = response.json()
+        self.assertEqual((made["from_account"], made["to_account"], made["amount"]), ("A1", "A2", "40.25"))
+        self.assertEqual((made["from_balance_after"], made["to_balance_after"]), ("59.75", "47.50"))
+        self.assertEqual(self.total(), before)
+        self.assertIsNone(cache.get(customer_cache_key(self.user)))
+        self.assertIsNone(cache.get(BALANCE_CACHE_KEY))
+        listed = self.call("get", "/api/transfers/").json()["transfers"]
+        self.assertEqual([t["id"] for t in listed], [made["id"]])
+        self.assertEqual(self.call("get", f"/api/transfers/{made['id']}/").json(), made)
+
+    def test_a_number_amount_is_taken_as_json_gives_it(self):
+        response = self.call("post", "/api/transfers/", body={"from_account": "A1", "to_account": "A2", "amount": 1.5})
+        self.assertEqual(response.status_code, 201, response.content)
+        self.assertEqual(response.json()["amount"], "1.50")
+
+    def test_someone_elses_account_is_refused_and_nothing_moves(self):
+        before = self.total()
+        for target in ("B1", "C1", "NOPE"):
+            with self.subTest(target=target):
+                response = self.call("post", "/api/transfers/", body={"from_account": "A1", "to_account": target, "amount": "1"})
+                self.assertEqual(response.status_code, 400)
+                self.assertIn("to_account", response.json()["fields"])
+        response = self.call("post", "/api/transfers/", body={"from_account": "B1", "to_account": "A1", "amount": "1"})
+        self.assertEqual(response.status_code, 400)
+        self.assertFalse(Transfer.objects.exists())
+        self.assertEqual(self.total(), before)
+
+    def test_bad_bodies_and_amounts_are_400(self):
+        for body in ("not json", "[1, 2]", {"from_account": "A1", "to_account": "A1", "amount": "1"},
+                     {"from_account": "A1", "to_account": "A2", "amount": "-1"},
+                     {"from_account": "A1", "to_account": "A2", "amount": "0.001"},
+                     {"from_account": "A1", "to_account": "A2"}):
+            with self.subTest(body=body):
+                response = self.call("post", "/api/transfers/", body=body)
+                self.assertEqual(response.status_code, 400, response.content)
+                self.assertIn("error", response.json())
+        self.assertFalse(Transfer.objects.exists())
+
+    def test_an_oversized_body_is_413(self):
+        response = self.call("post", "/api/transfers/", body={"from_account": "A1", "to_account": "A2", "amount": "1",
+                                                              "padding": "x" * api.MAX_BODY_BYTES})
+        self.assertEqual(response.status_code, 413)
+
+    def test_insufficient_funds_is_409_and_nothing_moves(self):
+        response = self.call("post", "/api/transfers/", body={"from_account": "A2", "to_account": "A1", "amount": "7.26"})
+        self.assertEqual(response.status_code, 409)
+        self.assertIn("Insufficient funds", response.json()["error"])
+        self.alice_savings.refresh_from_db()
+        self.assertEqual(self.alice_savings.balance, Decimal("7.25"))
+
+    def test_another_customers_transfer_is_404(self):
+        bob_token = api.issue_token(self.other, "phone")
+        mine = self.call("post", "/api/transfers/", body={"from_account": "A1", "to_account": "A2", "amount": "1"}).json()
+        response = self.call("get", f"/api/transfers/{mine['id']}/", token=bob_token)
+        self.assertEqual(response.status_code, 404)
+        self.assertEqual(self.call("get", "/api/transfers/", token=bob_token).json(), {"transfers": []})
+
+    def test_other_methods_are_405_with_allow(self):
+        response = self.call("delete", "/api/transfers/")
+        self.assertEqual(response.status_code, 405)
+        self.assertEqual(response["Allow"], "GET, POST")
+        self.assertEqual(self.call("post", "/api/accounts/", body={}).status_code, 405)
+
+    def test_the_web_form_and_the_api_share_one_transfer_path(self):
+        with mock.patch("accounts.views.transfer_funds", wraps=views.transfer_funds) as banking:
+            self.call("post", "/api/transfers/", body={"from_account": "A1", "to_account": "A2", "amount": "1"})
+            browser = Client()
+            browser.force_login(self.user)
+            browser.post("/transfer/", {"from_account": "A1", "to_account": "A2", "amount": "1"})
+        self.assertEqual(banking.call_count, 2)
+        self.assertEqual(banking.call_args.kwargs["owner"], self.user)
+
+
+class ApiTokenCommandTests(BankDataMixin, TestCase):
+    def test_makes_prints_once_and_revokes(self):
+        out = StringIO()
+        call_command("api_token", "alice", "bob", "--name", "ci", stdout=out)
+        lines = dict(line.split(" ", 1) for line in out.getvalue().splitlines())
+        self.assertEqual(set(lines), {"alice", "bob"})
+        self.assertEqual(self.client.get("/api/accounts/", HTTP_AUTHORIZATION=f"Bearer {lines['alice']}").status_code, 200)
+        self.assertEqual(ApiToken.objects.filter(name="ci").count(), 2)
+        out = StringIO()
+        call_command("api_token", "alice", "--name", "ci", "--revoke", stdout=out)
+        self.assertIn("revoked 1 token", out.getvalue())
+        self.assertEqual(self.client.get("/api/accounts/", HTTP_AUTHORIZATION=f"Bearer {lines['alice']}").status_code, 401)
+
+    def test_customers_by_count(self):
+        get_user_model().objects.create_user("customer0001")
+        out = StringIO()
+        call_command("api_token", "--customers", "1", "--name", "bench", stdout=out)
+        self.assertEqual(out.getvalue().split()[0], "customer0001")
+
+    def test_unknown_users_and_nothing_asked_are_refused(self):
+        with self.assertRaisesMessage(CommandError, "no such user: mallory"):
+            call_command("api_token", "mallory", stdout=StringIO())
+        with self.assertRaisesMessage(CommandError, "at least one USER"):
+            call_command("api_token", stdout=StringIO())
+        self.assertFalse(ApiToken.objects.exists())

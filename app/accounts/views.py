@@ -270,19 +270,24 @@ def transfer(request):
     """Move money between two of the signed-in customer's own accounts; then show its confirmation."""
     form = TransferForm(request.user, request.POST if request.method == "POST" else None)
     if form.is_bound and form.is_valid():
-        source = form.cleaned_data["from_account"]
-        target = form.cleaned_data["to_account"]
-        amount = form.cleaned_data["amount"]
         try:
-            record = transfer_funds(source.pk, target.pk, amount, owner=request.user)
+            record = make_transfer(request.user, form)
         except TransferError as exc:
             form.add_error(None, str(exc))
         else:
-            # This process's cache (or the shared one) would otherwise show the old figures for up to 30 s.
-            cache.delete_many([BALANCE_CACHE_KEY, customer_cache_key(request.user)])
             # Post/redirect/get: reloading the confirmation shows it again, it does not move the money again.
             return redirect("transfer_done", pk=record.pk)
     return render(request, "accounts/transfer.html", {"form": form})
+
+
+def make_transfer(user, form):
+    """The transfer a valid TransferForm asks for, made by accounts.banking under its row locks, and the cached figures
+    it changed dropped: the transfer page and the API's POST /api/transfers/ both come here. Raises TransferError."""
+    record = transfer_funds(form.cleaned_data["from_account"].pk, form.cleaned_data["to_account"].pk,
+                            form.cleaned_data["amount"], owner=user)
+    # This process's cache (or the shared one) would otherwise show the old figures for up to 30 s.
+    cache.delete_many([BALANCE_CACHE_KEY, customer_cache_key(user)])
+    return record
 
 
 @login_required

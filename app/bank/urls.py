@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from accounts import views
+from accounts import api, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -22,4 +22,8 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    # The JSON API: its own hosts behind the balancer's /api/ location when the lab has api hosts (docs/api.md).
+    path("api/accounts/", api.accounts, name="api_accounts"),
+    path("api/transfers/", api.transfers, name="api_transfers"),
+    path("api/transfers/<int:pk>/", api.transfer, name="api_transfer"),
 ]

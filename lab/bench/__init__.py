@@ -34,10 +34,14 @@ from lab.providers import get_provider
 from lab.recipes import PROJECT_ROOT, RecipeResult
 from lab.system import Say
 from lab.topology import (APP_SERVERS, APPSERVER_THREADS, APPSERVER_WORKERS, DEFAULT_THREADS,
-                          AppServerSettings, Overrides, Topology, load_file, resolve, with_web_count)
+                          AppServerSettings, Host, Overrides, Topology, load_file, resolve, with_web_count)
 
-SCENARIOS = {"mix": "locustfile.py", "hello": "hello.py"}
-SCENARIO_PATHS = {"mix": "/", "hello": "/hello/"}  # what wrk measures as the reference for each scenario
+SCENARIOS = {"mix": "locustfile.py", "hello": "hello.py", "api": "api.py"}
+# What wrk measures as the reference for each scenario; none for the API's: its every request needs a token of its
+# own customer (wrk would measure the balancer's 401s and 429s).
+SCENARIO_PATHS = {"mix": "/", "hello": "/hello/"}
+API_SCENARIO = "api"  # the JSON API (docs/api.md): one token per user, and the api hosts' share of the requests
+API_TOKEN_NAME = "lab-bench"  # the tokens a bench makes (each replaces the one the bench before made)
 SCHEMES = ("http", "https")
 # The site is HTTPS only. "http" is the balancer's machine-only plain port (lifecycle.bench_plain_url), for
 # measuring the cost of TLS on anonymous pages: Secure cookies never travel over it, so the mix cannot run there.
@@ -90,8 +94,12 @@ def _check_bench_request(request: BenchRequest) -> None:
         if scheme not in SCHEMES:
             raise UsageError(f"--scheme must be http, https or both (got {scheme!r})")
     if "http" in (request.schemes or ()) and request.scenario not in SCENARIOS_WITHOUT_LOGIN:
-        raise UsageError(f"--scheme http cannot run the {request.scenario} scenario: its logins need Secure cookies, "
-                         f"which never travel over plain HTTP; measure the cost of TLS with --scenario hello")
+        raise UsageError(f"--scheme http cannot run the {request.scenario} scenario: its logins need Secure cookies (and "
+                         f"the API's bearer tokens TLS), which never travel over plain HTTP; measure the cost of TLS "
+                         f"with --scenario hello")
+    if request.reference_wrk and request.scenario not in SCENARIO_PATHS:
+        raise UsageError(f"--reference-wrk has no page to measure for the {request.scenario} scenario: its requests "
+                         f"need a customer's token each")
     bounds = {"--users": (request.users, 1, MAX_USERS), "--duration": (request.duration_s, 1, MAX_DURATION_S),
               "--repeats": (request.repeats, 1, 10), "--warmup": (request.warmup_s, 0, 120), "--processes": (request.processes, 1, 4)}
     for flag, (value, low, high) in bounds.items():
@@ -231,6 +239,10 @@ def _bench_locked(project: Project, request: BenchRequest, say: Say, on_result: 
     found, switched = current, False
     if request.scenario == "mix":
         money.ensure_customers(project, request.users + request.processes)
+    if request.scenario == API_SCENARIO:  # never written out: extra_env reaches the Locust processes only
+        money.ensure_customers(project, request.users + request.processes)
+        tokens = money.api_tokens(project, request.users + request.processes, API_TOKEN_NAME)
+        settings = replace(settings, extra_env={**settings.extra_env, "LAB_API_TOKENS": json.dumps(tokens)})
     before = money.total_balance(project)
     try:
         with hosts_pinned(provider, project, split):
@@ -254,7 +266,7 @@ def _bench_locked(project: Project, request: BenchRequest, say: Say, on_result: 
                     reports.append(measure_cell(
                         resolved, target, cell_settings, folder,
                         lambda: provider.host_cpu_seconds(project), say,
-                        [h.name for h in current.tier("web")],
+                        [h.name for h in _serving_the_scenario(current, request.scenario)],
                     ))
                 prometheus = lifecycle.monitor_urls(current).get("prometheus")
                 if prometheus and reports[-1].window:
@@ -284,6 +296,13 @@ def _bench_locked(project: Project, request: BenchRequest, say: Say, on_result: 
         raise BenchError(f"no cell gave a figure; first: {first.cell.label}: {first.error or first.bottleneck} "
                          f"(report in {results_dir})")
     return BenchRun(reports, results_dir, verdict)
+
+
+def _serving_the_scenario(topology: Topology, scenario: str) -> tuple[Host, ...]:
+    """The hosts whose shares of the requests a cell reports: the api hosts for the API's scenario when the lab has
+    them (the balancer's /api/ goes to them), else the web hosts."""
+    api = topology.tier("api") if scenario == API_SCENARIO and "api" in topology.stack.tiers else ()
+    return api or topology.tier("web")
 
 
 def topology_label(topology: Topology) -> str:

@@ -1,4 +1,5 @@
-"""Money conserved: one customer (with two funded accounts) per Locust user, and the bank's total before and after."""
+"""Money conserved: one customer (with two funded accounts) per Locust user, their API tokens for the API's scenario,
+and the bank's total before and after."""
 
 from __future__ import annotations
 
@@ -43,6 +44,22 @@ def ensure_customers(project: Project, count: int, connect: Callable[[Any, str],
         host.close()
     if not result.ok:
         raise BenchError(f"could not make {count} customers on {host.name}: {_last_line(result)}")
+
+
+def api_tokens(project: Project, count: int, name: str, connect: Callable[[Any, str], Any] = RemoteHost) -> dict[str, str]:
+    """A new API token named `name` for each of customer0001 … customerNNNN (replacing the one of that name), as the
+    site's `manage.py api_token --customers N` prints them once: {username: token}."""
+    host = _site_host(project, connect)
+    try:
+        result = host.run(manage_command(f"api_token --customers {int(count)} --name {name}"), user=APP_USER)
+    finally:
+        host.close()
+    if not result.ok:
+        raise BenchError(f"could not make {count} API tokens on {host.name}: {_last_line(result)}")
+    tokens = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines() if " " in line)
+    if len(tokens) != count:
+        raise BenchError(f"api_token on {host.name} printed {len(tokens)} tokens for {count} customers")
+    return tokens
 
 
 def bank_state(project: Project, connect: Callable[[Any, str], Any] = RemoteHost) -> dict[str, Any]:

@@ -27,9 +27,14 @@ PREVIOUS = f"{APP_HOME}/previous"  # the release `current` pointed at before its
 REQUIREMENTS = f"{APP_HOME}/requirements.txt"
 BUILT_WHEELS = f"{APP_HOME}/wheels"  # on a host without the machine's wheel cache: the wheels PyPI does not have
 SKIPPED_PARTS = {"__pycache__", ".dev", ".pytest_cache"}
-# The tiers that run the site's code (its user, venv, release and settings): the web hosts serve it, the q hosts'
+# The tiers whose app server answers the balancer: the web hosts serve the site's pages, the api hosts (step 6) its
+# JSON API under /api/; the same release, venv, settings and app server on both.
+APP_SERVER_TIERS = ("web", "api")
+# The links those app servers are balanced over: "app" (every path) and "api" (/api/ only, to the api hosts).
+BALANCED_PURPOSES = ("app", "api")
+# The tiers that run the site's code (its user, venv, release and settings): the app servers serve it, the q hosts'
 # Celery workers (step 6) run its tasks.
-SITE_TIERS = ("web", "q")
+SITE_TIERS = (*APP_SERVER_TIERS, "q")
 
 
 @recipe(tiers=all_tiers())
@@ -70,9 +75,9 @@ def app_user(t: Target) -> None:
     t.directory(RELEASES, 0o755, "root", "root")
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=APP_SERVER_TIERS)
 def tools(t: Target) -> None:
-    """curl: what each step's docs use to show what answers on a web host (`lab ssh web1 curl -si ...`)."""
+    """curl: what each step's docs use to show what answers on a web or api host (`lab ssh web1 curl -si ...`)."""
     t.packages("curl")
 
 
@@ -213,7 +218,7 @@ APP_PORT = 8000  # where the site answers on a web host: the development server,
 def site_settings(t: Target) -> None:
     """The site's settings from the stack's links: the proxies that send it requests, SQLite as its database (the
     workshop's start: step 2's own settings file gives it PostgreSQL)."""
-    proxies = t.topology.clients(t.host, "app")
+    proxies = list(dict.fromkeys(h for purpose in BALANCED_PURPOSES for h in t.topology.clients(t.host, purpose)))
     allowed = [h.ip for h in proxies] + [h.name for h in proxies] + [t.host.ip, t.host.name, "localhost"]
     allowed += [t.topology.floating_ip] if t.topology.floating_ip else []  # the balancer pair's: the site's address
     t.directory(SETTINGS_DIR, 0o750, "root", APP_USER)

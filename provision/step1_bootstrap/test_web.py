@@ -6,7 +6,9 @@ import re
 
 import pytest
 
-TIERS = ("web",)
+from provision.step1_bootstrap.recipes import APP_SERVER_TIERS
+
+TIERS = APP_SERVER_TIERS  # the web hosts, and step 6's api hosts (the same site and app server)
 # `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
 HINTS = {
     "test_app_user_is_a_system_user_without_login": "`useradd --system --home-dir /srv/bank --no-create-home --shell /usr/sbin/nologin bank`",

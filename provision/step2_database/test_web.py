@@ -7,9 +7,10 @@ key they look at, so a failing check can never print the file (to the terminal o
 import json
 import shlex
 
+from provision.step1_bootstrap.recipes import APP_SERVER_TIERS
 from provision.step2_database.recipes import SETTINGS_FILES, STARTED_BEFORE_SETTINGS
 
-TIERS = ("web",)
+TIERS = APP_SERVER_TIERS  # the web hosts, and step 6's api hosts (the same site and app server)
 SETTINGS = "/etc/bank/bank.toml"
 DATABASE_SETTINGS = "/etc/bank/bank.d/database.toml"  # step 2's own: PostgreSQL, with the lab's role and password
 MANAGE = "cd /srv/bank/current && sudo -u bank BANK_CONFIG=/etc/bank/bank.toml /srv/bank/venv/bin/python manage.py"

@@ -1,12 +1,12 @@
 """Step 3 recipes: static files collected, and one app server (Gunicorn or Apache mod_wsgi) on the host's private IP,
-replacing step 1's development server."""
+replacing step 1's development server; on web hosts, and on step 6's api hosts alike."""
 
 from __future__ import annotations
 
 from lab.recipes import RecipeError, Target, quoted, recipe
 from lab.system import gist
-from provision.step1_bootstrap.recipes import (APP_HOME, APP_PORT, APP_USER, CURRENT, DEVSERVER_UNIT, SETTINGS,
-                                               STATIC_ROOT, VENV, manage)
+from provision.step1_bootstrap.recipes import (APP_HOME, APP_PORT, APP_SERVER_TIERS, APP_USER, CURRENT, DEVSERVER_UNIT,
+                                               SETTINGS, STATIC_ROOT, VENV, manage)
 # The systemd unit behind each app server lab.toml may name: the ones not chosen are kept stopped and disabled.
 SERVER_UNITS = {"gunicorn": "gunicorn", "mod_wsgi": "apache2"}
 WSGI_SCRIPT_NAME = "bank.wsgi"
@@ -25,7 +25,7 @@ KEEPALIVE_S = 75
 REQUEST_TIMEOUT_S = 60
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=APP_SERVER_TIERS)
 def static_files(t: Target) -> None:
     """collectstatic once per release: a marker names the release the static tree was collected from."""
     release = t.run("readlink %s", CURRENT).stdout.strip()
@@ -82,7 +82,7 @@ def _serve(t: Target, unit: str, reconfigured: bool) -> None:
         _serving_current_release(t, unit)
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=APP_SERVER_TIERS)
 def gunicorn(t: Target) -> None:
     """Gunicorn as a systemd service, when the lab's app server is gunicorn."""
     if t.topology.app_server != "gunicorn":
@@ -102,7 +102,7 @@ def gunicorn(t: Target) -> None:
     _serve(t, "gunicorn", reconfigured=unit_changed)
 
 
-@recipe(tiers=("web",))
+@recipe(tiers=APP_SERVER_TIERS)
 def mod_wsgi(t: Target) -> None:
     """Apache 2.4 with mod_wsgi daemon processes running the site's venv as the app user, when the lab asks for it."""
     if t.topology.app_server != "mod_wsgi":

@@ -5,7 +5,9 @@ import re
 
 import pytest
 
-TIERS = ("web",)
+from provision.step1_bootstrap.recipes import APP_SERVER_TIERS
+
+TIERS = APP_SERVER_TIERS  # the web hosts, and step 6's api hosts (the same site and app server)
 # `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
 HINTS = {
     "test_app_port_bound_to_private_ip_only": "bind the app server to the host's private IP, port 8000 (Gunicorn's --bind IP:8000), not 0.0.0.0",

@@ -1,7 +1,9 @@
 """Step 4 checks on the web hosts: a bounded number of releases, `current` pointing at one of them, and a deploy log
 that names it (deploys are automated, so each one is recorded)."""
 
-TIERS = ("web",)
+from provision.step1_bootstrap.recipes import APP_SERVER_TIERS
+
+TIERS = APP_SERVER_TIERS  # the web hosts, and step 6's api hosts (the same site and app server)
 # `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
 HINTS = {
     "test_at_most_three_releases_kept": "remove old folders of /srv/bank/releases (never the one `current` names), or run `lab deploy`",

@@ -1,5 +1,6 @@
 """Step 5 recipes: nginx balancing every web host that answers, over HTTPS with a certificate from the lab's own CA
-(plain HTTP redirected), login attempts rate limited, and the site's static files served by nginx itself."""
+(plain HTTP redirected), login attempts rate limited, the site's static files served by nginx itself, and its JSON API
+under /api/ (rate limited per client) balanced over step 6's api hosts when the lab has them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Iterable
 from lab.recipes import RecipeError, Target, recipe
 from lab.tls import Authority, issue, reason_to_reissue
 from lab.topology import Host, Topology
-from provision.step1_bootstrap.recipes import STATIC_ROOT
+from provision.step1_bootstrap.recipes import BALANCED_PURPOSES, STATIC_ROOT
 from provision.step3_appserver.recipes import APP_PORT, HEALTH_PATH, REQUEST_TIMEOUT_S
 
 SITE = "/etc/nginx/sites-available/bank"
@@ -29,6 +30,12 @@ PLAIN_BENCH_PATHS = ("/hello/",)
 LOGIN_RATE_PER_SECOND = 5
 LOGIN_BURST = 20
 LOGIN_PATHS = ("/accounts/login/", "/admin/login/")
+# API metering: each client (its bearer token, or its address when it sends none) may make API_RATE_PER_SECOND
+# requests a second under /api/, beyond a burst of API_BURST; the rest are answered 429 (JSON) at once, before they
+# reach an app server. Per token, so many customers behind one address (a bench, an office's NAT) each get their own.
+API_PATH = "/api/"
+API_RATE_PER_SECOND = 20
+API_BURST = 40
 # nginx opens a new connection to a web host for each request a sync Gunicorn worker answers (it closes
 # every connection): at a few thousand requests/s the default 28k ports sit in TIME_WAIT within seconds
 # and the balancer stalls. Reusing TIME_WAIT ports for new outgoing connections is safe with timestamps on.
@@ -49,9 +56,20 @@ PROBE = (
 
 
 def upstream_hosts(topology: Topology) -> list[Host]:
-    """The hosts nginx balances, those serving the `app` link: the one place that says which (the template and the
-    rolling restarts use it)."""
-    return topology.serving("app")
+    """The hosts nginx balances the site over, those serving the `app` link (the web hosts)."""
+    return list(topology.serving("app"))
+
+
+def api_hosts(topology: Topology) -> list[Host]:
+    """The hosts nginx balances /api/ over, those serving the `api` link (step 6's api hosts; none: /api/ goes to the
+    web hosts with every other path)."""
+    return list(topology.serving("api"))
+
+
+def balanced_hosts(topology: Topology) -> list[Host]:
+    """Every host behind the balancer, web and api: the one place that says which (the recipe, the template's
+    upstreams and the rolling restarts use it)."""
+    return list(dict.fromkeys(h for purpose in BALANCED_PURPOSES for h in topology.serving(purpose)))
 
 
 def healthy(lb: Target, hosts: Iterable[Host]) -> set[str]:
@@ -64,29 +82,47 @@ def healthy(lb: Target, hosts: Iterable[Host]) -> set[str]:
     return {h.name for h in hosts if answers.get(h.ip, "").split()[1:2] == ["200"]}
 
 
-def upstream_servers(hosts: list[Host], answering: set[str], down: frozenset[str]) -> list[dict[str, str]]:
-    """The upstream's server lines: hosts that answer, those in `down` marked so (nginx sends them nothing new).
+def upstream_servers(hosts: list[Host], answering: set[str], down: frozenset[str],
+                     backups: Iterable[Host] = ()) -> list[dict[str, str]]:
+    """The upstream's server lines: hosts that answer, those in `down` marked so (nginx sends them nothing new); then
+    the `backups` that answer, which nginx sends requests only while none of the hosts can take them.
 
     nginx refuses an upstream without servers: when no host answers, all are listed (nothing to protect).
     """
     listed = [h for h in hosts if h.name in answering] or hosts
-    return [{"name": h.name, "address": f"{h.ip}:{APP_PORT}", "parameters": "down" if h.name in down else SERVER_PARAMETERS}
-            for h in listed]
+    spare = [h for h in backups if h.name in answering and h not in listed]
+    return ([{"name": h.name, "address": f"{h.ip}:{APP_PORT}", "parameters": "down" if h.name in down else SERVER_PARAMETERS}
+             for h in listed] +
+            [{"name": h.name, "address": f"{h.ip}:{APP_PORT}",
+              "parameters": "down" if h.name in down else f"{SERVER_PARAMETERS} backup"} for h in spare])
 
 
-def site_values(servers: list[dict[str, str]], addresses: Iterable[str]) -> dict[str, object]:
-    """What the balancer's site template prints besides the host: its upstream servers, the addresses it listens on
-    (Topology.addresses: a pair's floating one too) and the constants above."""
-    return {"servers": servers, "addresses": list(addresses), "static_root": STATIC_ROOT, "http_port": HTTP_PORT,
-            "https_port": HTTPS_PORT,
+def site_servers(topology: Topology, answering: set[str], down: frozenset[str]) -> dict[str, list[dict[str, str]]]:
+    """Both upstreams' server lines: the web hosts for the site; the api hosts for /api/, with the web hosts (which
+    serve the same API) as backups, so an api host restarting or failing costs no request even when it is the only
+    one. No api host: no api upstream, /api/ goes to the web hosts."""
+    web = upstream_hosts(topology)
+    api = api_hosts(topology)
+    return {"servers": upstream_servers(web, answering, down),
+            "api_servers": upstream_servers(api, answering, down, backups=web) if api else []}
+
+
+def site_values(servers: list[dict[str, str]], addresses: Iterable[str],
+                api_servers: list[dict[str, str]] = ()) -> dict[str, object]:  # type: ignore[assignment]
+    """What the balancer's site template prints besides the host: its upstreams' servers (site_servers), the addresses
+    it listens on (Topology.addresses: a pair's floating one too) and the constants above."""
+    return {"servers": servers, "api_servers": list(api_servers), "addresses": list(addresses),
+            "static_root": STATIC_ROOT, "http_port": HTTP_PORT, "https_port": HTTPS_PORT,
             "plain_bench_port": PLAIN_BENCH_PORT, "plain_bench_paths": PLAIN_BENCH_PATHS,
             "tls_pem": TLS_PEM, "login_paths": LOGIN_PATHS, "login_rate": f"{LOGIN_RATE_PER_SECOND}r/s",
-            "login_burst": LOGIN_BURST, "request_timeout_s": REQUEST_TIMEOUT_S}
+            "login_burst": LOGIN_BURST, "api_path": API_PATH, "api_rate": f"{API_RATE_PER_SECOND}r/s",
+            "api_burst": API_BURST, "request_timeout_s": REQUEST_TIMEOUT_S}
 
 
-def write_site(lb: Target, servers: list[dict[str, str]]) -> bool:
+def write_site(lb: Target, answering: set[str], down: frozenset[str]) -> bool:
     changed = lb.template(SITE, "step5_balancer/templates/nginx-bank.conf.j2",
-                          **site_values(servers, lb.topology.addresses(lb.host)))
+                          **site_values(addresses=lb.topology.addresses(lb.host),
+                                        **site_servers(lb.topology, answering, down)))
     if changed:
         _check_config(lb)
     return changed
@@ -140,13 +176,13 @@ def balancer_network(t: Target) -> None:
 
 @recipe(tiers=("lb",), after=("step3_appserver.gunicorn", "step3_appserver.mod_wsgi", "step5_balancer.certificate"))
 def nginx(t: Target) -> None:
-    """nginx in front of the web hosts whose app server answers; it waits for their app server recipes, so a
-    host joins the pool only once it can serve, and a host that cannot is left out and named."""
+    """nginx in front of the web (and api) hosts whose app server answers; it waits for their app server recipes,
+    so a host joins the pool only once it can serve, and a host that cannot is left out and named."""
     t.packages("nginx")
-    hosts = upstream_hosts(t.topology)
-    with t.balancer_pool() as down:  # no web host restarts meanwhile: the pool written here stays true
+    hosts = balanced_hosts(t.topology)
+    with t.balancer_pool() as down:  # no app server host restarts meanwhile: the pool written here stays true
         answering = healthy(t, hosts)
-        changed = write_site(t, upstream_servers(hosts, answering, down))
+        changed = write_site(t, answering, down)
         enabled = False
         if t.run("readlink /etc/nginx/sites-enabled/bank", check=False).stdout.strip() != SITE:
             t.run("ln -sfn %s /etc/nginx/sites-enabled/bank", SITE)
@@ -165,23 +201,33 @@ def nginx(t: Target) -> None:
                           f"did not answer 200 from {t.host.name}")
 
 
+def _peers(topology: Topology, host: Host) -> list[Host]:
+    """The hosts that can serve what `host` serves behind the balancer (itself included)."""
+    web = upstream_hosts(topology)
+    return web if host in web else api_hosts(topology) + web
+
+
 class NginxPool:
     """The balancer's side of a rolling restart (lab.recipes.target.Rollout): the upstream line of a host marked `down`,
     a graceful reload, and a wait until nginx's old workers (the ones that may still talk to it) are gone."""
 
     def serving(self, t: Target) -> set[str] | None:
+        """The hosts in the pool now that can take the requests of t's host: its own upstream's (a web host's, the
+        web hosts; an api host's, the api hosts and the web hosts, its upstream's backups). A web host is never
+        drained on the strength of api hosts, which serve /api/ only."""
+        peers = _peers(t.topology, t.host)
         answering: set[str] | None = None
         for lb in self._balancers(t):
             lines = lb.run("grep -E %s %s", r"^\s*server .*;  # ", SITE, check=False).stdout.splitlines()
             listed = {line.split("#", 1)[1].strip() for line in lines if not line.split("#", 1)[0].rstrip().endswith(" down;")}
-            here = healthy(lb, [h for h in upstream_hosts(t.topology) if h.name in listed])
+            here = healthy(lb, [h for h in peers if h.name in listed])
             answering = here if answering is None else answering & here
         return answering
 
     def apply(self, t: Target, down: frozenset[str]) -> None:
-        hosts = upstream_hosts(t.topology)
+        hosts = balanced_hosts(t.topology)
         for lb in self._balancers(t):
-            if write_site(lb, upstream_servers(hosts, healthy(lb, hosts), down)):
+            if write_site(lb, healthy(lb, hosts), down):
                 old_workers = lb.run("pgrep -d ' ' -f '^nginx: worker process'", check=False).stdout.split()
                 lb.run("systemctl reload nginx")
                 wait = f"for p in {' '.join(old_workers)}; do while kill -0 $p 2>/dev/null; do sleep 0.1; done; done"

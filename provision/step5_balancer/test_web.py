@@ -1,6 +1,8 @@
 """Step 5 checks on the web hosts behind the HTTPS balancer: Django's own deployment check finds nothing to warn of."""
 
-TIERS = ("web",)
+from provision.step1_bootstrap.recipes import APP_SERVER_TIERS
+
+TIERS = APP_SERVER_TIERS  # the web hosts, and step 6's api hosts (the same site and app server)
 # `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
 HINTS = {
     "test_check_deploy_reports_no_warning": "on web1 as bank in /srv/bank/current: `BANK_CONFIG=/etc/bank/bank.toml ../venv/bin/python manage.py check --deploy` names each warning",

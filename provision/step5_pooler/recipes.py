@@ -1,4 +1,4 @@
-"""Step 5 recipes: pgbouncer on each web host (127.0.0.1 only, transaction pooling) and the site connecting to it.
+"""Step 5 recipes: pgbouncer on each web (and api) host (127.0.0.1 only, transaction pooling) and the site connecting to it.
 
 Also the one way a step after step 3 changes the site's settings: a file of its own in /etc/bank/bank.d/ (read over
 bank.toml by app/bank/config.py), then the app server restarted in a rolling window. The settings of steps 1–2 do not
@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from lab.recipes import Target, recipe
 from lab.topology import Host, Topology
-from provision.step1_bootstrap.recipes import DATABASE, ROLE, write_site_overlay
+from provision.step1_bootstrap.recipes import APP_SERVER_TIERS, DATABASE, ROLE, write_site_overlay
 from provision.step3_appserver.recipes import SERVER_UNITS, _serve
 
 PGBOUNCER_PORT = 6432
@@ -56,7 +56,7 @@ def pgbouncer_admin(t: Target, command: str) -> None:
     t.run(ADMIN, PGBOUNCER_PORT, command, user="postgres")
 
 
-POOLED_TIERS = ("web",)  # the hosts whose site reaches the database: each runs its own pgbouncer
+POOLED_TIERS = APP_SERVER_TIERS  # the hosts whose app server reaches the database: each runs its own pgbouncer
 
 
 @recipe(tiers=POOLED_TIERS)

@@ -2,7 +2,9 @@
 
 import pytest
 
-TIERS = ("web",)
+from provision.step1_bootstrap.recipes import APP_SERVER_TIERS
+
+TIERS = APP_SERVER_TIERS  # the web hosts, and step 6's api hosts (the same site and app server)
 # `lab check`: one line per check, what to try when it fails (lab/workshop.py prints it).
 HINTS = {
     "test_pgbouncer_listens_on_loopback_only": "`listen_addr = 127.0.0.1` and `listen_port = 6432` in /etc/pgbouncer/pgbouncer.ini, `systemctl enable --now pgbouncer`",

@@ -1,11 +1,12 @@
-"""Step 6 recipes: memcached on each cache host's private address, and every web host's Django cache over all of them."""
+"""Step 6 recipes: memcached on each cache host's private address, and every web and api host's Django cache over all of them."""
 
 from __future__ import annotations
 
 from lab.recipes import Target, recipe
+from provision.step1_bootstrap.recipes import APP_SERVER_TIERS
 from provision.step5_pooler.recipes import site_overlay
+from provision.step6_cache import MEMCACHED_PORT
 
-MEMCACHED_PORT = 11211
 MEMCACHED_MEMORY_MB = 64  # of the host's 256 MB: the site caches a few small pages
 
 
@@ -19,9 +20,9 @@ def memcached(t: Target) -> None:
     t.wait_for_port(t.host.ip, MEMCACHED_PORT)
 
 
-@recipe(tiers=("web",), after=("step6_cache.memcached",))
+@recipe(tiers=APP_SERVER_TIERS, after=("step6_cache.memcached",))
 def site_cache(t: Target) -> None:
-    """Django's PyMemcacheCache over every cache host this web host may reach; with none, its local-memory cache."""
+    """Django's PyMemcacheCache over every cache host this web or api host may reach; with none, its local-memory cache."""
     caches = t.topology.serving("cache", client=t.host)
     if caches:
         port = t.topology.port("cache", client=t.host)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lab.recipes import RecipeError, Target, recipe
 from lab.secrets import scram_matches, scram_verifier, sql_literal
-from provision.step1_bootstrap.recipes import DATABASE
+from provision.step1_bootstrap.recipes import APP_SERVER_TIERS, DATABASE
 from provision.step2_database.recipes import PG_VERSION, REPLICATION_ROLE, psql_script
 from provision.step5_pooler.recipes import PGBOUNCER_PORT, REPLICA_ALIAS, replica_target, site_overlay
 
@@ -86,7 +86,7 @@ def standby(t: Target) -> None:
         raise RecipeError(f"{t.host.name} does not stream from {primary.name} after {STREAMING_WAIT_S} s")
 
 
-@recipe(tiers=("web",), after=("step6_standby.standby",))
+@recipe(tiers=APP_SERVER_TIERS, after=("step6_standby.standby",))
 def site_replica(t: Target) -> None:
     """The site's `replica` database (the report's reads): through pgbouncer when it is on, else the standby itself."""
     if not (t.topology.db.replica_reads and t.topology.db_standbys):
