@@ -178,7 +178,12 @@ def scratch_lab(name: str, thirds: range, folder: Path | None = None, provider: 
         yield lab
     finally:
         if not keep:
-            lab.run("destroy")  # whatever happened, leave nothing running
+            # Whatever happened, leave nothing running; a destroy that fails is an error of its own (stop 19's CI left
+            # a 13-host lab "destroying" with one host's root behind, and nothing said so). Its folder then stays.
+            destroyed = lab.run("destroy")
+            if destroyed.returncode != 0:
+                raise LabCommandFailed(f"lab destroy exited {destroyed.returncode}: {destroyed.stderr.strip()}\n"
+                                       f"its output:\n{destroyed.stdout}\nthe lab's folder: {lab.folder}")
             if owned:
                 shutil.rmtree(lab.folder, ignore_errors=True)
 

@@ -1,6 +1,9 @@
 """Unit tests for lab.testing's scratch lab, the runner of the integration tests and benchmarks (no lab is brought up)."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 
 from lab.testing import LabCommandFailed, ScratchLab, benchmark_main, scratch_lab
@@ -38,3 +41,15 @@ def test_scratch_lab_destroys_its_lab_and_removes_its_own_folder(tmp_path):
     with scratch_lab("labunit", range(170, 180), folder=tmp_path) as lab:
         pass
     assert lab.seconds["destroy"] and (tmp_path / "lab.toml").is_file()  # a folder it was given stays
+
+
+def test_a_destroy_that_fails_is_an_error_and_the_folder_stays(monkeypatch):
+    def failing_destroy(self, *args, timeout=None):
+        return subprocess.CompletedProcess(["lab", *args], 1, "lab: removing hosts\n", "lab: error: umount: busy")
+
+    monkeypatch.setattr(ScratchLab, "run", failing_destroy)
+    with pytest.raises(LabCommandFailed, match=r"^lab destroy exited 1: lab: error: umount: busy") as caught:
+        with scratch_lab("labunit", range(170, 180)) as lab:
+            folder = lab.folder
+    assert folder.is_dir() and str(folder) in str(caught.value)  # its logs are kept for whoever reads the error
+    shutil.rmtree(folder)
