@@ -61,3 +61,17 @@ def test_removing_a_host_tolerates_groups_that_vanish_meanwhile(tmp_path: Path, 
     assert machines._pids_below(host) == []
     machines._remove_cgroup_tree(host)
     assert not host.exists()
+
+
+def test_a_process_that_outlives_sigkill_is_named_with_its_state(monkeypatch):
+    from lab.errors import ProviderError
+    from lab.providers.local import machines
+
+    spec = machines.MachineSpec("web1", "192.168.56.21", 768, "/nonexistent", "ns", "veth", "lab-x/web1", "/dev/null", "x-web1")
+    killed: list[int] = []
+    monkeypatch.setattr(machines, "leftover_pids", lambda s: {1, 999_999_999})  # PID 1 never goes; the other is gone
+    monkeypatch.setattr(machines.os, "kill", lambda pid, sig: killed.append(pid))
+    with pytest.raises(ProviderError, match=r"^web1: processes survived SIGKILL for 0 s: 1 \(\S+, state [A-Z]\), "
+                                                    r"999999999 \(gone\)$"):
+        machines.stop(spec, timeout=0)
+    assert sorted(killed) == [1, 999_999_999]

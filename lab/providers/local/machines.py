@@ -242,7 +242,21 @@ def leftover_pids(spec: MachineSpec) -> set[int]:
     return {p for d in cgroup_dirs(spec.cgroup) for p in _pids_below(d)}
 
 
-def stop(spec: MachineSpec, timeout: float = 10) -> None:
+def _described(pid: int) -> str:
+    """`1234 (postgres, state D)`: what a process that outlived SIGKILL was, for the error that names it."""
+    try:
+        name, rest = Path(f"/proc/{pid}/stat").read_text().split(" (", 1)[1].rsplit(") ", 1)
+        return f"{pid} ({name}, state {rest.split()[0]})"
+    except (OSError, IndexError, ValueError):
+        return f"{pid} (gone)"
+
+
+# A killed process leaves its cgroup only once it runs again: one asleep in the disk's queue (state D) waits for its
+# I/O first. A 13-host lab destroyed at once, its hosts' disks removed beside it, kept one for more than 10 s.
+KILL_TIMEOUT_S = 60
+
+
+def stop(spec: MachineSpec, timeout: float = KILL_TIMEOUT_S) -> None:
     """Kill every process of the host (the lab is being removed: no need for a polite shutdown)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -255,7 +269,8 @@ def stop(spec: MachineSpec, timeout: float = 10) -> None:
             except ProcessLookupError:
                 pass
         if time.monotonic() > deadline:
-            raise ProviderError(f"{spec.name}: processes {sorted(pids)} survived SIGKILL")
+            survivors = ", ".join(_described(pid) for pid in sorted(pids))
+            raise ProviderError(f"{spec.name}: processes survived SIGKILL for {timeout:.0f} s: {survivors}")
         time.sleep(0.05)
 
 
