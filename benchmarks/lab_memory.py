@@ -1,9 +1,11 @@
 """Memory of the whole lab per preset: each host's memory use (its cgroup, local provider), summed per preset.
 
-Brings up its own lab with the `tuned` preset (every tier; own name, subnet and folder), runs `lab test` so every
+Brings up its own lab with the `tuned` preset (own name, subnet and folder), runs `lab test` so every
 service has served, then reads each host's memory cgroup (usage, page cache included, and RSS) a few times and
 prints one JSON document: per host the median of the samples, and per preset the sum over the hosts that preset
-has (minimal and workshop are subsets of tuned's hosts; the standby counted only where the preset has it).
+has (minimal and workshop are subsets of tuned's hosts; the standby counted only where the preset has it). The
+`full` preset's tiers (lb2, api, q, monitor, search, loadgen) add exporters to every host, which would count in the
+smaller presets' sums: its memory comes from benchmarks/up_scaling.py instead.
 Run as root:  .venv/bin/python benchmarks/lab_memory.py [--samples 5] [--keep]
 """
 
