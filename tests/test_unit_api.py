@@ -72,7 +72,8 @@ def test_api_hosts_run_the_sites_code_app_server_and_pooler_like_web_hosts():
 
 def test_the_links_of_the_api_tier():
     links = {(l.source, l.target, l.port, l.purpose) for l in stacks.current().links if "api" in (l.source, l.target)}
-    assert links == {("lb", "api", 8000, API_PURPOSE), ("api", "db", 5432, "sql"), ("api", "cache", 11211, "cache")}
+    assert links == {("lb", "api", 8000, API_PURPOSE), ("api", "db", 5432, "sql"), ("api", "cache", 11211, "cache"),
+                     ("monitor", "api", 8000, "app-probe")}  # monitor1 asks its /health/ as it asks the web hosts'
     assert [h.name for h in API_LAB.serving("api")] == ["api1", "api2"]
     assert [h.name for h in API_LAB.serving("app")] == ["web1", "web2"]  # the site's pages stay on the web hosts
 

@@ -86,6 +86,15 @@ def test_scrape_targets_follow_the_topology(monitored):
         {"url": "http://192.168.56.22:8000/health/", "host": "web2", "tier": "web"}]
 
 
+def test_api_hosts_are_probed_like_web_hosts_and_take_the_probe_from_monitor1_only():
+    with_api = resolve({}, {}, Overrides(counts={"api": 1, "monitor": 1}), platform="linux")
+    monitor = with_api.host("monitor1")
+    assert recipes.app_probes(with_api, monitor) == [
+        {"url": "http://192.168.56.21:8000/health/", "host": "web1", "tier": "web"},
+        {"url": f"http://{with_api.host('api1').ip}:8000/health/", "host": "api1", "tier": "api"}]
+    assert with_api.clients(with_api.host("api1"), "app-probe") == (monitor,)  # the firewall lets it in, no one else
+
+
 def test_prometheus_gets_its_targets_rules_and_alertmanager_on_the_private_address(monitored):
     files, commands, _ = run(recipes.prometheus, monitored, "monitor1")
     config = files[recipes.PROMETHEUS_CONFIG]

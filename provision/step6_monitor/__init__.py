@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lab.stack import EVERY_TIER, MACHINE, Link, TierSpec, register_tier
+from provision.step6_api import API_PURPOSE  # imported first: the api tier is registered before a link names it
 from provision.step6_queue import REDIS_PORT  # imported first: the q tier is registered before a link names it
 
 STEP = 6
@@ -74,6 +75,7 @@ register_tier(
         *(Link(MONITOR_TIER, e.tier, e.port, e.purpose) for e in EXPORTERS),
         # "web host down" means its app server stopped answering, not the host: probed on the app server's own port
         Link(MONITOR_TIER, "web", APP_PORT, APP_PROBE_PURPOSE),
+        Link(MONITOR_TIER, API_PURPOSE, APP_PORT, APP_PROBE_PURPOSE),  # an api host is a web host serving /api/ only
         Link(MACHINE, MONITOR_TIER, PROMETHEUS_PORT, "prometheus"),  # lab (checks, status, the bench) asks Prometheus
         Link(MACHINE, MONITOR_TIER, ALERTMANAGER_PORT, "alertmanager"),
     ),
