@@ -5,6 +5,9 @@ first. A deploy unpacks the new release on every web host (none switched yet), r
 per web host: drains it from the balancer (lab.recipes.target's rolling window over step 5's pool), switches
 `current`, restarts its app server, health-checks it, and lets it rejoin. A host that fails its health check is
 switched back and restarted on the release before, rejoins, and the deploy stops there: the old release serves.
+The q hosts' Celery workers (step 6) run the release too: they switch last, one at a time, once every app server
+serves it (a deploy that stops leaves every host on the release before); a worker's restart is Celery's warm
+shutdown, so the tasks it runs finish first, and the queue keeps what arrives meanwhile for the worker's return.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from provision.step3_appserver.recipes import static_files as collect_static_fil
 from provision.step4_deploy.recipes import prune_releases, record_deploy
 from provision.step5_balancer.recipes import SITE as BALANCER_SITE
 from provision.step5_balancer.recipes import static_files as balancer_static_files
+from provision.step6_queue.recipes import WORKER_UNIT, wait_for_ping
+
+WORKER_TIER = "q"  # step 6's queue hosts: a Celery worker of the site's release on each
 
 HEALTH_TIMEOUT_S = 30  # how long a switched host has to answer GET /health/ before the deploy gives up on it
 
@@ -86,6 +92,12 @@ class WebTargets:
         secrets = labdir.secrets()
         self.targets = {h.name: Target(connect(h.name), h, self.topology, facts, secrets, templates, connect, rollout)
                         for tier in APP_SERVER_TIERS for h in self.topology.tier(tier)}
+        self.workers = {h.name: Target(connect(h.name), h, self.topology, facts, secrets, templates, connect, rollout)
+                        for h in self.topology.tier(WORKER_TIER)}
+
+    def every_target(self) -> list[Target]:
+        """The app servers' hosts, then the workers' hosts: every host that holds the site's releases."""
+        return [*self.targets.values(), *self.workers.values()]
 
     def close(self) -> None:
         for remote in self.opened:
@@ -143,10 +155,39 @@ def _roll(lab: WebTargets, folder: str, say: Say, health_s: float, how: str) -> 
     return report
 
 
+def _switch_workers(lab: WebTargets, folder: str, say: Say, how: str, report: DeployReport) -> None:
+    """Each q host's worker onto folder, one at a time (the others take the queue meanwhile); DeployFailed, that host
+    back on its release, at the first worker that does not answer a ping through the queue."""
+    for name, t in lab.workers.items():
+        before = t.run("readlink %s", CURRENT).stdout.strip()
+        if before == folder:
+            report.unchanged.append(name)
+            continue
+        started = time.monotonic()
+        say(f"{name}: switching its worker to {release_name(folder)} (running tasks finish first)")
+        switch_current(t, folder)
+        record_deploy(t, release_name(folder), how)
+        try:
+            t.service(WORKER_UNIT, restart=True)
+            wait_for_ping(t)
+        except RecipeError as error:
+            failure = one_line(error)
+            say(f"{name}: its worker failed on {release_name(folder)} ({failure}); back to {release_name(before)}")
+            switch_current(t, before)
+            record_deploy(t, release_name(before), f"{how}-failed-back")
+            t.service(WORKER_UNIT, restart=True)
+            raise DeployFailed(f"stopped: {name}'s worker failed on release {release_name(folder)} ({failure}); it runs "
+                               f"{release_name(before)} again; every app server serves {release_name(folder)}: "
+                               "`lab rollback` puts them back") from None
+        report.switched[name] = time.monotonic() - started
+        say(f"{name}: its worker runs {release_name(folder)}, after {report.switched[name]:.1f} s")
+
+
 def _finish(lab: WebTargets) -> None:
-    """What follows a switch on every host: static files collected from `current`, old releases pruned."""
-    with ThreadPoolExecutor(max_workers=len(lab.targets)) as pool:
+    """What follows a switch on every host: static files collected from `current` (app servers), old releases pruned."""
+    with ThreadPoolExecutor(max_workers=len(lab.every_target())) as pool:
         list(pool.map(lambda t: (collect_static_files(t), prune_releases(t)), lab.targets.values()))
+        list(pool.map(prune_releases, lab.workers.values()))
     first = next(iter(lab.targets.values()))
     for lb in lab.topology.serving("http"):  # step 5's recipe copies web1's static tree to a balancer that runs
         balancer = first.on(lb.name)
@@ -161,9 +202,9 @@ def deploy(project: lifecycle.Project, say: Say, health_s: float = HEALTH_TIMEOU
     lab = WebTargets(project)
     try:
         with project.labdir.locked():
-            say(f"release {name}: unpacking on {', '.join(lab.targets)}")
-            with ThreadPoolExecutor(max_workers=len(lab.targets)) as pool:
-                folders = set(pool.map(lambda t: unpack_release(t, name, archive), lab.targets.values()))
+            say(f"release {name}: unpacking on {', '.join(t.host.name for t in lab.every_target())}")
+            with ThreadPoolExecutor(max_workers=len(lab.every_target())) as pool:
+                folders = set(pool.map(lambda t: unpack_release(t, name, archive), lab.every_target()))
             folder = folders.pop()
             first = next(iter(lab.targets.values()))
             try:
@@ -174,6 +215,7 @@ def deploy(project: lifecycle.Project, say: Say, health_s: float = HEALTH_TIMEOU
                 raise DeployFailed(f"release {name} cannot migrate the database ({one_line(error)}); no host was "
                                    "switched: the release before serves") from None
             report = _roll(lab, folder, say, health_s, "deploy")
+            _switch_workers(lab, folder, say, "deploy", report)
             _finish(lab)
     finally:
         lab.close()
@@ -191,10 +233,11 @@ def rollback(project: lifecycle.Project, say: Say, health_s: float = HEALTH_TIME
             folder = first.run("readlink %s", PREVIOUS, check=False).stdout.strip()
             if not folder or not first.test("test -f %s", f"{folder}/manage.py"):
                 raise DeployFailed(f"nothing to roll back to: {first.host.name} has no earlier release ({PREVIOUS})")
-            missing = [n for n, t in lab.targets.items() if not t.test("test -f %s", f"{folder}/manage.py")]
+            missing = [t.host.name for t in lab.every_target() if not t.test("test -f %s", f"{folder}/manage.py")]
             if missing:
                 raise DeployFailed(f"release {release_name(folder)} is not on {', '.join(missing)}: nothing was changed")
             report = _roll(lab, folder, say, health_s, "rollback")
+            _switch_workers(lab, folder, say, "rollback", report)
             _finish(lab)
     finally:
         lab.close()

@@ -1,8 +1,10 @@
 """The `full` preset on one real lab, every tier of the seed's stack at once: `lab up --preset full` and `lab test`
 green, a second `lab up` changes nothing; then each step-6 tier's own proof on it: a statement asked for through the
 balancer is prepared by a q host's Celery worker, a customer's search is answered by search1 with their own accounts
-only, the JSON API answers from api1 and its transfers conserve money, the WebHostDown alert reaches Alertmanager when web1's app server stops, and last (it leaves lb1 or lb2
-without nginx) the floating address moves to the other balancer under load when nginx stops on its holder."""
+only, the JSON API answers from api1 and its transfers conserve money, the WebHostDown alert reaches Alertmanager when web1's
+app server stops, `lab deploy` of a changed site switches every app server and then each q host's worker (a statement is
+still prepared by a q host on the new release), and last (it leaves lb1 or lb2 without nginx) the floating address
+moves to the other balancer under load when nginx stops on its holder."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import time
 import tomllib
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +25,7 @@ from lab import stack
 from lab.balancer_failover import failover_under_load, holders
 from lab.lifecycle import Project, running_lab
 from lab.services import services_of
-from lab.testing import ScratchLab, needs_root, scratch_lab
+from lab.testing import ScratchLab, copy_of_project, needs_root, scratch_lab
 from provision.step5_balancer.test_e2e import Customer
 from provision.step6_monitor import ALERTMANAGER_PORT, PROMETHEUS_PORT
 from provision.step6_monitor.recipes import DOWN_FOR_S, EVALUATION_INTERVAL_S, SCRAPE_INTERVAL_S
@@ -60,9 +63,20 @@ MAX_TAKEOVER_S = 15.0
 MAX_FAILED_PERCENT = 30.0
 
 
+# `lab deploy`: a change to the site, made in the test's copy of the project as a user would make it in theirs.
+BASE_TEMPLATE = Path("app/accounts/templates/accounts/base.html")
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory):
-    with scratch_lab(NAME, range(241, 255), folder=tmp_path_factory.mktemp("full"), timeout=UP_TIMEOUT_S) as the_lab:
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_of_project(tmp_path_factory.mktemp("project"))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, project: Path):
+    # `python -m lab` runs the copy: its app/ is the site deployed
+    with scratch_lab(NAME, range(241, 255), folder=tmp_path_factory.mktemp("full"), timeout=UP_TIMEOUT_S,
+                     extra_env={"PYTHONPATH": str(project)}) as the_lab:
         the_lab.ok("up", "--preset", "full", timeout=UP_TIMEOUT_S)
         yield the_lab
         print(f"\n{NAME}: seconds per verb {the_lab.seconds}")
@@ -86,6 +100,14 @@ def test_the_site_is_the_floating_address_held_by_one_balancer(lab: ScratchLab) 
 
 
 def test_a_statement_asked_for_through_the_balancer_is_prepared_by_a_q_host(lab: ScratchLab) -> None:
+    status, prepared_by = statement_asked_for(lab)
+    q_hosts = {h["name"] for h in lab.state["topology"]["hosts"] if h["tier"] == "q"}
+    assert status == "ready" and prepared_by in q_hosts, (status, prepared_by)
+
+
+def statement_asked_for(lab: ScratchLab) -> tuple[str, str]:
+    """A statement asked for through the balancer as the demo customer: its status and the host that prepared it,
+    once it is no longer pending (or READY_WITHIN_S later)."""
     url, opener = lab.site()
     opener.add_handler(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     creds = lab.ok("creds")
@@ -107,8 +129,7 @@ def test_a_statement_asked_for_through_the_balancer_is_prepared_by_a_q_host(lab:
             break
         time.sleep(0.5)
     print(f"\n[full] statement {status} by {prepared_by} {time.monotonic() - asked:.1f} s after it was asked for")
-    q_hosts = {h["name"] for h in lab.state["topology"]["hosts"] if h["tier"] == "q"}
-    assert status == "ready" and prepared_by in q_hosts, (status, prepared_by)
+    return status, prepared_by
 
 
 def test_a_customer_searches_their_own_accounts_through_the_search_server(lab: ScratchLab) -> None:
@@ -182,6 +203,28 @@ def test_status_names_prometheus_and_the_web_host_down_alert_fires_when_web1s_ap
     while web_host_down(monitor_ip, "web1"):
         assert time.monotonic() - started < RESOLVED_WITHIN_S, f"WebHostDown still active {RESOLVED_WITHIN_S} s after restart"
         time.sleep(1)
+
+
+def served_releases(lab: ScratchLab, host: str) -> set[str]:
+    """The releases the site's user's processes run in on host (their working directories)."""
+    script = "for p in $(pgrep -u bank); do readlink /proc/$p/cwd; done | sort -u"
+    return {line.rsplit("/", 1)[-1] for line in lab.ok("ssh", host, script).split()}
+
+
+def test_a_deploy_switches_every_app_server_then_each_q_hosts_worker(lab: ScratchLab, project: Path) -> None:
+    with open(project / BASE_TEMPLATE, "a") as template:
+        template.write(f"<!-- deployed {time.time_ns()} -->\n")
+    output = lab.ok("deploy")
+    release = lab.ok("ssh", "web1", "readlink /srv/bank/current").strip().rsplit("/", 1)[-1]
+    print(f"\n[full] {output.strip().splitlines()[-1]}")
+    site_hosts = [h["name"] for h in lab.state["topology"]["hosts"] if h["tier"] in ("web", "api", "q")]
+    for host in site_hosts:
+        assert lab.ok("ssh", host, "readlink /srv/bank/current").strip().endswith(f"/{release}"), host
+        assert served_releases(lab, host) == {release}, host  # its app server or worker restarted onto it
+    switched = re.findall(r"^lab: (\w+): (?:serving|its worker runs) ", output, re.MULTILINE)  # in the order they switched
+    assert switched[-2:] == ["q1", "q2"] and sorted(switched[:-2]) == sorted(h for h in site_hosts if h[0] != "q"), output
+    status, prepared_by = statement_asked_for(lab)  # the queue works across the switch
+    assert status == "ready" and prepared_by.startswith("q"), (status, prepared_by)
 
 
 def test_nginx_stopped_on_the_holder_moves_the_address_and_the_site_answers(lab: ScratchLab) -> None:

@@ -46,7 +46,7 @@ class WebHost:
         if command.startswith("printf"):
             self.log.append(re.search(r'\)" (\S+) (\S+) >> /srv/bank/deploys.log', command).group(1))
             return ok
-        if "/health/" in command:  # the warm-up's health check
+        if "/health/" in command or "inspect ping" in command:  # the warm-up's health check, a worker's ping
             healthy = self.serving.rsplit("/", 1)[-1] not in self.broken
             return CommandResult(command, 0 if healthy else 1, "", "" if healthy else "HTTP Error 500")
         return ok  # systemctl is-enabled/is-active, the wait for the current release
@@ -73,16 +73,44 @@ class Pool:
         self.events.append(("pool", sorted(down)))
 
 
-def fake_lab(web: int = 2, broken: set[str] = frozenset()) -> tuple[deploy.WebTargets, Pool, dict[str, WebHost]]:
-    topology = linux_topology(overrides=Overrides(web=web))
+def fake_lab(web: int = 2, broken: set[str] = frozenset(), q: int = 0) -> tuple[deploy.WebTargets, Pool, dict[str, WebHost]]:
+    topology = linux_topology(overrides=Overrides(web=web, counts={"q": q}))
     pool = Pool()
     rollout = Rollout(pool)
-    hosts = {h.name: WebHost(h.name, pool, set(broken)) for h in topology.tier("web")}
+    hosts = {h.name: WebHost(h.name, pool, set(broken)) for h in (*topology.tier("web"), *topology.tier("q"))}
     lab = deploy.WebTargets.__new__(deploy.WebTargets)  # its __init__ connects to a running lab
+
+    def target(host):
+        return Target(hosts[host.name], host, topology, None, {}, template_environment(), lambda n: hosts[n], rollout)
+
     lab.topology = topology
-    lab.targets = {h.name: Target(hosts[h.name], h, topology, None, {}, template_environment(), lambda n: hosts[n], rollout)
-                   for h in topology.tier("web")}
+    lab.targets = {h.name: target(h) for h in topology.tier("web")}
+    lab.workers = {h.name: target(h) for h in topology.tier("q")}
     return lab, pool, hosts
+
+
+def test_the_q_hosts_workers_switch_last_one_at_a_time_and_a_rollback_takes_them_back(monkeypatch):
+    monkeypatch.setattr(deploy, "wait_for_ping", lambda t: t.run("celery inspect ping"))  # answered at once
+    lab, pool, hosts = fake_lab(web=2, q=2)
+    report = deploy._roll(lab, NEW, lambda m: None, 5, "deploy")
+    deploy._switch_workers(lab, NEW, lambda m: None, "deploy", report)
+    assert list(report.switched) == ["web1", "web2", "q1", "q2"]
+    assert [(e[0], e[1]) for e in pool.events if e[0].startswith("q")] == [
+        ("q1", "switched"), ("q1", "restart"), ("q2", "switched"), ("q2", "restart")]
+    assert all(h.serving == NEW and h.links["previous"] == OLD and h.log == ["bbbbbbbbbbbb"] for h in hosts.values())
+    back = deploy._roll(lab, OLD, lambda m: None, 5, "rollback")
+    deploy._switch_workers(lab, OLD, lambda m: None, "rollback", back)
+    assert all(h.serving == OLD for h in hosts.values()) and list(back.switched) == ["web1", "web2", "q1", "q2"]
+
+
+def test_a_worker_that_does_not_answer_on_the_release_goes_back_and_the_deploy_stops(monkeypatch):
+    monkeypatch.setattr(deploy, "wait_for_ping", lambda t: t.run("celery inspect ping"))  # a failed ping raises
+    lab, pool, hosts = fake_lab(web=1, q=2, broken={"bbbbbbbbbbbb"})
+    report = deploy.DeployReport("bbbbbbbbbbbb", "aaaaaaaaaaaa")
+    with pytest.raises(DeployFailed, match="q1's worker failed on release bbbbbbbbbbbb .* it runs aaaaaaaaaaaa again"):
+        deploy._switch_workers(lab, NEW, lambda m: None, "deploy", report)
+    assert hosts["q1"].links["current"] == hosts["q1"].serving == OLD and hosts["q1"].log[-1] == "aaaaaaaaaaaa"
+    assert hosts["q2"].links["current"] == OLD and hosts["q2"].log == []  # never touched
 
 
 def test_a_deploy_switches_one_drained_host_at_a_time(capsys):

@@ -77,7 +77,7 @@ def worker(t: Target) -> None:
         stale = t.notified("app-code", "app-config") or _worker_is_stale(t)
         restarted = t.service(WORKER_UNIT, restart=unit_changed or earlier_change or stale)
     if restarted or not _answers_ping(t, timeout_s=5):
-        _wait_for_ping(t)
+        wait_for_ping(t)
 
 
 def _worker_is_stale(t: Target) -> bool:
@@ -95,9 +95,9 @@ def _answers_ping(t: Target, timeout_s: float) -> bool:
                   user=APP_USER)
 
 
-def _wait_for_ping(t: Target, seconds: float = WORKER_READY_S) -> None:
+def wait_for_ping(t: Target, seconds: float = WORKER_READY_S) -> None:
     """A (re)started worker answers a ping through the queue before the recipe ends (a worker that cannot reach
-    Redis or load the site fails this recipe, not `lab test`)."""
+    Redis or load the site fails this recipe, not `lab test`); `lab deploy` waits for it the same way."""
     deadline = time.monotonic() + seconds
     while not _answers_ping(t, timeout_s=3):
         if time.monotonic() > deadline:
