@@ -196,6 +196,12 @@ def test_apache_listens_on_the_host_ip_and_port_8000_only(templates):
     assert directives == [f"Listen {WEB2.ip}:8000"]
 
 
+def test_mod_wsgi_passes_the_authorization_header_to_the_site(templates):
+    # Without it the API's bearer tokens never reach Django under mod_wsgi: every /api/ request is 401.
+    site = rendered_by_recipe(templates, TOPOLOGY)[step3.APACHE_SITE]
+    assert re.search(r"^\s*WSGIPassAuthorization On$", site, re.M)
+
+
 def test_site_runs_daemon_processes_as_the_app_user_with_the_knobs(templates):
     site = rendered_by_recipe(templates, TOPOLOGY)[step3.APACHE_SITE]
     daemon = re.findall(r"^\s*WSGIDaemonProcess (.*)$", site, re.M)
