@@ -27,20 +27,6 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# Modules that take far longer than the rest, longest first. test.sh hands whole files to two workers in collection
-# order, so a long module collected late becomes the suite's tail while the other worker idles; started first, the
-# other worker works through everything else beside it (the vagrant module: emulated VMs, 40-60 min in CI).
-LONGEST_FIRST = ("test_integration_vagrant.py",)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: each module keeps its own order, and the rest keep theirs
-
-
 @pytest.fixture
 def no_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty project folder, the current one, with its own LAB_DIR and no LAB_* settings leaking in from outside."""

@@ -20,6 +20,10 @@ APP_USER = "bank"
 APP_HOME = "/srv/bank"
 VENV = f"{APP_HOME}/venv"
 PIP = f"{VENV}/bin/pip"
+# pip's defaults are 5 retries and a 15 s socket timeout; a fresh-machine run's emulated VM lost its install to
+# "Connection reset by peer" from PyPI while a 13-host lab shared the cores.
+PYPI_RETRIES = 10
+PYPI_TIMEOUT_S = 60
 VENV_MARKER = f"{VENV}/.lab-complete"  # written last: a venv without it is half-made
 RELEASES = f"{APP_HOME}/releases"
 CURRENT = f"{APP_HOME}/current"
@@ -116,9 +120,9 @@ def virtualenv(t: Target) -> None:
     if t.facts.wheelhouse:
         t.run(t.locked(VENV_MARKER, "%s install -q --require-hashes --no-index --find-links %s -r %s",
                        PIP, t.facts.wheelhouse, REQUIREMENTS))
-    else:
-        t.run(t.locked(VENV_MARKER, "%s install -q --require-hashes --find-links %s -r %s",
-                       PIP, BUILT_WHEELS, REQUIREMENTS))
+    else:  # from PyPI itself (a VM through its NAT): patient with a slow (emulated) host and a reset connection
+        t.run(t.locked(VENV_MARKER, "%s install -q --require-hashes --retries %s --timeout %s --find-links %s -r %s",
+                       PIP, PYPI_RETRIES, PYPI_TIMEOUT_S, BUILT_WHEELS, REQUIREMENTS))
     t.changed(f"installed {', '.join(missing)}", "app-code")
 
 
