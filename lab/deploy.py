@@ -175,7 +175,12 @@ def _switch_workers(lab: WebTargets, folder: str, say: Say, how: str, report: De
             say(f"{name}: its worker failed on {release_name(folder)} ({failure}); back to {release_name(before)}")
             switch_current(t, before)
             record_deploy(t, release_name(before), f"{how}-failed-back")
-            t.service(WORKER_UNIT, restart=True)
+            try:
+                t.service(WORKER_UNIT, restart=True)
+            except RecipeError as again:
+                raise DeployFailed(f"{name}'s worker failed on release {release_name(folder)} ({failure}) and did not "
+                                   f"restart on {release_name(before)} ({one_line(again)}): "
+                                   f"`lab ssh {name} journalctl -u {WORKER_UNIT}`") from None
             raise DeployFailed(f"stopped: {name}'s worker failed on release {release_name(folder)} ({failure}); it runs "
                                f"{release_name(before)} again; every app server serves {release_name(folder)}: "
                                "`lab rollback` puts them back") from None
