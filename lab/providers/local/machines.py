@@ -208,11 +208,18 @@ def wait_for_ssh(spec: MachineSpec, pid: int, timeout: float = 90) -> None:
     raise ProviderError(f"{spec.name} did not accept SSH within {timeout:.0f} s (see {spec.console_log})")
 
 
-def _is_zombie(pid: int) -> bool:
+def _name_and_state(pid: int) -> tuple[str, str] | None:
+    """A process's name and state letter from /proc/PID/stat (the name may hold spaces and parentheses); None if gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
+        name, rest = Path(f"/proc/{pid}/stat").read_text().split(" (", 1)[1].rsplit(") ", 1)
+        return name, rest.split()[0]
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _is_zombie(pid: int) -> bool:
+    found = _name_and_state(pid)
+    return found is None or found[1] == "Z"
 
 
 def _tail(path: str) -> str:
@@ -244,11 +251,8 @@ def leftover_pids(spec: MachineSpec) -> set[int]:
 
 def _described(pid: int) -> str:
     """`1234 (postgres, state D)`: what a process that outlived SIGKILL was, for the error that names it."""
-    try:
-        name, rest = Path(f"/proc/{pid}/stat").read_text().split(" (", 1)[1].rsplit(") ", 1)
-        return f"{pid} ({name}, state {rest.split()[0]})"
-    except (OSError, IndexError, ValueError):
-        return f"{pid} (gone)"
+    found = _name_and_state(pid)
+    return f"{pid} ({found[0]}, state {found[1]})" if found else f"{pid} (gone)"
 
 
 # A killed process leaves its cgroup only once it runs again: one asleep in the disk's queue (state D) waits for its
