@@ -25,6 +25,7 @@ from lab.recipes.scheduler import template_environment
 from lab.recipes.target import Rollout
 from lab.remote import RemoteHost
 from lab.system import Say
+from lab.topology import Host
 from provision.step1_bootstrap.recipes import (APP_SERVER_TIERS, APP_USER, CURRENT, PREVIOUS, RELEASES, SCHEMA_LOCK,
                                                SETTINGS, VENV, app_archive, switch_current, unpack_release)
 from provision.step3_appserver.recipes import SERVER_UNITS, _serving_current_release, _warm_up
@@ -90,10 +91,12 @@ class WebTargets:
             return remote
 
         secrets = labdir.secrets()
-        self.targets = {h.name: Target(connect(h.name), h, self.topology, facts, secrets, templates, connect, rollout)
-                        for tier in APP_SERVER_TIERS for h in self.topology.tier(tier)}
-        self.workers = {h.name: Target(connect(h.name), h, self.topology, facts, secrets, templates, connect, rollout)
-                        for h in self.topology.tier(WORKER_TIER)}
+
+        def target(host: Host) -> Target:
+            return Target(connect(host.name), host, self.topology, facts, secrets, templates, connect, rollout)
+
+        self.targets = {h.name: target(h) for tier in APP_SERVER_TIERS for h in self.topology.tier(tier)}
+        self.workers = {h.name: target(h) for h in self.topology.tier(WORKER_TIER)}
 
     def every_target(self) -> list[Target]:
         """The app servers' hosts, then the workers' hosts: every host that holds the site's releases."""

@@ -29,6 +29,7 @@ from lab.cli import main
 from lab.machine.network import first_free_subnet
 from lab.recipes import PROJECT_ROOT
 from lab.topology import Overrides, Topology, resolve
+from provision.step1_bootstrap.recipes import APP_USER, CURRENT, RELEASES
 from provision.step3_appserver.recipes import REQUEST_TIMEOUT_S
 
 
@@ -126,6 +127,30 @@ def copy_of_project(root: Path) -> Path:
         else:
             shutil.copy2(source, root / part)
     return root
+
+
+# A template every page of the site renders: what the deploy tests edit in their copy of the project, as a user edits
+# app/ before `lab deploy` (the release is app/'s content hash, so any edit is a new release).
+SITE_TEMPLATE = Path("app/accounts/templates/accounts/base.html")
+
+
+def change_the_site(project: Path, text: str) -> None:
+    """Append text (an HTML comment) to the site's base template in a copy of the project (copy_of_project)."""
+    with open(project / SITE_TEMPLATE, "a") as template:
+        template.write(text + "\n")
+
+
+def current_release(lab: "ScratchLab", host: str) -> str:
+    """The release `current` names on host."""
+    return lab.ok("ssh", host, f"readlink {CURRENT}").strip().rsplit("/", 1)[-1]
+
+
+def served_release(lab: "ScratchLab", host: str) -> str:
+    """The release every process of the site's user runs in on host (their working directories): one name, or the
+    names when they differ."""
+    script = (f"for p in $(pgrep -u {APP_USER}); do readlink /proc/$p/cwd; done | sort -u | "
+              f"sed 's|^{RELEASES}/||' | tr '\\n' ' '")
+    return lab.ok("ssh", host, script).strip()
 
 
 def lb_address(lab: "ScratchLab") -> str:

@@ -25,7 +25,8 @@ from lab import stack
 from lab.balancer_failover import failover_under_load, holders
 from lab.lifecycle import Project, running_lab
 from lab.services import services_of
-from lab.testing import ScratchLab, copy_of_project, needs_root, scratch_lab
+from lab.testing import (ScratchLab, change_the_site, copy_of_project, current_release, needs_root, scratch_lab,
+                         served_release)
 from provision.step5_balancer.test_e2e import Customer
 from provision.step6_monitor import ALERTMANAGER_PORT, PROMETHEUS_PORT
 from provision.step6_monitor.recipes import DOWN_FOR_S, EVALUATION_INTERVAL_S, SCRAPE_INTERVAL_S
@@ -61,10 +62,6 @@ RESOLVED_WITHIN_S = 60
 # site stayed down (the peer is watched until the load ends, 20 s after the fault).
 MAX_TAKEOVER_S = 15.0
 MAX_FAILED_PERCENT = 30.0
-
-
-# `lab deploy`: a change to the site, made in the test's copy of the project as a user would make it in theirs.
-BASE_TEMPLATE = Path("app/accounts/templates/accounts/base.html")
 
 
 @pytest.fixture(scope="module")
@@ -205,22 +202,15 @@ def test_status_names_prometheus_and_the_web_host_down_alert_fires_when_web1s_ap
         time.sleep(1)
 
 
-def served_releases(lab: ScratchLab, host: str) -> set[str]:
-    """The releases the site's user's processes run in on host (their working directories)."""
-    script = "for p in $(pgrep -u bank); do readlink /proc/$p/cwd; done | sort -u"
-    return {line.rsplit("/", 1)[-1] for line in lab.ok("ssh", host, script).split()}
-
-
 def test_a_deploy_switches_every_app_server_then_each_q_hosts_worker(lab: ScratchLab, project: Path) -> None:
-    with open(project / BASE_TEMPLATE, "a") as template:
-        template.write(f"<!-- deployed {time.time_ns()} -->\n")
+    change_the_site(project, f"<!-- deployed {time.time_ns()} -->")
     output = lab.ok("deploy")
-    release = lab.ok("ssh", "web1", "readlink /srv/bank/current").strip().rsplit("/", 1)[-1]
+    release = current_release(lab, "web1")
     print(f"\n[full] {output.strip().splitlines()[-1]}")
     site_hosts = [h["name"] for h in lab.state["topology"]["hosts"] if h["tier"] in ("web", "api", "q")]
     for host in site_hosts:
-        assert lab.ok("ssh", host, "readlink /srv/bank/current").strip().endswith(f"/{release}"), host
-        assert served_releases(lab, host) == {release}, host  # its app server or worker restarted onto it
+        assert current_release(lab, host) == release, host
+        assert served_release(lab, host) == release, host  # its app server or worker restarted onto it
     switched = re.findall(r"^lab: (\w+): (?:serving|its worker runs) ", output, re.MULTILINE)  # in the order they switched
     assert switched[-2:] == ["q1", "q2"] and sorted(switched[:-2]) == sorted(h for h in site_hosts if h[0] != "q"), output
     status, prepared_by = statement_asked_for(lab)  # the queue works across the switch

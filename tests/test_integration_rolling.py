@@ -14,7 +14,8 @@ from typing import Callable
 
 import pytest
 
-from lab.testing import ScratchLab, copy_of_project, locust_while, needs_root, scratch_lab
+from lab.testing import (ScratchLab, change_the_site, copy_of_project, locust_while, needs_root, scratch_lab,
+                         served_release)
 
 NAME = os.environ.get("TEST_LAB_NAME", "labroll")  # its own name and subnet: other labs on this machine must not matter
 pytestmark = pytest.mark.integration
@@ -25,7 +26,6 @@ WEBS = ("web1", "web2")
 USERS = 10  # Locust's anonymous SiteVisitor: pages, DB views, static files; ~30 requests/s through lb1
 LOAD_BEFORE_S = 5  # load flowing before the rollout starts, and after it ends
 LOAD_LIMIT_S = 900  # Locust's own bound, should a rollout hang
-BASE_TEMPLATE = Path("app/accounts/templates/accounts/base.html")
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +44,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory, project: Path):
 
 def on(lab: ScratchLab, host: str, script: str) -> str:
     return lab.ok("ssh", host, script).strip()
-
-
-def served_release(lab: ScratchLab, host: str) -> str:
-    """The release every process of the app user runs in (one name), or what differs."""
-    script = ("for p in $(pgrep -u bank); do readlink /proc/$p/cwd; done | sort -u | "
-              "sed 's|^/srv/bank/releases/||' | tr '\\n' ' '")
-    return on(lab, host, script)
 
 
 def app_server(lab: ScratchLab, host: str) -> str:
@@ -88,11 +81,10 @@ def test_converged_lab_changes_nothing(lab: ScratchLab) -> None:
     assert "no changes" in output, output
 
 
-def change_the_site(project: Path) -> str:
+def rolled_out_change(project: Path) -> str:
     """What a user does before a deploy: edit a template of the site (in the test's copy of the project)."""
     marker = f"<!-- rolled out {time.time_ns()} -->"
-    with open(project / BASE_TEMPLATE, "a") as template:
-        template.write(marker + "\n")
+    change_the_site(project, marker)
     return marker
 
 
@@ -117,7 +109,7 @@ def hosts_serving(lab: ScratchLab, count: int = 8) -> set[str]:
 
 def test_new_release_rolls_out_without_a_failed_request(lab: ScratchLab, project: Path, tmp_path: Path) -> None:
     before = {web: served_release(lab, web) for web in WEBS}
-    marker = change_the_site(project)
+    marker = rolled_out_change(project)
     figures = under_load(lab, tmp_path / "release")
     assert figures["failures"] == 0, figures["failure_report"]
     assert figures["requests"] > 100
@@ -183,7 +175,7 @@ def test_with_one_web_host_gunicorn_reloads_in_place_without_a_failed_request(la
                                                                              tmp_path: Path) -> None:
     lab.ok("up", "--web=1")
     before = served_release(lab, "web1")
-    marker = change_the_site(project)
+    marker = rolled_out_change(project)
     figures = under_load(lab, tmp_path / "web1", web=1)
     assert figures["failures"] == 0, figures["failure_report"]
     assert figures["requests"] > 100

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from lab.recipes import PROJECT_ROOT
-from lab.testing import (ScratchLab, copy_of_project, locust_while, needs_root, runnable_commands,
-                         scratch_lab)
+from lab.testing import (ScratchLab, change_the_site, copy_of_project, current_release, locust_while, needs_root,
+                         runnable_commands, scratch_lab, served_release)
 
 NAME = os.environ.get("TEST_LAB_NAME", "labshop")
 pytestmark = pytest.mark.integration
@@ -27,7 +27,6 @@ WEBS = ("web1", "web2")
 USERS = 10  # Locust's anonymous site visitors through lb1: a bounded load, ~30 requests/s
 LOAD_AROUND_S = 5  # load flowing before the deploy starts and after it ends
 LOAD_LIMIT_S = 600  # Locust's own bound, should a deploy hang
-BASE_TEMPLATE = Path("app/accounts/templates/accounts/base.html")
 CHECK_FAILED, NO_SNAPSHOT, DEPLOY_FAILED = 12, 71, 72
 STEPS_DOCS = PROJECT_ROOT / "docs" / "steps"
 DOCS_SUBNET = "192.168.56."  # the default lab's, as the docs show it
@@ -46,22 +45,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory, project: Path):
                      extra_env={"PYTHONPATH": str(project)}) as the_lab:
         yield the_lab
         print(f"\n[workshop] seconds per command: {the_lab.seconds}")
-
-
-def served_release(lab: ScratchLab, host: str) -> str:
-    """The release every process of the app user runs in (one name), or the names when they differ."""
-    script = ("for p in $(pgrep -u bank); do readlink /proc/$p/cwd; done | sort -u | "
-              "sed 's|^/srv/bank/releases/||' | tr '\\n' ' '")
-    return lab.ok("ssh", host, script).strip()
-
-
-def current(lab: ScratchLab, host: str) -> str:
-    return lab.ok("ssh", host, "readlink /srv/bank/current").strip().rsplit("/", 1)[-1]
-
-
-def change_the_site(project: Path, text: str) -> None:
-    with open(project / BASE_TEMPLATE, "a") as template:
-        template.write(text + "\n")
 
 
 def under_load(lab: ScratchLab, results: Path, *args: str) -> dict:
@@ -113,7 +96,7 @@ def test_reset_rewinds_every_host_to_the_end_of_a_step(lab: ScratchLab) -> None:
 
 def test_deploy_rolls_a_changed_template_out_without_a_failed_request(lab: ScratchLab, project: Path,
                                                                    tmp_path: Path) -> None:
-    before = {web: current(lab, web) for web in WEBS}
+    before = {web: current_release(lab, web) for web in WEBS}
     marker = f"<!-- deployed {time.time_ns()} -->"
     change_the_site(project, marker)
     figures = under_load(lab, tmp_path / "deploy", "deploy")
@@ -122,7 +105,7 @@ def test_deploy_rolls_a_changed_template_out_without_a_failed_request(lab: Scrat
     assert figures["requests"] > 50
     after = {web: served_release(lab, web) for web in WEBS}
     assert len(set(after.values())) == 1 and " " not in after["web1"], after  # one release, on both hosts
-    assert after["web1"] != before["web1"] and after["web1"] == current(lab, "web1")
+    assert after["web1"] != before["web1"] and after["web1"] == current_release(lab, "web1")
     for web in WEBS:
         assert f"{web}: out of the balancer" in figures["stdout"]
     site, opener = lab.site()
@@ -138,7 +121,7 @@ def test_fab_status_reads_the_labs_ssh_config(lab: ScratchLab, project: Path) ->
                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     print(f"\n[workshop] fab -H web1,web2 status:\n{result.stdout}")
-    assert f"web1: current {current(lab, 'web1')}, previous " in result.stdout
+    assert f"web1: current {current_release(lab, 'web1')}, previous " in result.stdout
     assert "web2: current " in result.stdout
 
 
@@ -160,13 +143,13 @@ def test_a_deploy_whose_health_check_fails_leaves_the_old_release_serving(lab: S
 
 
 def test_rollback_puts_the_release_before_back(lab: ScratchLab, tmp_path: Path) -> None:
-    deployed = current(lab, "web1")
+    deployed = current_release(lab, "web1")
     figures = under_load(lab, tmp_path / "rollback", "rollback")
     assert figures["code"] == 0, figures["stderr"]
     assert figures["failures"] == 0, figures["failure_report"]
     back = {web: served_release(lab, web) for web in WEBS}
     assert len(set(back.values())) == 1 and back["web1"] != deployed
-    assert all(current(lab, web) == back["web1"] for web in WEBS)
+    assert all(current_release(lab, web) == back["web1"] for web in WEBS)
 
 
 def test_the_shared_nothing_demo_fails_step_5s_checks_and_its_undo_passes_them(lab: ScratchLab) -> None:
