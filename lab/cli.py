@@ -280,7 +280,7 @@ def _list(kind: Callable[[str], Any]) -> Callable[[Any, Any, str | None], tuple 
 @click.option("--threads", callback=_list(int), metavar="LIST", help="Threads per app server process, e.g. 1,4.")
 @click.option("--tune", callback=_list(str), metavar="LIST",
               help="Steps of the tuning ladder, each on top of the previous: e.g. baseline,pgbouncer,memcached,replica.")
-@click.option("--scheme", "schemes", callback=_list(str), metavar="LIST", help="http, https or both (default: the site's).")
+@click.option("--scheme", "schemes", callback=_list(str), metavar="LIST", help="http, https, or both as http,https (default: the site's).")
 @click.option("--users", type=int, default=32, show_default=True, help="Concurrent simulated users.")
 @click.option("--spawn-rate", type=float, default=None, help="Users started per second (default: all at once).")
 @click.option("--duration", type=int, default=20, show_default=True, help="Seconds per measured run.")

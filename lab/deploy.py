@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from lab import lifecycle
-from lab.errors import DeployFailed, NotUp, one_line
+from lab.errors import DeployFailed, NothingToRollBack, NotUp, one_line
 from lab.recipes import RecipeError, Target, load_recipes
 from lab.recipes.discovery import balancer_pool
 from lab.recipes.scheduler import template_environment
@@ -240,7 +240,8 @@ def rollback(project: lifecycle.Project, say: Say, health_s: float = HEALTH_TIME
             first = next(iter(lab.targets.values()))
             folder = first.run("readlink %s", PREVIOUS, check=False).stdout.strip()
             if not folder or not first.test("test -f %s", f"{folder}/manage.py"):
-                raise DeployFailed(f"nothing to roll back to: {first.host.name} has no earlier release ({PREVIOUS})")
+                raise NothingToRollBack(f"nothing to roll back to: {first.host.name} has no earlier release ({PREVIOUS}); nothing "
+                                        f"was changed")
             missing = [t.host.name for t in lab.every_target() if not t.test("test -f %s", f"{folder}/manage.py")]
             if missing:
                 raise DeployFailed(f"release {release_name(folder)} is not on {', '.join(missing)}: nothing was changed")

@@ -141,6 +141,12 @@ class DeployFailed(LabError):
     exit_code = 72
 
 
+class NothingToRollBack(LabError):
+    """`lab rollback`: the web hosts have no release before the one they serve (nothing was tried, nothing changed)."""
+
+    exit_code = 78
+
+
 class SnapshotsUnsupported(LabError):
     """The lab's provider cannot snapshot its hosts (so `lab reset` cannot rewind it)."""
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import types
 
 import pytest
 
 from lab import deploy
-from lab.errors import DeployFailed, exit_code_for
+from lab.errors import DeployFailed, NothingToRollBack, exit_code_for
 from lab.lifecycle import Project
 from lab.recipes import PROJECT_ROOT, Target
 from lab.recipes.scheduler import template_environment
@@ -187,3 +189,15 @@ def test_the_fabfile_is_thin_over_the_library():
     assert "deploys.deploy(Project.here()" in fabfile and "deploys.rollback(Project.here()" in fabfile
     assert "ssh_config_path: .lab/ssh_config" in (PROJECT_ROOT / "fabric.yaml").read_text()
     assert Project  # the fabfile's project is the folder `fab` runs in, as for `lab`
+
+
+def test_a_rollback_with_no_earlier_release_is_its_own_exit_code_and_changes_nothing(monkeypatch):
+    """One release only (`previous` absent): exit 78, not 72's "a host failed its health check", and no host touched."""
+    lab, pool, hosts = fake_lab(web=2)
+    lab.close = lambda: None
+    monkeypatch.setattr(deploy, "WebTargets", lambda project: lab)
+    project = types.SimpleNamespace(labdir=types.SimpleNamespace(locked=contextlib.nullcontext))
+    with pytest.raises(NothingToRollBack) as refused:
+        deploy.rollback(project, lambda m: None)
+    assert exit_code_for(refused.value) == 78 and "nothing to roll back to: web1" in str(refused.value)
+    assert pool.events == [] and all(h.links == {"current": OLD, "previous": ""} for h in hosts.values())

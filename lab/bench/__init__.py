@@ -92,7 +92,7 @@ def _check_bench_request(request: BenchRequest) -> None:
             raise TopologyError(f"--server must be one of {', '.join(APP_SERVERS)} (got {server!r})")
     for scheme in request.schemes or ():
         if scheme not in SCHEMES:
-            raise UsageError(f"--scheme must be http, https or both (got {scheme!r})")
+            raise UsageError(f"--scheme takes http, https or both as http,https (got {scheme!r})")
     if "http" in (request.schemes or ()) and request.scenario not in SCENARIOS_WITHOUT_LOGIN:
         raise UsageError(f"--scheme http cannot run the {request.scenario} scenario: its logins need Secure cookies (and "
                          f"the API's bearer tokens TLS), which never travel over plain HTTP; measure the cost of TLS "
