@@ -15,10 +15,10 @@ HINTS = {
     "test_prometheus_and_alertmanager_listen_on_the_private_address_only": "/etc/default/prometheus*: `--web.listen-address=<monitor1's IP>:PORT`, `--cluster.listen-address=`; `ss -ltnp`",
     "test_every_scrape_target_is_up": "http://<monitor1's IP>:9090/targets says why: an exporter stopped on that host, or its firewall lacks monitor1's rule",
     "test_the_alert_rules_are_loaded": "`promtool check config /etc/prometheus/prometheus.yml` on monitor1, then `systemctl reload prometheus`",
-    "test_every_alert_has_the_series_it_watches": "node exporter's filesystem flags must keep \"/\"; the blackbox exporter must probe each web host",
+    "test_every_alert_has_the_series_it_watches": "node exporter's filesystem flags must keep \"/\"; the blackbox exporter must probe each web host; nginx_up/redis_up 0: nginx or Redis is down on that host",
 }
-ALERTS = {"HostDown", "WebHostDown", "ExporterDown", "PostgresDown", "ReplicationLag", "StandbyNotStreaming",
-          "DiskAlmostFull"}
+ALERTS = {"HostDown", "WebHostDown", "ExporterDown", "BalancerDown", "RedisDown", "PostgresDown", "ReplicationLag",
+          "StandbyNotStreaming", "DiskAlmostFull"}
 TARGETS_UP_WITHIN_S = 30  # right after `lab up`, a target not scraped yet is "unknown": a few scrape intervals
 
 
@@ -83,3 +83,7 @@ def test_every_alert_has_the_series_it_watches(node, lab):
     assert set(disks) == {h.name for h in lab.hosts}, f"\"/\" reported by {sorted(disks)} only"
     probes = instances('probe_success{job="app"}')
     assert probes == {probe["host"]: 1.0 for probe in app_probes(lab, node)}, f"probe_success: {probes}"
+    for job, series in (("nginx", "nginx_up"), ("redis", "redis_up")):  # BalancerDown's and RedisDown's
+        watched = {target["host"] for scraped in scrape_jobs(lab, node) if scraped["name"] == job
+                   for target in scraped["targets"]}
+        assert instances(series) == {name: 1.0 for name in watched}, f"{series}: {instances(series)}"
