@@ -803,6 +803,28 @@ class LoadSampleDataTests(TestCase):
         self.assertIn("updated the password of 2 customers", out)
         self.assertTrue(get_user_model().objects.get(username="customer0002").check_password("new-pass-456"))
 
+    @override_settings(BANK_SEARCH_ALIASES=["default"])
+    def test_accounts_made_in_bulk_reach_the_search_index(self):
+        """bulk_create sends no post_save: the bench's customers were never indexed until the next `lab up`."""
+        from accounts.management.commands import load_sample_data
+
+        with mock.patch.object(load_sample_data, "call_command") as catch_up:
+            self.run_command("--demo-password", "demo-pass-123", "--customers", "2")
+            self.assertEqual([c.args for c in catch_up.call_args_list], [("search_catch_up",)])
+            self.run_command("--demo-password", "demo-pass-123", "--customers", "2")  # nothing new: nothing to index
+            self.assertEqual(catch_up.call_count, 1)
+            catch_up.side_effect = OSError("no route to search1")
+            out = self.run_command("--demo-password", "demo-pass-123", "--customers", "3")
+        self.assertIn("search index not updated (OSError: no route to search1)", out)
+        self.assertTrue(get_user_model().objects.filter(username="customer0003").exists())  # made either way
+
+    def test_no_search_server_no_catch_up(self):
+        from accounts.management.commands import load_sample_data
+
+        with mock.patch.object(load_sample_data, "call_command") as catch_up:
+            self.run_command("--demo-password", "demo-pass-123", "--customers", "2")
+        catch_up.assert_not_called()
+
     def test_customers_out_of_range_refused(self):
         for bad in ("-1", "10000"):
             with self.subTest(bad), self.assertRaisesMessage(CommandError, "--customers"):

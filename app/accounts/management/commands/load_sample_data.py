@@ -4,8 +4,10 @@ import os
 import random
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password, make_password
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -166,6 +168,19 @@ class Command(BaseCommand):
                 synced = self._sync_customer_passwords(User, customers, password)
                 if synced:
                     self.stdout.write(f"updated the password of {synced} customers")
+        if new_accounts or made[1]:
+            self._index_new_accounts()
+
+    def _index_new_accounts(self):
+        """bulk_create sends no post_save, so the search servers never heard of these accounts: bring their index
+        level now (search_catch_up), or say how to later: the accounts are made either way."""
+        if not settings.BANK_SEARCH_ALIASES:
+            return
+        try:
+            call_command("search_catch_up", stdout=self.stdout)
+        except Exception as error:  # a search server down: the site searches the next one, then the database
+            self.stdout.write(f"search index not updated ({type(error).__name__}: {error}); "
+                              f"`manage.py search_catch_up` brings it level later")
 
     @staticmethod
     def _customer_names(customers):
