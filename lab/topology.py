@@ -177,7 +177,9 @@ class Topology:
         """One line on what sits behind the site: its pooler, its cache (the local-memory one when no cache host),
         the primary and the standby, its queue (none: tasks run in the request); a standby named in `not_serving`
         (stopped, e.g. fenced by `lab failover db`) is said to be one only once `lab up` has made it one again."""
-        pooler = "pgbouncer on each web host (127.0.0.1:6432)" if self.db.pooler == "pgbouncer" else "no pooler"
+        # The pooled tiers are step 5's POOLED_TIERS (web, api); the library does not import a recipe to name them.
+        pooled = "web and api host" if "api" in self.stack.tiers and self.tier("api") else "web host"
+        pooler = f"pgbouncer on each {pooled} (127.0.0.1:6432)" if self.db.pooler == "pgbouncer" else "no pooler"
         caches = self.tier("cache") if "cache" in self.stack.tiers else ()
         cache = (f"memcached on {', '.join(h.name for h in caches)}" if caches
                  else "no cache host: each app server process keeps its own local-memory cache")

@@ -59,7 +59,7 @@ def test_lab_test_passes_with_the_same_checks(lab: ScratchLab) -> None:
     report = junit.read_text()
     assert 'failures="0"' in report and 'errors="0"' in report
     # A check of every step ran, as on the local provider (and those reading root-only files, as user vagrant).
-    for check in ("test_sshd_running_key_only[web1]", "test_pg_hba_admits_only_the_web_hosts[db1]",
+    for check in ("test_sshd_running_key_only[web1]", "test_pg_hba_admits_only_the_sql_links_clients[db1]",
                   "test_gunicorn_enabled_and_running[web1]", "test_at_most_three_releases_kept[web1]",
                   "test_tier_ports_open_only_to_the_tier_in_front[db1]", "test_home_page[lb1]"):
         assert f'name="{check}"' in report, check

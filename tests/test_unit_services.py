@@ -11,6 +11,7 @@ from lab.services import probe, read_states, services_of
 from lab.state import LabDir
 from lab.topology import Overrides, resolve
 from provision.step2_database.recipes import PG_VERSION
+from provision.step5_pooler.recipes import POOLED_TIERS
 
 GUNICORN = resolve({}, {}, Overrides(web=2), platform="linux")
 MOD_WSGI = resolve({}, {}, Overrides(web=2, app_server="mod_wsgi"), platform="linux")
@@ -89,6 +90,16 @@ def test_a_pooled_lab_shows_pgbouncer_among_the_web_hosts_services():
     assert services_of(pooled, "web") == ("gunicorn", "pgbouncer")
     assert services_of(pooled, "lb") == ("nginx",)
     assert services_of(GUNICORN, "web") == ("gunicorn",)  # no pooler, no pgbouncer to show
+
+
+def test_the_summary_names_every_pooled_tier_the_lab_has():
+    """describe_data_tiers spells step 5's POOLED_TIERS itself (the library imports no recipe): held equal here."""
+    assert POOLED_TIERS == ("web", "api")
+    with_api = resolve({}, {}, Overrides(web=1, pooler="pgbouncer", counts={"api": 1}), platform="linux")
+    assert "pgbouncer on each web and api host (127.0.0.1:6432)" in with_api.describe_data_tiers()
+    without = resolve({}, {}, Overrides(web=1, pooler="pgbouncer"), platform="linux")
+    assert "pgbouncer on each web host (127.0.0.1:6432)" in without.describe_data_tiers()
+    assert services_of(with_api, "api")[-1] == "pgbouncer"
 
 
 def test_a_stopped_standby_is_not_called_one():

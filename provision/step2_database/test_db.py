@@ -8,7 +8,7 @@ TIERS = ("db",)
 HINTS = {
     "test_postgresql_15_installed_and_running": "install the package postgresql-15, then `systemctl enable --now postgresql`",
     "test_listens_on_private_ip_and_loopback_only": "set listen_addresses = 'localhost,<db1's IP>' in /etc/postgresql/15/main/conf.d/, restart postgresql",
-    "test_pg_hba_admits_only_the_web_hosts": "pg_hba.conf: only `local` lines and one `host bank bank <web IP>/32 scram-sha-256` per web host (mode 0640), then reload",
+    "test_pg_hba_admits_only_the_sql_links_clients": "pg_hba.conf: only `local` lines and one `host bank bank <IP>/32 scram-sha-256` per host the sql link names: web, api, q (mode 0640), then reload",
     "test_site_database_and_role_exist": "as postgres: `CREATE ROLE bank LOGIN PASSWORD '...'` through psql's stdin, `createdb --owner=bank bank` (docs/steps/2-database.md)",
     "test_site_role_has_no_administrative_powers": "as postgres: `ALTER ROLE bank NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS`; bank owns only db bank, in no role",
 }
@@ -26,7 +26,7 @@ def test_listens_on_private_ip_and_loopback_only(host, node):
     assert not host.socket("tcp://0.0.0.0:5432").is_listening, "PostgreSQL listens on every address (0.0.0.0:5432)"
 
 
-def test_pg_hba_admits_only_the_web_hosts(host, node, lab):
+def test_pg_hba_admits_only_the_sql_links_clients(host, node, lab):
     rules = [
         line.split("#", 1)[0].split() for line in host.file("/etc/postgresql/15/main/pg_hba.conf").content_string.splitlines()
         if line.strip() and not line.lstrip().startswith("#")
