@@ -22,6 +22,7 @@ from lab.remote import (RemoteHost, check_host_keys, forget_host_key, pin_host_k
 from lab.services import DOWN, UNKNOWN, floating_holders, probe as probe_services, services_of
 from lab.files import write_atomically
 from lab.machine.paths import cache_root
+from lab.progress import elapsed
 from lab.state import LabDir
 from lab.system import Say, available_memory_mb
 from lab.topology import Overrides, Topology, choice_flag, load_file, resolve
@@ -467,6 +468,8 @@ def destroy(project: Project, say: Say) -> bool:
         state["status"] = "destroying"
         labdir.write(state)
         close_ssh_masters(labdir, [h["name"] for h in state["topology"]["hosts"]])
-        get_provider(state["provider"]).destroy(labdir, state, say)
+        hosts = len(state["topology"]["hosts"])
+        with elapsed(say, f"removing the lab's {hosts} hosts, its network and its disks"):  # a full lab: 40 s or more
+            get_provider(state["provider"]).destroy(labdir, state, say)
     labdir.remove(keep_results=True)
     return True

@@ -21,6 +21,7 @@ import pytest
 from lab import lifecycle, verify
 from lab.errors import ChecksFailed, NoSnapshot, NotUp, SnapshotsUnsupported, UsageError
 from lab.files import write_atomically
+from lab.progress import elapsed
 from lab.providers import get_provider
 from lab.recipes import ConvergeReport, RecipeResult, discover_steps
 from lab.system import Say
@@ -106,7 +107,9 @@ def step_completed(project: lifecycle.Project, provider: Any, max_step: int | No
         _say_what_answers(project, step, say, max_step is not None)
         return
     try:
-        seconds = provider.snapshot(project, snapshot_name(step))
+        # A full lab's 14 hosts take a minute or more: "still …" lines say so (a trial saw 80 s without a word).
+        with elapsed(say, f"taking the snapshot of step {step} (`lab reset --to-step {step}`)"):
+            seconds = provider.snapshot(project, snapshot_name(step))
     except SnapshotsUnsupported:
         _record(project, step)
         _say_what_answers(project, step, say, max_step is not None)

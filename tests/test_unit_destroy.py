@@ -2,12 +2,14 @@
 a folder lab did not make (LAB_DIR=., a checkout, a folder of one's own) is refused in one line, nothing changed."""
 from __future__ import annotations
 
+import functools
 import json
+import time
 from pathlib import Path
 
 import pytest
 
-from lab import lifecycle
+from lab import lifecycle, progress
 from lab.errors import NotALabDir
 from lab.state import LabDir
 from lab.testing import linux_topology, one_error_line, run_main
@@ -105,3 +107,15 @@ def test_what_an_interrupted_first_up_left_is_lab_made(tmp_path):
     (labdir.path / "lock").write_text("")
     assert labdir.foreign_entries() == []
     labdir.ensure()  # lab goes on writing into its own folder
+
+
+def test_a_long_destroy_says_it_is_still_removing_the_hosts(checkout, monkeypatch, provider):
+    """A full lab's destroy took 43 s in a trial without a word: "still removing …" lines say it is working."""
+    monkeypatch.setattr(lifecycle, "elapsed", functools.partial(progress.elapsed, every=0.05))
+    monkeypatch.setattr(provider, "destroy", lambda labdir, state, say: time.sleep(0.3))
+    labdir = LabDir(checkout / ".lab")
+    labdir.ensure()
+    labdir.write(labdir.new_state(linux_topology({"lab": {"name": "h4d"}})))
+    said: list[str] = []
+    assert lifecycle.destroy(lifecycle.Project.here(checkout), said.append)
+    assert said and all(line.startswith("still removing the lab's 3 hosts, its network and its disks, ") for line in said)
