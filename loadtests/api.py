@@ -11,7 +11,7 @@ from locust.exception import StopUser
 
 import lab_window
 import labtls
-from locustfile import client_timeouts, customer_name
+from locustfile import answered, client_timeouts, customer_name
 
 # Requests a second per user: half the balancer's allowance per token (provision/step5_balancer's
 # API_RATE_PER_SECOND, 20), so a user's own pace never meets the limit; more load is more users.
@@ -44,9 +44,10 @@ class ApiCustomer(FastHttpUser):
         # "start: " marks start-up requests: lab bench's steady state begins once every user is ready
         with self.client.get("/api/accounts/", name="start: /api/accounts/", headers=self.headers,
                              catch_response=True) as response:
-            numbers = [a["number"] for a in (response.json() or {}).get("accounts", [])] if response.ok else []
+            numbers = [a["number"] for a in (response.json() or {}).get("accounts", [])] if answered(response) else []
             if len(numbers) < 2:
-                response.failure(f"{username} has {len(numbers)} accounts, the scenario needs two")
+                if answered(response):  # else Locust has counted it with its own reason (refused, reset, a 502 ...)
+                    response.failure(f"{username} has {len(numbers)} accounts, the scenario needs two")
                 raise StopUser()
         self.accounts = numbers[:2]
         lab_window.user_ready()
@@ -70,6 +71,8 @@ class ApiCustomer(FastHttpUser):
         with self.client.post("/api/transfers/", name="/api/transfers/ (POST)", headers=self.headers,
                               json={"from_account": source, "to_account": target, "amount": "0.01"},
                               catch_response=True) as response:
+            if response.status_code == 0:
+                return  # no answer (refused, reset, timed out): Locust has counted it with its own reason
             if response.status_code != 201:
                 response.failure(f"transfer not made: {response.status_code} {(response.text or '')[:120]}")
                 return

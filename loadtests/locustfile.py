@@ -21,6 +21,13 @@ LOGIN_RETRY_WAIT_S = (0.3, 1.5)
 TOO_MANY_REQUESTS = 429
 
 
+def answered(response: Any) -> bool:
+    """An HTTP answer below 400. FastHttpUser's response to a refused, reset or timed-out connection has status 0,
+    which its `ok` calls fine: a check that then reads the empty page would replace Locust's own reason (the
+    connection refused) with its own ("no CSRF token"), as a trial's balancer failover showed."""
+    return 0 < response.status_code < 400
+
+
 def referer(user: FastHttpUser, path: str) -> dict[str, str]:
     """The header Django's CSRF check wants on an HTTPS POST: a Referer on the site itself."""
     return {"Referer": f"{user.host.rstrip('/')}{path}"}
@@ -137,7 +144,7 @@ class BankCustomer(FastHttpUser):
         """Sign in; only a user that did counts as ready (a refused or timed-out login is tried again)."""
         # "start: " marks start-up requests: lab bench's steady state begins once every user is signed in
         with self.client.get("/accounts/login/", name="start: /accounts/login/ (form)", catch_response=True) as form:
-            if not form.ok:
+            if not answered(form):
                 return  # Locust has counted the failure with its own reason
             token = bankpages.csrf_token(form.text or "")
             if not token:
@@ -154,7 +161,7 @@ class BankCustomer(FastHttpUser):
                 response.success()
                 gevent.sleep(random.uniform(*LOGIN_RETRY_WAIT_S))
                 return
-            if not response.ok:
+            if not answered(response):
                 return  # Locust has counted the failure
             if bankpages.is_sign_in_page(response.text or ""):  # the form again: the password was refused
                 response.failure(f"login refused for user {self.username}")
@@ -172,7 +179,7 @@ class BankCustomer(FastHttpUser):
             return
         for _ in range(2):  # there and back, so every balance ends where it began
             with self.client.get("/transfer/", name="/transfer/ (form)", catch_response=True) as form:
-                if not form.ok:
+                if not answered(form):
                     return  # Locust has counted the failure with its own reason (a timeout, a 502 ...)
                 if self._signed_out(form):
                     return
@@ -190,6 +197,8 @@ class BankCustomer(FastHttpUser):
             ) as response:
                 # Every page has "Balance sheet" in its menu, the login page included, so only the message proves it.
                 # The POST is redirected to /transfer/<pk>/ (post/redirect/get), which the client follows.
+                if not answered(response):
+                    return  # Locust has counted the failure with its own reason
                 if self._signed_out(response):
                     return
                 if "Transferred" not in (response.text or ""):
